@@ -1,0 +1,141 @@
+"""Typed, validated, read-only configuration: model architecture, engine limits, generation defaults.
+
+An engine folder holds `engine_config.json` (ModelConfig + EngineLimits, written by build/)
+and optionally `generation_config.json` (the checkpoint's defaults). Nothing here is mutated
+after construction; values derived at start-up (KV block counts) are returned, not stored.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import ConfigError
+
+ENGINE_CONFIG_FILE = "engine_config.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "qwen.tiktoken"
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Qwen2-style architecture; v1 checkpoints are converted into it by build/."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int  # MLP width (v1 config's intermediate_size / 2)
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    max_position_embeddings: int = 8192
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self):
+        _require(self.hidden_size % self.num_attention_heads == 0, "hidden_size must divide by num_attention_heads")
+        _require(self.num_attention_heads % self.num_key_value_heads == 0, "heads must divide by kv heads")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    dtype: str = "float32"  # default compute dtype; the runtime may override per device
+    max_batch_size: int = 8  # concurrent sequences in the running batch
+    max_input_len: int = 1024  # prompt tokens accepted
+    max_seq_len: int = 2048  # prompt + output tokens
+    max_num_batched_tokens: int = 4096  # prefill tokens per engine step
+    block_size: int = 16  # tokens per KV block
+
+    def __post_init__(self):
+        _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        _require(0 < self.max_input_len < self.max_seq_len, "need 0 < max_input_len < max_seq_len")
+        _require(self.max_num_batched_tokens >= self.max_input_len, "max_num_batched_tokens < max_input_len")
+        _require(self.max_batch_size > 0 and self.block_size > 0, "max_batch_size and block_size must be > 0")
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """Sampling defaults when a request leaves a knob out (greedy unless the checkpoint says otherwise)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+
+    @classmethod
+    def from_hf(cls, data: dict) -> "GenerationDefaults":
+        # HF semantics: do_sample false means greedy whatever temperature says.
+        if not data.get("do_sample", False):
+            return cls(max_new_tokens=int(data.get("max_new_tokens", cls.max_new_tokens)))
+        return cls(
+            max_new_tokens=int(data.get("max_new_tokens", cls.max_new_tokens)),
+            temperature=float(data.get("temperature", 1.0)),
+            top_k=int(data.get("top_k", 0) or 0),
+            top_p=float(data.get("top_p", 1.0)),
+            repetition_penalty=float(data.get("repetition_penalty", 1.0)),
+        )
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: ModelConfig
+    limits: EngineLimits = field(default_factory=EngineLimits)
+    max_window_size: int = 6144  # chat-history window in tokens (Qwen-7B-Chat generation_config)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EngineConfig":
+        return cls(
+            model=_build(ModelConfig, data["model"]),
+            limits=_build(EngineLimits, data.get("limits", {})),
+            max_window_size=int(data.get("max_window_size", 6144)),
+        )
+
+
+def _build(kind, data: dict):
+    known = {f.name for f in fields(kind)}
+    unknown = set(data) - known
+    _require(not unknown, f"{kind.__name__}: unknown keys {sorted(unknown)}")
+    return kind(**data)
+
+
+@dataclass(frozen=True)
+class EngineFolder:
+    """An engine folder as build/ writes it."""
+
+    path: Path
+    config: EngineConfig
+    generation: GenerationDefaults
+
+    @property
+    def weights(self) -> Path:
+        return self.path / WEIGHTS_FILE
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.path / TOKENIZER_FILE
+
+
+def load_engine_folder(path: str | Path) -> EngineFolder:
+    path = Path(path)
+    config_file = path / ENGINE_CONFIG_FILE
+    _require(config_file.is_file(), f"{config_file} not found: build an engine first (python -m build.convert)")
+    config = EngineConfig.from_dict(json.loads(config_file.read_text()))
+    gen_file = path / GENERATION_CONFIG_FILE
+    generation = GenerationDefaults.from_hf(json.loads(gen_file.read_text())) if gen_file.is_file() else GenerationDefaults()
+    return EngineFolder(path, config, generation)
