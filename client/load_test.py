@@ -1,0 +1,36 @@
+"""python -m client.load_test: streaming load against the ensemble (output tokens/s, TTFT, ITL) and a
+perf_analyzer run with an explicit --input-data file. Prints JSON; --out also writes it."""
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from qwen_triton.loadtest import result_dict, run_perf_analyzer, run_streaming_load
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", default=f"127.0.0.1:{os.environ.get('GRPC_PORT', 8001)}")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--requests-per-worker", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--perf-analyzer", action="store_true", help="also run perf_analyzer at each concurrency")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    results = {"url": args.url, "max_tokens": args.max_tokens, "streaming_load": [], "perf_analyzer": []}
+    for concurrency in args.concurrency:
+        load = run_streaming_load(args.url, concurrency, args.requests_per_worker, args.max_tokens)
+        results["streaming_load"].append(result_dict(load))
+        print(json.dumps(result_dict(load)), flush=True)
+        if args.perf_analyzer:
+            with tempfile.TemporaryDirectory() as tmp:
+                perf = run_perf_analyzer(args.url, Path(tmp), concurrency, args.max_tokens)
+            print(perf.pop("stdout_tail"), flush=True)
+            results["perf_analyzer"].append({"concurrency": concurrency, **perf})
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

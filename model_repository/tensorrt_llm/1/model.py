@@ -1,0 +1,47 @@
+"""Triton adapter (decoupled): hands each request to the LLM engine thread, which answers through the
+request's response sender. execute() never waits for generation. Logic: qwen_triton.serving.llm_service."""
+import triton_python_backend_utils as pb_utils
+
+from qwen_triton.schema import TENSORRT_LLM
+from qwen_triton.serving.llm_service import LLMService
+from qwen_triton.serving.model_params import LLMModelParams
+from qwen_triton.serving.requests import LLMRequest
+from qwen_triton.serving.triton_io import error_response, make_response, read_inputs
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class SenderResponder:
+    """Responder over one request's response sender; called from the engine thread."""
+
+    def __init__(self, sender):
+        self.sender = sender
+
+    def send(self, outputs, final):
+        self.sender.send(make_response(TENSORRT_LLM, outputs), flags=FINAL if final else 0)
+
+    def fail(self, exc):
+        self.sender.send(error_response(exc), flags=FINAL)
+
+    def is_cancelled(self):
+        return self.sender.is_cancelled()
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = LLMModelParams.from_config(args["model_config"])
+        self.service = LLMService.from_params(params)
+        self.logger = pb_utils.Logger
+        self.logger.log_info(f"tensorrt_llm: runtime={params.runtime} engine={params.engine_dir}")
+
+    def execute(self, requests):
+        for request in requests:
+            responder = SenderResponder(request.get_response_sender())
+            try:
+                self.service.submit(LLMRequest.from_inputs(read_inputs(request, TENSORRT_LLM)), responder)
+            except Exception as exc:  # answered per request; the engine keeps serving the others
+                responder.fail(exc)
+        return None
+
+    def finalize(self):
+        self.service.shutdown()

@@ -1,0 +1,102 @@
+"""gRPC client for the ensemble: one request builder (checked against the wire schema) used by the chat
+CLI, the load test's input file and the tests. Non-streaming requests also go over the gRPC stream
+because the ensemble contains a decoupled model (unary ModelInfer refuses decoupled models)."""
+from __future__ import annotations
+
+import json
+import queue
+import uuid
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from .schema import ENSEMBLE
+
+
+def _array(name: str, value) -> np.ndarray:
+    spec = ENSEMBLE.input(name)
+    if spec.dtype == "STRING":
+        items = value if isinstance(value, (list, tuple)) else [value]
+        array = np.array([v if isinstance(v, bytes) else str(v).encode("utf-8") for v in items], dtype=np.object_)
+    else:
+        array = np.array([value], dtype=spec.numpy_dtype)
+    return array.reshape(1, -1)  # (batch=1, dims)
+
+
+def build_request(text_input: str | bytes, **options) -> dict[str, np.ndarray]:
+    """Wire values for one ensemble request; options use the ensemble's input names (None = not sent).
+    `history` may be a list (JSON-encoded here) or a JSON string."""
+    if isinstance(options.get("history"), (list, tuple)):
+        options["history"] = json.dumps(options["history"], ensure_ascii=False)
+    values = {"text_input": _array("text_input", text_input)}
+    for name, value in options.items():
+        if value is not None:
+            values[name] = _array(name, value)
+    return values
+
+
+def to_infer_inputs(values: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
+    inputs = []
+    for name, array in values.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), ENSEMBLE.input(name).dtype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    finish_reason: str  # "" until the last chunk
+    num_input_tokens: int
+    num_output_tokens: int
+
+
+def _chunk(result) -> Chunk | None:
+    text = result.as_numpy("text_output")
+    if text is None:  # the empty final response
+        return None
+    scalar = lambda name: result.as_numpy(name).reshape(-1)[0]  # noqa: E731
+    return Chunk(text.reshape(-1)[0].decode("utf-8"), scalar("finish_reason").decode(),
+                 int(scalar("num_input_tokens")), int(scalar("num_output_tokens")))
+
+
+class QwenClient:
+    """One gRPC stream; one request at a time per client (use one client per concurrent conversation)."""
+
+    def __init__(self, url: str = "127.0.0.1:8001", model: str = "ensemble"):
+        self.url = url
+        self.model = model
+        self.grpc = grpcclient.InferenceServerClient(url)
+
+    def stream(self, text_input: str | bytes, **options) -> Iterator[Chunk]:
+        options.setdefault("stream", True)
+        replies: queue.Queue = queue.Queue()
+        self.grpc.start_stream(callback=lambda result, error: replies.put((result, error)))
+        try:
+            self.grpc.async_stream_infer(self.model, to_infer_inputs(build_request(text_input, **options)),
+                                         request_id=uuid.uuid4().hex, enable_empty_final_response=True)
+            while True:
+                result, error = replies.get()
+                if error is not None:
+                    raise error
+                chunk = _chunk(result)
+                if chunk is not None:
+                    yield chunk
+                if result.get_response().parameters["triton_final_response"].bool_param:
+                    return
+        finally:
+            # cancel_requests: a consumer that stops early cancels the server-side request.
+            self.grpc.stop_stream(cancel_requests=True)
+
+    def generate(self, text_input: str | bytes, **options) -> Chunk:
+        chunks = list(self.stream(text_input, stream=False, **options))
+        if len(chunks) != 1:
+            raise InferenceServerException(f"expected one response without streaming, got {len(chunks)}")
+        return chunks[0]
+
+    def close(self) -> None:
+        self.grpc.close()

@@ -1,0 +1,127 @@
+"""Load tests against the served ensemble: a streaming gRPC load generator that measures output tokens/s,
+time to first token and inter-token latency, and a perf_analyzer run with an explicit --input-data file.
+Measures; asserts nothing."""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .client import QwenClient
+from .schema import ENSEMBLE
+from .serving.launcher import perf_analyzer_env
+
+DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    concurrency: int
+    requests: int
+    failed: int
+    duration_s: float
+    output_tokens: int
+    output_tok_s: float  # output tokens only, never prompt + output
+    ttft_ms_mean: float
+    ttft_ms_p50: float
+    itl_ms_mean: float  # (last chunk - first chunk) / (output tokens - 1), per request, averaged
+    latency_ms_p50: float
+
+
+@dataclass
+class _Sample:
+    ttft_s: float
+    latency_s: float
+    output_tokens: int
+
+
+def _one_request(client: QwenClient, prompt: str, max_tokens: int) -> _Sample:
+    start = time.perf_counter()
+    first = None
+    last_chunk = None
+    # min_tokens = max_tokens: every request generates exactly max_tokens (random weights rarely stop).
+    for chunk in client.stream(prompt, max_tokens=max_tokens, min_tokens=max_tokens):
+        if first is None and chunk.text:
+            first = time.perf_counter()
+        last_chunk = chunk
+    end = time.perf_counter()
+    return _Sample((first or end) - start, end - start, last_chunk.num_output_tokens if last_chunk else 0)
+
+
+def run_streaming_load(url: str, concurrency: int, requests_per_worker: int, max_tokens: int,
+                       prompt: str = DEFAULT_PROMPT) -> LoadResult:
+    samples: list[_Sample] = []
+    failures = []
+    lock = threading.Lock()
+
+    def worker():
+        client = QwenClient(url)
+        for _ in range(requests_per_worker):
+            try:
+                sample = _one_request(client, prompt, max_tokens)
+                with lock:
+                    samples.append(sample)
+            except Exception as exc:  # counted, reported, never hidden
+                with lock:
+                    failures.append(repr(exc))
+        client.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    duration = time.perf_counter() - start
+    return _summarise(concurrency, samples, len(failures), duration)
+
+
+def _summarise(concurrency: int, samples: list[_Sample], failed: int, duration: float) -> LoadResult:
+    tokens = sum(s.output_tokens for s in samples)
+    itls = [(s.latency_s - s.ttft_s) / (s.output_tokens - 1) for s in samples if s.output_tokens > 1]
+    ms = lambda values, fn: 1000 * fn(values) if values else float("nan")  # noqa: E731
+    return LoadResult(
+        concurrency=concurrency, requests=len(samples), failed=failed, duration_s=round(duration, 3),
+        output_tokens=tokens, output_tok_s=round(tokens / duration, 2),
+        ttft_ms_mean=round(ms([s.ttft_s for s in samples], statistics.mean), 2),
+        ttft_ms_p50=round(ms([s.ttft_s for s in samples], statistics.median), 2),
+        itl_ms_mean=round(ms(itls, statistics.mean), 2),
+        latency_ms_p50=round(ms([s.latency_s for s in samples], statistics.median), 2))
+
+
+def write_input_data(path: Path, prompt: str, max_tokens: int, stream: bool = True) -> Path:
+    """perf_analyzer --input-data: only the inputs we mean to send, each with its shape."""
+    entry = {
+        "text_input": {"content": [prompt], "shape": list(ENSEMBLE.input("text_input").dims)},
+        "max_tokens": {"content": [max_tokens], "shape": list(ENSEMBLE.input("max_tokens").dims)},
+        "stream": {"content": [stream], "shape": list(ENSEMBLE.input("stream").dims)},
+    }
+    path.write_text(json.dumps({"data": [entry]}, ensure_ascii=False, indent=1))
+    return path
+
+
+def run_perf_analyzer(url: str, workdir: Path, concurrency: int, max_tokens: int, measurement_ms: int = 4000,
+                      prompt: str = DEFAULT_PROMPT, stream: bool = True) -> dict:
+    data = write_input_data(workdir / "perf_input.json", prompt, max_tokens, stream)
+    report = workdir / "perf_analyzer.csv"
+    # --streaming: the ensemble contains a decoupled model, which perf_analyzer only drives over a stream.
+    cmd = ["perf_analyzer", "-m", "ensemble", "-i", "grpc", "-u", url, "--streaming", "--input-data", str(data),
+           f"--concurrency-range={concurrency}:{concurrency}", f"--measurement-interval={measurement_ms}",
+           "--measurement-mode=time_windows", "--max-trials=3", "--stability-percentage=100", "-f", str(report)]
+    run = subprocess.run(cmd, env=perf_analyzer_env(), capture_output=True, text=True, timeout=600)
+    if run.returncode != 0:
+        raise RuntimeError(f"perf_analyzer failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    with open(report) as f:
+        row = next(csv.DictReader(f))
+    return {"command": " ".join(cmd), "requests_per_s": float(row["Inferences/Second"]),
+            "latency_p50_ms": float(row["p50 latency"]) / 1000, "latency_p99_ms": float(row["p99 latency"]) / 1000,
+            "stdout_tail": run.stdout[-1500:]}
+
+
+def result_dict(result: LoadResult) -> dict:
+    return asdict(result)

@@ -1,0 +1,54 @@
+"""ChatRequest -> tensorrt_llm inputs: ChatML prompt ids, output length, word lists, end/pad ids.
+
+Owns the edge checks that need the tokenizer or the engine's limits (prompt length).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import EngineFolder, load_engine_folder
+from ..errors import InvalidRequest
+from ..text.chat_template import DEFAULT_SYSTEM_PROMPT, build_prompt, parse_history
+from ..text.tokenizer import QwenTokenizer
+from ..text.word_lists import encode_words, to_word_list
+from ..vocab import ENDOFTEXT_ID, IM_END_ID
+from .requests import ChatRequest
+
+
+class Preprocessor:
+    def __init__(self, folder: EngineFolder, tokenizer: QwenTokenizer):
+        self.folder = folder
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_engine_dir(cls, engine_dir: str) -> "Preprocessor":
+        folder = load_engine_folder(engine_dir)
+        return cls(folder, QwenTokenizer.load(folder.path))
+
+    def prompt_ids(self, request: ChatRequest) -> list[int]:
+        if not request.apply_chat_template:
+            return self.tokenizer.encode(request.text_input)
+        history = parse_history(request.history) if request.history else None
+        system = request.system_prompt
+        if system is None:
+            system = history.system if history and history.system is not None else DEFAULT_SYSTEM_PROMPT
+        turns = history.turns if history else []
+        return build_prompt(self.tokenizer, request.text_input, turns, system, self.folder.config.max_window_size)
+
+    def __call__(self, request: ChatRequest) -> dict[str, np.ndarray]:
+        ids = self.prompt_ids(request)
+        limits = self.folder.config.limits
+        if len(ids) > limits.max_input_len:
+            raise InvalidRequest(
+                "text_input", f"prompt is {len(ids)} tokens after the chat template; "
+                f"this engine accepts at most {limits.max_input_len}")
+        max_tokens = request.max_tokens or self.folder.generation.max_new_tokens
+        return {
+            "input_ids": np.asarray(ids, dtype=np.int32),
+            "input_lengths": np.asarray([len(ids)], dtype=np.int32),
+            "request_output_len": np.asarray([max_tokens], dtype=np.int32),
+            "stop_words_list": to_word_list(encode_words(self.tokenizer, list(request.stop_words))),
+            "bad_words_list": to_word_list(encode_words(self.tokenizer, list(request.bad_words))),
+            "end_id": np.asarray([IM_END_ID if request.end_id is None else request.end_id], dtype=np.int32),
+            "pad_id": np.asarray([ENDOFTEXT_ID if request.pad_id is None else request.pad_id], dtype=np.int32),
+        }

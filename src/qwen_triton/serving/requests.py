@@ -1,0 +1,141 @@
+"""Typed requests parsed from wire values (numpy, batch dim removed); every bad value names its field.
+
+Knows the wire names and Python types; knows nothing of tokenizers or engines.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InvalidRequest
+from ..schema import TRTLLM_SAMPLING_NAMES
+
+
+def _scalar(values: dict[str, np.ndarray], name: str):
+    array = values.get(name)
+    if array is None:
+        return None
+    flat = np.asarray(array).reshape(-1)
+    if flat.size != 1:
+        raise InvalidRequest(name, f"expected one value, got {flat.size}")
+    return flat[0]
+
+
+def _as_text(name: str, raw) -> str:
+    if isinstance(raw, str):
+        return raw
+    try:
+        return bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(name, f"is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def get_text(values, name: str, default: str | None = None) -> str | None:
+    raw = _scalar(values, name)
+    return default if raw is None else _as_text(name, raw)
+
+
+def get_texts(values, name: str) -> tuple[str, ...]:
+    array = values.get(name)
+    if array is None:
+        return ()
+    return tuple(text for text in (_as_text(name, raw) for raw in np.asarray(array).reshape(-1)) if text)
+
+
+def get_int(values, name: str, default: int | None = None) -> int | None:
+    raw = _scalar(values, name)
+    return default if raw is None else int(raw)
+
+
+def get_float(values, name: str, default: float | None = None) -> float | None:
+    raw = _scalar(values, name)
+    return default if raw is None else float(raw)
+
+
+def get_bool(values, name: str, default: bool) -> bool:
+    raw = _scalar(values, name)
+    return default if raw is None else bool(raw)
+
+
+def get_ids(values, name: str) -> tuple[int, ...]:
+    array = values.get(name)
+    return () if array is None else tuple(int(i) for i in np.asarray(array).reshape(-1))
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What preprocessing receives from the ensemble."""
+
+    text_input: str
+    max_tokens: int | None = None
+    stop_words: tuple[str, ...] = ()
+    bad_words: tuple[str, ...] = ()
+    end_id: int | None = None
+    pad_id: int | None = None
+    system_prompt: str | None = None
+    history: str | None = None
+    apply_chat_template: bool = True
+
+    def __post_init__(self):
+        if not self.text_input.strip():
+            raise InvalidRequest("text_input", "is empty")
+        if self.max_tokens is not None and self.max_tokens <= 0:
+            raise InvalidRequest("max_tokens", f"must be > 0, got {self.max_tokens}")
+
+    @classmethod
+    def from_inputs(cls, values: dict[str, np.ndarray]) -> "ChatRequest":
+        text = get_text(values, "text_input")
+        if text is None:
+            raise InvalidRequest("text_input", "is required")
+        return cls(
+            text_input=text,
+            max_tokens=get_int(values, "max_tokens"),
+            stop_words=get_texts(values, "stop_words"),
+            bad_words=get_texts(values, "bad_words"),
+            end_id=get_int(values, "end_id"),
+            pad_id=get_int(values, "pad_id"),
+            system_prompt=get_text(values, "system_prompt"),
+            history=get_text(values, "history"),
+            apply_chat_template=get_bool(values, "apply_chat_template", True),
+        )
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """What the tensorrt_llm model receives (tensorrtllm_backend names), before defaults are applied."""
+
+    input_ids: tuple[int, ...]
+    request_output_len: int
+    streaming: bool = False
+    end_id: int | None = None
+    stop_words_list: np.ndarray | None = None  # (2, N) word-list layout
+    bad_words_list: np.ndarray | None = None
+    sampling: dict = field(default_factory=dict)  # ensemble knob name -> value, only those sent
+    exclude_input_in_output: bool = True
+
+    def __post_init__(self):
+        if not self.input_ids:
+            raise InvalidRequest("input_ids", "is empty")
+        if self.request_output_len <= 0:
+            raise InvalidRequest("max_tokens", f"must be > 0, got {self.request_output_len}")
+
+    @classmethod
+    def from_inputs(cls, values: dict[str, np.ndarray]) -> "LLMRequest":
+        ids = get_ids(values, "input_ids")
+        length = get_int(values, "input_lengths", len(ids))
+        sampling = {}
+        for knob, wire_name in TRTLLM_SAMPLING_NAMES.items():
+            raw = _scalar(values, wire_name)
+            if raw is not None:
+                sampling[knob] = raw.item() if hasattr(raw, "item") else raw
+        return cls(
+            input_ids=ids[:length],
+            request_output_len=get_int(values, "request_output_len", 0),
+            streaming=get_bool(values, "streaming", False),
+            end_id=get_int(values, "end_id"),
+            stop_words_list=values.get("stop_words_list"),
+            bad_words_list=values.get("bad_words_list"),
+            sampling=sampling,
+            exclude_input_in_output=get_bool(values, "exclude_input_in_output", True),
+        )

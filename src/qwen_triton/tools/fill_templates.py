@@ -1,0 +1,66 @@
+"""Renders model_repository/*/config.pbtxt.template into config.pbtxt (wiring only), failing on any
+placeholder left unfilled. Optionally writes the filled repository somewhere else (tests, deployments)."""
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..config import load_engine_folder
+from ..errors import ConfigError
+from ..serving.model_params import RUNTIMES
+
+TEMPLATE = "config.pbtxt.template"
+PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+
+
+@dataclass(frozen=True)
+class TemplateValues:
+    engine_dir: str
+    max_batch_size: int
+    runtime: str = "torch"
+    device: str = ""
+    dtype: str = ""
+    preprocessing_instance_count: int = 1
+    postprocessing_instance_count: int = 1
+
+    def __post_init__(self):
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        if min(self.max_batch_size, self.preprocessing_instance_count, self.postprocessing_instance_count) <= 0:
+            raise ConfigError("max_batch_size and instance counts must be > 0")
+
+
+def values_for_engine(engine_dir: str | Path, **overrides) -> TemplateValues:
+    folder = load_engine_folder(engine_dir)
+    defaults = {"engine_dir": str(folder.path.resolve()), "max_batch_size": folder.config.limits.max_batch_size}
+    return TemplateValues(**{**defaults, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def render(template: str, values: dict[str, object], source: str = "template") -> str:
+    def substitute(match: re.Match) -> str:
+        return str(values[match.group(1)]) if match.group(1) in values else match.group(0)
+
+    text = PLACEHOLDER.sub(substitute, template)
+    left = sorted(set(PLACEHOLDER.findall(text)))
+    if left:
+        raise ConfigError(f"{source}: no value for placeholders {left}")
+    return text
+
+
+def fill_repository(source: str | Path, values: TemplateValues, output: str | Path | None = None) -> list[Path]:
+    source = Path(source)
+    output = Path(output) if output else source
+    written = []
+    for template in sorted(source.glob(f"*/{TEMPLATE}")):
+        model_dir = output / template.parent.name
+        if output != source:
+            shutil.copytree(template.parent, model_dir, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "config.pbtxt"))
+        config = model_dir / "config.pbtxt"
+        config.write_text(render(template.read_text(), asdict(values), str(template)))
+        written.append(config)
+    if not written:
+        raise ConfigError(f"no */{TEMPLATE} under {source}")
+    return written

@@ -1,0 +1,127 @@
+"""A faithful fake of Triton's `triton_python_backend_utils` (python_backend r24.xx / Triton 2.51) for
+driving model.py files in-process: same names and signatures, and the same refusals (a response
+sent after the final flag, non-numpy tensors)."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
+
+
+class TritonError(Exception):
+    UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS, CANCELLED = range(8)
+
+    def __init__(self, message: str, code: int = 0):
+        super().__init__(message)
+        self._message = message
+        self._code = code
+
+    def message(self) -> str:
+        return self._message
+
+    def code(self) -> int:
+        return self._code
+
+
+class Tensor:
+    def __init__(self, name: str, array):
+        if not isinstance(array, np.ndarray):
+            raise TritonError(f"tensor {name!r} must be a numpy array, got {type(array).__name__}")
+        if array.dtype == np.object_ and not all(isinstance(v, (bytes, str)) for v in array.reshape(-1)):
+            raise TritonError(f"tensor {name!r}: object arrays must hold bytes")
+        self._name = name
+        self._array = array
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> np.ndarray:
+        return self._array
+
+
+class InferenceResponse:
+    def __init__(self, output_tensors=None, error: TritonError | None = None):
+        self._tensors = list(output_tensors or [])
+        self._error = error
+
+    def output_tensors(self):
+        return self._tensors
+
+    def has_error(self) -> bool:
+        return self._error is not None
+
+    def error(self):
+        return self._error
+
+
+class ResponseSender:
+    """Records what a decoupled model sends; `done` is set by the final flag."""
+
+    def __init__(self):
+        self.responses: list[InferenceResponse] = []
+        self.flags: list[int] = []
+        self.done = threading.Event()
+        self.cancelled = False
+
+    def send(self, response=None, flags: int = 0):
+        if self.done.is_set():
+            raise TritonError("Unable to send response. Response sender has been closed.")
+        if response is not None:
+            self.responses.append(response)
+        self.flags.append(flags)
+        if flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL:
+            self.done.set()
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled
+
+
+class InferenceRequest:
+    _ids = iter(range(1, 1 << 62))
+
+    def __init__(self, inputs: list[Tensor], request_id: str = ""):
+        self._inputs = inputs
+        self._request_id = request_id or str(next(self._ids))
+        self._sender = ResponseSender()
+
+    def inputs(self):
+        return self._inputs
+
+    def request_id(self) -> str:
+        return self._request_id
+
+    def get_response_sender(self) -> ResponseSender:
+        return self._sender
+
+    def is_cancelled(self) -> bool:
+        return self._sender.cancelled
+
+
+def get_input_tensor_by_name(request: InferenceRequest, name: str):
+    return next((t for t in request.inputs() if t.name() == name), None)
+
+
+def get_output_tensor_by_name(response: InferenceResponse, name: str):
+    return next((t for t in response.output_tensors() if t.name() == name), None)
+
+
+class Logger:
+    records: list[tuple[str, str]] = []
+
+    @classmethod
+    def log_info(cls, message):
+        cls.records.append(("info", message))
+
+    @classmethod
+    def log_warn(cls, message):
+        cls.records.append(("warn", message))
+
+    @classmethod
+    def log_error(cls, message):
+        cls.records.append(("error", message))
+
+    @classmethod
+    def log_verbose(cls, message):
+        cls.records.append(("verbose", message))

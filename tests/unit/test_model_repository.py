@@ -1,0 +1,67 @@
+"""The config.pbtxt templates agree with qwen_triton.schema, and template filling fails loudly."""
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from qwen_triton.errors import ConfigError
+from qwen_triton.schema import ALL_MODELS, ENSEMBLE, TENSORRT_LLM, TRTLLM_SAMPLING_NAMES
+from qwen_triton.serving.model_params import LLMModelParams, parse_parameters
+from qwen_triton.tools.fill_templates import TemplateValues, fill_repository, render
+
+REPO = Path(__file__).resolve().parents[2] / "model_repository"
+VALUES = TemplateValues(engine_dir="/engines/x", max_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("repo")
+    fill_repository(REPO, VALUES, out)
+    return {spec.name: text_format.Parse((out / spec.name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+            for spec in ALL_MODELS}
+
+
+def _as_tuples(tensors):
+    return {(t.name, model_config_pb2.DataType.Name(t.data_type), tuple(t.dims), getattr(t, "optional", False)) for t in tensors}
+
+
+@pytest.mark.parametrize("spec", ALL_MODELS, ids=lambda s: s.name)
+def test_config_matches_schema(configs, spec):
+    config = configs[spec.name]
+    assert config.name == spec.name
+    assert config.max_batch_size == 4
+    expected_inputs = {(t.name, f"TYPE_{t.dtype}", t.dims, t.optional) for t in spec.inputs}
+    assert _as_tuples(config.input) == expected_inputs
+    outputs = {(n, d, dims) for n, d, dims, _ in _as_tuples(config.output)}
+    assert outputs == {(t.name, f"TYPE_{t.dtype}", t.dims) for t in spec.outputs}
+    if spec.name != "ensemble":
+        assert config.model_transaction_policy.decoupled == spec.decoupled
+
+
+def test_ensemble_wiring_covers_every_input_and_output(configs):
+    steps = {step.model_name: step for step in configs["ensemble"].ensemble_scheduling.step}
+    fed = {v for step in steps.values() for v in step.input_map.values()}
+    assert {t.name for t in ENSEMBLE.inputs} <= fed
+    produced = {v for step in steps.values() for v in step.output_map.values()}
+    assert {t.name for t in ENSEMBLE.outputs} <= produced
+    llm = steps["tensorrt_llm"].input_map
+    for knob, wire in TRTLLM_SAMPLING_NAMES.items():
+        assert llm[wire] == knob
+    assert set(llm) <= {t.name for t in TENSORRT_LLM.inputs}
+
+
+def test_unfilled_placeholder_fails_loudly():
+    with pytest.raises(ConfigError, match="engine_dir"):
+        render('string_value: "${engine_dir}"', {}, "x")
+    config = {"name": "tensorrt_llm", "parameters": {"engine_dir": {"string_value": "${engine_dir}"}}}
+    with pytest.raises(ConfigError, match="unfilled"):
+        parse_parameters(config)
+
+
+def test_llm_params_reject_unknown_runtime():
+    config = {"parameters": {"runtime": {"string_value": "onnx"}, "engine_dir": {"string_value": "/e"}}}
+    with pytest.raises(ConfigError, match="runtime"):
+        LLMModelParams.from_config(config)
+    with pytest.raises(ConfigError):
+        TemplateValues(engine_dir="/e", max_batch_size=0)
