@@ -41,7 +41,7 @@ def build_request(text_input: str | bytes, **options) -> dict[str, np.ndarray]:
 def to_infer_inputs(values: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
     inputs = []
     for name, array in values.items():
-        tensor = grpcclient.InferInput(name, list(array.shape), ENSEMBLE.input(name).dtype)
+        tensor = grpcclient.InferInput(name, list(array.shape), ENSEMBLE.input(name).wire_dtype)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     return inputs

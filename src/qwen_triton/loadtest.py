@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .client import QwenClient
 from .schema import ENSEMBLE
-from .serving.launcher import perf_analyzer_env
+from .serving.launcher import perf_analyzer_binary, perf_analyzer_env
 
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
 
@@ -110,7 +110,7 @@ def run_perf_analyzer(url: str, workdir: Path, concurrency: int, max_tokens: int
     data = write_input_data(workdir / "perf_input.json", prompt, max_tokens, stream)
     report = workdir / "perf_analyzer.csv"
     # --streaming: the ensemble contains a decoupled model, which perf_analyzer only drives over a stream.
-    cmd = ["perf_analyzer", "-m", "ensemble", "-i", "grpc", "-u", url, "--streaming", "--input-data", str(data),
+    cmd = [perf_analyzer_binary(), "-m", "ensemble", "-i", "grpc", "-u", url, "--streaming", "--input-data", str(data),
            f"--concurrency-range={concurrency}:{concurrency}", f"--measurement-interval={measurement_ms}",
            "--measurement-mode=time_windows", "--max-trials=3", "--stability-percentage=100", "-f", str(report)]
     run = subprocess.run(cmd, env=perf_analyzer_env(), capture_output=True, text=True, timeout=600)

@@ -31,6 +31,11 @@ class TensorSpec:
     def numpy_dtype(self):
         return NUMPY_DTYPES[self.dtype]
 
+    @property
+    def wire_dtype(self) -> str:
+        """The datatype name clients send (config.pbtxt TYPE_STRING travels as BYTES)."""
+        return "BYTES" if self.dtype == "STRING" else self.dtype
+
 
 @dataclass(frozen=True)
 class ModelSpec:

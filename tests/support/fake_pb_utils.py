@@ -4,6 +4,7 @@ sent after the final flag, non-numpy tensors)."""
 from __future__ import annotations
 
 import threading
+import weakref
 
 import numpy as np
 
@@ -125,3 +126,34 @@ class Logger:
     @classmethod
     def log_verbose(cls, message):
         cls.records.append(("verbose", message))
+
+
+class MetricFamily:
+    COUNTER, GAUGE, HISTOGRAM = range(3)
+
+    def __init__(self, name: str, description: str, kind: int):
+        self.name, self.description, self.kind = name, description, kind
+        self.metrics: list[Metric] = []
+
+    def Metric(self, labels=None):  # noqa: N802 (the real API's name)
+        metric = Metric(labels or {}, weakref.ref(self))
+        self.metrics.append(metric)
+        return metric
+
+
+class Metric:
+    def __init__(self, labels: dict, family: "weakref.ref[MetricFamily]"):
+        self.labels = labels
+        self._family = family
+        self._value = 0.0
+
+    def set(self, value: float) -> None:
+        if self._family() is None:  # as the real backend: the family must outlive its metrics
+            raise TritonError("Invalid metric operation as the corresponding 'MetricFamily' has been deleted.")
+        self._value = float(value)
+
+    def increment(self, value: float) -> None:
+        self._value += value
+
+    def value(self) -> float:
+        return self._value

@@ -27,10 +27,29 @@ class SenderResponder:
         return self.sender.is_cancelled()
 
 
+class EngineMetrics:
+    """Engine occupancy as Triton gauges on the metrics port (qwen_engine_*)."""
+
+    FIELDS = {"running": "sequences in the running batch", "waiting": "sequences queued for admission",
+              "free_kv_blocks": "free paged-KV-cache blocks"}
+
+    def __init__(self):
+        # The families must outlive their metrics: the backend refuses to set a metric of a freed family.
+        self.families = {
+            field: pb_utils.MetricFamily(name=f"qwen_engine_{field}" + ("_requests" if field != "free_kv_blocks" else ""),
+                                         description=text, kind=pb_utils.MetricFamily.GAUGE)
+            for field, text in self.FIELDS.items()}
+        self.gauges = {field: family.Metric(labels={}) for field, family in self.families.items()}
+
+    def __call__(self, stats):
+        for field, gauge in self.gauges.items():
+            gauge.set(getattr(stats, field))
+
+
 class TritonPythonModel:
     def initialize(self, args):
         params = LLMModelParams.from_config(args["model_config"])
-        self.service = LLMService.from_params(params)
+        self.service = LLMService.from_params(params, on_stats=EngineMetrics())
         self.logger = pb_utils.Logger
         self.logger.log_info(f"tensorrt_llm: runtime={params.runtime} engine={params.engine_dir}")
 

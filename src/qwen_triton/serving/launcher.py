@@ -98,6 +98,12 @@ def find_triton() -> TritonInstall:
     return TritonInstall(root / "tritonserver" / "bin" / "tritonserver", _own_backend_dir(root), (_wheel_libs(root),))
 
 
+def perf_analyzer_binary() -> str:
+    """The client wheel's perf_analyzer beside this interpreter, else the one on PATH (NGC SDK image)."""
+    beside = Path(sys.executable).parent / "perf_analyzer"
+    return str(beside) if beside.is_file() else "perf_analyzer"
+
+
 def perf_analyzer_env() -> dict[str, str]:
     """Environment in which the client wheel's perf_analyzer finds libb64.so.0d and libcudart.so.12."""
     env = dict(os.environ)

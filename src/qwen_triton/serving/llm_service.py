@@ -84,14 +84,14 @@ class LLMService:
         self.defaults = defaults
 
     @classmethod
-    def from_params(cls, params: LLMModelParams) -> "LLMService":
+    def from_params(cls, params: LLMModelParams, on_stats=None) -> "LLMService":
         if params.runtime != "torch":
             raise ConfigError(f"runtime {params.runtime!r} is not available in this build; use runtime 'torch'")
         from ..runtime.model_runner import ModelRunner  # torch import only when this runtime is chosen
 
         folder = load_engine_folder(params.engine_dir)
         runner = ModelRunner(folder, device=params.device or None, dtype=params.dtype or None)
-        engine = Engine(runner, folder.config.limits)
+        engine = Engine(runner, folder.config.limits, on_stats=on_stats)
         engine.start()
         return cls(engine, QwenTokenizer.load(folder.path), folder.generation)
 

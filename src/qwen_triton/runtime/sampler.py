@@ -1,0 +1,84 @@
+"""Per-request logits processing and sampling. Each row has its own params and its own torch.Generator,
+so a seeded request samples the same tokens whatever else shares its batch."""
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import torch
+
+from ..vocab import NUM_TOKENIZER_IDS
+from .request import Sequence
+
+
+class Sampler:
+    def __init__(self, vocab_size_limit: int = NUM_TOKENIZER_IDS):
+        self.vocab_size_limit = vocab_size_limit
+        self._generators: dict[int, torch.Generator] = {}
+
+    def release(self, seq_id: int) -> None:
+        self._generators.pop(seq_id, None)
+
+    @property
+    def num_generators(self) -> int:
+        return len(self._generators)
+
+    def sample(self, logits: torch.Tensor, seqs) -> list[int]:
+        logits = logits.float().cpu().clone()  # (N, V); a normal tensor: rows are edited in place
+        logits[:, self.vocab_size_limit:] = float("-inf")  # embedding padding is never sampled
+        return [self._sample_row(logits[i], seq) for i, seq in enumerate(seqs)]
+
+    def _sample_row(self, row: torch.Tensor, seq: Sequence) -> int:
+        params = seq.params
+        self._apply_penalties(row, seq)
+        self._ban_words(row, seq)
+        if len(seq.output_ids) < params.min_tokens:
+            row[list(params.stop_token_ids)] = float("-inf")
+        if params.greedy:
+            return int(torch.argmax(row))
+        row = row / params.temperature
+        if params.top_k > 0:
+            kth = torch.topk(row, min(params.top_k, row.numel())).values[-1]
+            row[row < kth] = float("-inf")
+        probs = torch.softmax(row, dim=-1)
+        if params.top_p < 1.0:
+            probs = _top_p(probs, params.top_p)
+        return int(torch.multinomial(probs, 1, generator=self._generator(seq)))
+
+    def _generator(self, seq: Sequence) -> torch.Generator:
+        generator = self._generators.get(seq.seq_id)
+        if generator is None:
+            generator = torch.Generator()
+            seed = seq.params.seed if seq.params.seed is not None else random.getrandbits(63)
+            generator.manual_seed(seed % (1 << 63))
+            self._generators[seq.seq_id] = generator
+        return generator
+
+    @staticmethod
+    def _apply_penalties(row: torch.Tensor, seq: Sequence) -> None:
+        params = seq.params
+        if params.repetition_penalty != 1.0:
+            seen = torch.tensor(sorted(set(seq.token_ids)), dtype=torch.long)
+            values = row[seen]
+            row[seen] = torch.where(values > 0, values / params.repetition_penalty, values * params.repetition_penalty)
+        if (params.presence_penalty or params.frequency_penalty) and seq.output_ids:
+            counts = Counter(seq.output_ids)
+            ids = torch.tensor(list(counts), dtype=torch.long)
+            freq = torch.tensor(list(counts.values()), dtype=row.dtype)
+            row[ids] -= params.presence_penalty + params.frequency_penalty * freq
+
+    @staticmethod
+    def _ban_words(row: torch.Tensor, seq: Sequence) -> None:
+        output = seq.output_ids
+        for word in seq.params.bad_words_ids:
+            prefix = list(word[:-1])
+            if not prefix or output[len(output) - len(prefix):] == prefix:
+                row[word[-1]] = float("-inf")
+
+
+def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    sorted_probs, order = torch.sort(probs, descending=True)
+    # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
+    drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p
+    sorted_probs[drop] = 0.0
+    return torch.zeros_like(probs).scatter_(0, order, sorted_probs)

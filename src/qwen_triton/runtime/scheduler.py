@@ -1,0 +1,96 @@
+"""Continuous batching: admits waiting sequences, decodes running ones, preempts when KV blocks run out.
+Torch-free; returns a ScheduleOutput. A step is all prefill or all decode; a prefill always computes a
+sequence from token 0 (no prefix cache, no chunking), so a preempted sequence is recomputed whole."""
+from __future__ import annotations
+
+from collections import deque
+
+from ..config import EngineLimits
+from ..errors import InvalidRequest
+from .block_manager import BlockManager
+from .request import Sequence, SequenceStatus
+from .schedule import ScheduleOutput
+
+
+class Scheduler:
+    def __init__(self, limits: EngineLimits, num_kv_blocks: int):
+        self.limits = limits
+        self.blocks = BlockManager(num_kv_blocks, limits.block_size)
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def add(self, seq: Sequence) -> None:
+        n, limits = len(seq.prompt_ids), self.limits
+        if n > limits.max_input_len:
+            raise InvalidRequest("text_input", f"prompt is {n} tokens; this engine accepts at most {limits.max_input_len}")
+        if seq.num_blocks_needed(limits.block_size) + 1 > self.blocks.num_blocks:
+            raise InvalidRequest("text_input", f"prompt of {n} tokens needs more KV blocks than the cache has")
+        self.waiting.append(seq)
+
+    def schedule(self) -> ScheduleOutput:
+        prefill = self._admit()
+        if prefill:
+            return ScheduleOutput(prefill=tuple(prefill))
+        return self._decode()
+
+    def _admit(self) -> list[Sequence]:
+        admitted, tokens = [], 0
+        while self.waiting and len(self.running) < self.limits.max_batch_size:
+            seq = self.waiting[0]
+            if tokens + len(seq) > self.limits.max_num_batched_tokens or not self.blocks.can_allocate(seq):
+                break
+            self.waiting.popleft()
+            self.blocks.allocate(seq)
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            admitted.append(seq)
+            tokens += len(seq)
+        return admitted
+
+    def _decode(self) -> ScheduleOutput:
+        scheduled, preempted = [], []
+        for seq in list(self.running):
+            if seq not in self.running:  # preempted below to make room for an older one
+                continue
+            while not self.blocks.can_append(seq):
+                victim = self.running[-1]
+                self._preempt(victim)
+                preempted.append(victim)
+                if victim is seq:
+                    break
+            else:
+                self.blocks.may_append(seq)
+                scheduled.append(seq)
+        return ScheduleOutput(decode=tuple(scheduled), preempted=tuple(preempted))
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.blocks.deallocate(seq)
+        seq.status = SequenceStatus.WAITING
+        self.waiting.appendleft(seq)
+
+    def commit(self, schedule: ScheduleOutput) -> None:
+        """After the step ran: every scheduled sequence's K/V is cached up to its current length."""
+        for seq in schedule.sequences:
+            seq.num_cached_tokens = len(seq)
+
+    def finish(self, seq: Sequence) -> None:
+        if seq.status is SequenceStatus.FINISHED:
+            return
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self.blocks.deallocate(seq)
+        seq.status = SequenceStatus.FINISHED

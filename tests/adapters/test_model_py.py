@@ -1,0 +1,118 @@
+"""model_repository/*/1/model.py driven in-process through the shared fake triton_python_backend_utils."""
+import json
+
+import numpy as np
+import pytest
+import triton_python_backend_utils as pb_utils
+
+from qwen_triton.schema import PREPROCESSING, TENSORRT_LLM
+
+
+def _config(name, **params):
+    return {"model_config": json.dumps({"name": name, "parameters": {k: {"string_value": v} for k, v in params.items()}})}
+
+
+def _request(spec, **values):
+    tensors = []
+    for name, value in values.items():
+        dtype = spec.input(name).numpy_dtype
+        array = np.array(value if isinstance(value, list) else [value], dtype=dtype)
+        tensors.append(pb_utils.Tensor(name, array[np.newaxis, ...]))
+    return pb_utils.InferenceRequest(tensors)
+
+
+def _out(response, name):
+    return pb_utils.get_output_tensor_by_name(response, name).as_numpy()[0]
+
+
+@pytest.fixture(scope="module")
+def preprocessing(tiny_engine, model_py):
+    model = model_py("preprocessing").TritonPythonModel()
+    model.initialize(_config("preprocessing", engine_dir=str(tiny_engine)))
+    return model
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_engine, model_py):
+    model = model_py("tensorrt_llm").TritonPythonModel()
+    model.initialize(_config("tensorrt_llm", runtime="torch", engine_dir=str(tiny_engine), device="cpu", dtype=""))
+    yield model
+    model.finalize()
+
+
+def test_preprocessing_answers_a_bad_request_alone(preprocessing):
+    good = _request(PREPROCESSING, text_input=b"Hello", max_tokens=np.int32(7), stop_words=[b"\n\n", b"User:"])
+    bad = _request(PREPROCESSING, text_input=b"Hi", history=b"{not json")
+    responses = preprocessing.execute([good, bad, good])
+    assert not responses[0].has_error() and not responses[2].has_error()
+    assert responses[1].has_error() and responses[1].error().code() == pb_utils.TritonError.INVALID_ARG
+    assert "history" in responses[1].error().message()
+    ids = _out(responses[0], "input_ids")
+    assert _out(responses[0], "input_lengths")[0] == len(ids)
+    assert _out(responses[0], "request_output_len")[0] == 7
+    assert _out(responses[0], "stop_words_list").shape[0] == 2
+    assert ids[0] == 151644 and ids[-1] == 198  # <|im_start|> ... "assistant\n"
+
+
+def test_postprocessing_decodes_and_strips_stop_tokens(tiny_engine, model_py):
+    from qwen_triton.text.tokenizer import QwenTokenizer
+
+    model = model_py("postprocessing").TritonPythonModel()
+    model.initialize(_config("postprocessing", engine_dir=str(tiny_engine)))
+    ids = QwenTokenizer.load().encode("你好 world") + [151645, 151643]
+    request = pb_utils.InferenceRequest([pb_utils.Tensor("tokens_batch", np.array([ids], dtype=np.int32)),
+                                         pb_utils.Tensor("sequence_length", np.array([[len(ids)]], dtype=np.int32))])
+    (response,) = model.execute([request])
+    assert _out(response, "text_output")[0].decode() == "你好 world"
+
+
+def _llm_request(preprocessing, text, **knobs):
+    (pre,) = preprocessing.execute([_request(PREPROCESSING, text_input=text.encode(), max_tokens=np.int32(12))])
+    values = {o.name: _out(pre, o.name) for o in PREPROCESSING.outputs}
+    values.update(knobs)
+    tensors = [pb_utils.Tensor(k, np.asarray(v, dtype=TENSORRT_LLM.input(k).numpy_dtype).reshape(1, -1)
+                               if TENSORRT_LLM.input(k).dims != (2, -1) else np.asarray(v)[np.newaxis])
+               for k, v in values.items()]
+    return pb_utils.InferenceRequest(tensors)
+
+
+def test_llm_streams_through_the_response_sender(preprocessing, llm):
+    request = _llm_request(preprocessing, "Hello there", streaming=True, temperature=0.0)
+    assert llm.execute([request]) is None
+    sender = request.get_response_sender()
+    assert sender.done.wait(60)
+    assert sender.flags[-1] == pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+    assert all(flag == 0 for flag in sender.flags[:-1])
+    assert _out(sender.responses[-1], "finish_reason")[0] in (b"length", b"stop")
+    total = sum(len(_out(r, "output_ids")) for r in sender.responses)
+    assert total <= _out(sender.responses[-1], "num_output_tokens")[0] + 8  # stop-string re-encoding aside
+
+
+def test_llm_rejects_bad_sampling_alone(preprocessing, llm):
+    bad = _llm_request(preprocessing, "Hi", runtime_top_p=1.5)
+    good = _llm_request(preprocessing, "Hi", temperature=0.0)
+    llm.execute([bad, good])
+    bad_sender, good_sender = bad.get_response_sender(), good.get_response_sender()
+    assert bad_sender.done.wait(10) and good_sender.done.wait(60)
+    (error,) = bad_sender.responses
+    assert error.has_error() and "top_p" in error.error().message()
+    assert error.error().code() == pb_utils.TritonError.INVALID_ARG
+    assert not good_sender.responses[-1].has_error()
+
+
+def test_llm_cancellation_ends_the_request(preprocessing, llm):
+    request = _llm_request(preprocessing, "Hi", streaming=True, request_output_len=[400], min_tokens=[400])
+    sender = request.get_response_sender()
+    sender.cancelled = True
+    llm.execute([request])
+    assert sender.done.wait(30)
+    assert _out(sender.responses[-1], "finish_reason")[0] == b"cancelled"
+    assert _out(sender.responses[-1], "num_output_tokens")[0] < 400
+
+
+def test_llm_reports_engine_occupancy_as_gauges(llm):
+    gauges = llm.service.engine.on_stats.gauges
+    assert set(gauges) == {"running", "waiting", "free_kv_blocks"}
+    stats = llm.service.engine.stats()
+    llm.service.engine.on_stats(stats)  # raises if the families were freed, as the real backend does
+    assert gauges["free_kv_blocks"].value() == stats.free_kv_blocks > 0

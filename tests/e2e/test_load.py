@@ -1,0 +1,20 @@
+"""The project's load tests run against the real server (they measure; here we only check they work)."""
+import pytest
+
+from qwen_triton.loadtest import run_perf_analyzer, run_streaming_load
+
+pytestmark = pytest.mark.e2e
+
+
+def test_short_perf_analyzer_run_against_the_ensemble(triton, tmp_path):
+    result = run_perf_analyzer(f"127.0.0.1:{triton.ports.grpc}", tmp_path, concurrency=2, max_tokens=8,
+                               measurement_ms=1500)
+    assert result["requests_per_s"] > 0
+    assert "--input-data" in result["command"] and "--streaming" in result["command"]
+
+
+def test_streaming_load_counts_output_tokens_only(triton):
+    result = run_streaming_load(f"127.0.0.1:{triton.ports.grpc}", concurrency=2, requests_per_worker=2, max_tokens=8)
+    assert result.failed == 0 and result.requests == 4
+    assert result.output_tokens == 4 * 8  # min_tokens = max_tokens: exactly 8 each
+    assert result.ttft_ms_mean > 0 and result.itl_ms_mean > 0
