@@ -48,7 +48,10 @@ class Scheduler:
         admitted, tokens = [], 0
         while self.waiting and len(self.running) < self.limits.max_batch_size:
             seq = self.waiting[0]
-            if tokens + len(seq) > self.limits.max_num_batched_tokens or not self.blocks.can_allocate(seq):
+            # The first admission ignores the token budget: a preempted sequence (prompt + outputs)
+            # may exceed it and must not starve.
+            over_budget = admitted and tokens + len(seq) > self.limits.max_num_batched_tokens
+            if over_budget or not self.blocks.can_allocate(seq):
                 break
             self.waiting.popleft()
             self.blocks.allocate(seq)

@@ -1,0 +1,115 @@
+"""Block manager and scheduler on CPU, no torch: admission, FIFO, preemption, cancellation, no leaks."""
+import pytest
+
+from qwen_triton.config import EngineLimits
+from qwen_triton.errors import InvalidRequest
+from qwen_triton.runtime.block_manager import BlockManager
+from qwen_triton.runtime.request import SamplingParams, Sequence, SequenceStatus
+from qwen_triton.runtime.scheduler import Scheduler
+
+
+def make_requests(n, prompt_len=10, max_tokens=8):
+    return [Sequence(list(range(1, prompt_len + 1)), SamplingParams(max_tokens=max_tokens)) for _ in range(n)]
+
+
+def make_scheduler(num_blocks=64, **limits):
+    defaults = dict(max_batch_size=4, max_input_len=64, max_seq_len=128, max_num_batched_tokens=64, block_size=4)
+    return Scheduler(EngineLimits(**{**defaults, **limits}), num_blocks)
+
+
+def run_decode_step(scheduler):
+    out = scheduler.schedule()
+    scheduler.commit(out)
+    for seq in out.sequences:
+        seq.output_ids.append(7)
+    return out
+
+
+def test_block_manager_allocates_appends_and_frees_without_leaks():
+    blocks = BlockManager(num_blocks=8, block_size=4)
+    a, b = make_requests(2, prompt_len=5)
+    blocks.allocate(a)
+    blocks.allocate(b)
+    assert len(a.block_table) == 2 and not set(a.block_table) & set(b.block_table)
+    for _ in range(4):  # 5 -> 9 tokens: crosses into a third block exactly once
+        a.output_ids.append(1)
+        assert blocks.can_append(a)
+        blocks.may_append(a)
+    assert len(a.block_table) == 3 and blocks.num_free_blocks == 3
+    blocks.deallocate(a)
+    blocks.deallocate(b)
+    assert blocks.num_free_blocks == 8 and a.block_table == [] and a.num_cached_tokens == 0
+
+
+def test_admission_respects_batch_size_and_token_budget_fifo():
+    scheduler = make_scheduler(max_batch_size=3, max_num_batched_tokens=25, max_input_len=20)
+    seqs = make_requests(5, prompt_len=10)
+    for seq in seqs:
+        scheduler.add(seq)
+    first = scheduler.schedule()
+    assert first.prefill == tuple(seqs[:2])  # 2 x 10 tokens fit the 25-token budget, 3 do not
+    scheduler.commit(first)
+    second = scheduler.schedule()
+    assert second.prefill == (seqs[2],)  # batch size 3 reached
+    scheduler.commit(second)
+    third = scheduler.schedule()
+    assert third.decode == tuple(seqs[:3]) and scheduler.num_waiting == 2
+
+
+def test_new_request_joins_between_decode_steps():
+    scheduler = make_scheduler()
+    a, b = make_requests(2)
+    scheduler.add(a)
+    run_decode_step(scheduler)
+    run_decode_step(scheduler)
+    scheduler.add(b)
+    assert scheduler.schedule().prefill == (b,)
+    assert scheduler.num_running == 2
+
+
+def test_preemption_when_blocks_run_out_then_recompute_from_scratch():
+    scheduler = make_scheduler(num_blocks=6, block_size=4)
+    a, b = make_requests(2, prompt_len=8)  # 2 blocks each, 2 left
+    scheduler.add(a)
+    scheduler.add(b)
+    run_decode_step(scheduler)  # prefill both: 9 tokens each after the step
+    out = run_decode_step(scheduler)  # both need a third block: 2 free -> fine
+    assert out.decode == (a, b) and scheduler.blocks.num_free_blocks == 0
+    for _ in range(3):
+        run_decode_step(scheduler)
+    out = scheduler.schedule()  # 13th token: a needs a 4th block, none free -> b is preempted
+    assert b in out.preempted and out.decode == (a,)
+    assert b.status is SequenceStatus.WAITING and b.block_table == [] and b.num_cached_tokens == 0
+    scheduler.finish(a)
+    again = scheduler.schedule()
+    assert again.prefill == (b,) and b.num_cached_tokens == 0  # recomputed from token 0
+
+
+def test_finish_frees_blocks_wherever_the_sequence_is():
+    scheduler = make_scheduler(max_batch_size=1)
+    a, b = make_requests(2)
+    scheduler.add(a)
+    scheduler.add(b)
+    run_decode_step(scheduler)
+    scheduler.finish(b)  # still waiting
+    scheduler.finish(a)  # running
+    scheduler.finish(a)  # idempotent
+    assert not scheduler.has_unfinished() and scheduler.blocks.num_free_blocks == 64
+
+
+def test_prompt_that_can_never_fit_is_rejected_at_add():
+    scheduler = make_scheduler(num_blocks=4, block_size=4)
+    with pytest.raises(InvalidRequest, match="text_input"):
+        scheduler.add(make_requests(1, prompt_len=65)[0])
+    with pytest.raises(InvalidRequest, match="KV blocks"):
+        scheduler.add(make_requests(1, prompt_len=20)[0])
+
+
+def test_preempted_sequence_longer_than_the_token_budget_is_still_readmitted():
+    scheduler = make_scheduler(max_num_batched_tokens=16, max_input_len=16)
+    (seq,) = make_requests(1, prompt_len=12)
+    scheduler.add(seq)
+    for _ in range(8):
+        run_decode_step(scheduler)
+    scheduler._preempt(seq)  # now 19 tokens > the 16-token prefill budget
+    assert scheduler.schedule().prefill == (seq,)
