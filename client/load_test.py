@@ -3,6 +3,7 @@ perf_analyzer run with an explicit --input-data file. Prints JSON; --out also wr
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -15,17 +16,26 @@ def main(argv=None):
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--requests-per-worker", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--sampling", choices=["greedy", "engine-default"], default="greedy",
+                        help="engine-default: the checkpoint's generation_config (top-p over a random model's flat "
+                             "distribution is the worst case for the sampler)")
     parser.add_argument("--perf-analyzer", action="store_true", help="also run perf_analyzer at each concurrency")
+    parser.add_argument("--perf-window-ms", type=int, default=20000,
+                        help="perf_analyzer measurement window; must hold several whole requests")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    results = {"url": args.url, "max_tokens": args.max_tokens, "streaming_load": [], "perf_analyzer": []}
+    results = {"command": "python -m client.load_test " + " ".join(sys.argv[1:] if argv is None else argv),
+               "url": args.url, "max_tokens": args.max_tokens, "sampling": args.sampling,
+               "streaming_load": [], "perf_analyzer": []}
     for concurrency in args.concurrency:
-        load = run_streaming_load(args.url, concurrency, args.requests_per_worker, args.max_tokens)
+        load = run_streaming_load(args.url, concurrency, args.requests_per_worker, args.max_tokens,
+                                  greedy=args.sampling == "greedy")
         results["streaming_load"].append(result_dict(load))
         print(json.dumps(result_dict(load)), flush=True)
         if args.perf_analyzer:
             with tempfile.TemporaryDirectory() as tmp:
-                perf = run_perf_analyzer(args.url, Path(tmp), concurrency, args.max_tokens)
+                perf = run_perf_analyzer(args.url, Path(tmp), concurrency, args.max_tokens,
+                                         measurement_ms=args.perf_window_ms, greedy=args.sampling == "greedy")
             print(perf.pop("stdout_tail"), flush=True)
             results["perf_analyzer"].append({"concurrency": concurrency, **perf})
     if args.out:

@@ -40,12 +40,12 @@ class _Sample:
     output_tokens: int
 
 
-def _one_request(client: QwenClient, prompt: str, max_tokens: int) -> _Sample:
+def _one_request(client: QwenClient, prompt: str, max_tokens: int, sampling: dict) -> _Sample:
     start = time.perf_counter()
     first = None
     last_chunk = None
     # min_tokens = max_tokens: every request generates exactly max_tokens (random weights rarely stop).
-    for chunk in client.stream(prompt, max_tokens=max_tokens, min_tokens=max_tokens):
+    for chunk in client.stream(prompt, max_tokens=max_tokens, min_tokens=max_tokens, **sampling):
         if first is None and chunk.text:
             first = time.perf_counter()
         last_chunk = chunk
@@ -54,7 +54,9 @@ def _one_request(client: QwenClient, prompt: str, max_tokens: int) -> _Sample:
 
 
 def run_streaming_load(url: str, concurrency: int, requests_per_worker: int, max_tokens: int,
-                       prompt: str = DEFAULT_PROMPT) -> LoadResult:
+                       prompt: str = DEFAULT_PROMPT, greedy: bool = True) -> LoadResult:
+    # greedy: temperature 0; otherwise the engine's generation defaults apply.
+    sampling = {"temperature": 0.0} if greedy else {}
     samples: list[_Sample] = []
     failures = []
     lock = threading.Lock()
@@ -63,7 +65,7 @@ def run_streaming_load(url: str, concurrency: int, requests_per_worker: int, max
         client = QwenClient(url)
         for _ in range(requests_per_worker):
             try:
-                sample = _one_request(client, prompt, max_tokens)
+                sample = _one_request(client, prompt, max_tokens, sampling)
                 with lock:
                     samples.append(sample)
             except Exception as exc:  # counted, reported, never hidden
@@ -94,20 +96,23 @@ def _summarise(concurrency: int, samples: list[_Sample], failed: int, duration: 
         latency_ms_p50=round(ms([s.latency_s for s in samples], statistics.median), 2))
 
 
-def write_input_data(path: Path, prompt: str, max_tokens: int, stream: bool = True) -> Path:
+def write_input_data(path: Path, prompt: str, max_tokens: int, stream: bool = True, greedy: bool = True) -> Path:
     """perf_analyzer --input-data: only the inputs we mean to send, each with its shape."""
     entry = {
         "text_input": {"content": [prompt], "shape": list(ENSEMBLE.input("text_input").dims)},
         "max_tokens": {"content": [max_tokens], "shape": list(ENSEMBLE.input("max_tokens").dims)},
         "stream": {"content": [stream], "shape": list(ENSEMBLE.input("stream").dims)},
+        "min_tokens": {"content": [max_tokens], "shape": list(ENSEMBLE.input("min_tokens").dims)},
     }
+    if greedy:
+        entry["temperature"] = {"content": [0.0], "shape": list(ENSEMBLE.input("temperature").dims)}
     path.write_text(json.dumps({"data": [entry]}, ensure_ascii=False, indent=1))
     return path
 
 
 def run_perf_analyzer(url: str, workdir: Path, concurrency: int, max_tokens: int, measurement_ms: int = 4000,
-                      prompt: str = DEFAULT_PROMPT, stream: bool = True) -> dict:
-    data = write_input_data(workdir / "perf_input.json", prompt, max_tokens, stream)
+                      prompt: str = DEFAULT_PROMPT, stream: bool = True, greedy: bool = True) -> dict:
+    data = write_input_data(workdir / "perf_input.json", prompt, max_tokens, stream, greedy)
     report = workdir / "perf_analyzer.csv"
     # --streaming: the ensemble contains a decoupled model, which perf_analyzer only drives over a stream.
     cmd = [perf_analyzer_binary(), "-m", "ensemble", "-i", "grpc", "-u", url, "--streaming", "--input-data", str(data),

@@ -43,7 +43,10 @@ class Sampler:
         probs = torch.softmax(row, dim=-1)
         if params.top_p < 1.0:
             probs = _top_p(probs, params.top_p)
-        return int(torch.multinomial(probs, 1, generator=self._generator(seq)))
+        # Inverse CDF with one uniform draw: exact, and far cheaper than multinomial over 152k ids.
+        cdf = torch.cumsum(probs, dim=-1)
+        u = torch.rand(1, generator=self._generator(seq)) * cdf[-1]
+        return min(int(torch.searchsorted(cdf, u, right=True)), probs.numel() - 1)
 
     def _generator(self, seq: Sequence) -> torch.Generator:
         generator = self._generators.get(seq.seq_id)
@@ -77,8 +80,11 @@ class Sampler:
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    sorted_probs, order = torch.sort(probs, descending=True)
-    # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
-    drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p
-    sorted_probs[drop] = 0.0
-    return torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    """Keep the smallest set of most likely ids whose mass reaches top_p (at least one id).
+    Peaked distributions are settled by a small top-k; only flat ones pay for the full sort."""
+    top, order = torch.topk(probs, min(1024, probs.numel()))  # descending
+    if top.sum() < top_p:
+        top, order = torch.sort(probs, descending=True)
+    drop = torch.cumsum(top, dim=-1) - top >= top_p
+    top[drop] = 0.0
+    return torch.zeros_like(probs).scatter_(0, order, top)

@@ -199,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     server = TritonServer(args.model_repository, Ports(args.grpc_port, args.http_port, args.metrics_port),
                           exit_timeout_s=10, verbose=args.verbose)
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    # Explicit handlers: a shell that backgrounds `make serve` starts it with SIGINT ignored.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     print("starting:", " ".join(server.command()), flush=True)
     server.start(ready_timeout_s=600)
     print(f"ready: gRPC 127.0.0.1:{args.grpc_port}  HTTP {args.http_port}  metrics {args.metrics_port}; Ctrl-C stops",
