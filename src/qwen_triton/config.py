@@ -16,6 +16,7 @@ ENGINE_CONFIG_FILE = "engine_config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "qwen.tiktoken"
+RANDOM_WEIGHTS_FILE = "random_weights.json"  # benchmark engines: weights made on the device from a seed
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -125,6 +126,11 @@ class EngineFolder:
     @property
     def weights(self) -> Path:
         return self.path / WEIGHTS_FILE
+
+    @property
+    def random_weights_seed(self) -> int | None:
+        marker = self.path / RANDOM_WEIGHTS_FILE
+        return json.loads(marker.read_text())["seed"] if marker.is_file() else None
 
     @property
     def tokenizer_file(self) -> Path:

@@ -40,12 +40,20 @@ class _Sample:
     output_tokens: int
 
 
-def _one_request(client: QwenClient, prompt: str, max_tokens: int, sampling: dict) -> _Sample:
+@dataclass(frozen=True)
+class Job:
+    prompt: str
+    max_tokens: int
+    raw_prompt: bool = False  # True: no chat template, the prompt's token count is exact
+
+
+def _one_request(client: QwenClient, job: Job, sampling: dict) -> _Sample:
     start = time.perf_counter()
     first = None
     last_chunk = None
+    options = dict(sampling, apply_chat_template=False) if job.raw_prompt else sampling
     # min_tokens = max_tokens: every request generates exactly max_tokens (random weights rarely stop).
-    for chunk in client.stream(prompt, max_tokens=max_tokens, min_tokens=max_tokens, **sampling):
+    for chunk in client.stream(job.prompt, max_tokens=job.max_tokens, min_tokens=job.max_tokens, **options):
         if first is None and chunk.text:
             first = time.perf_counter()
         last_chunk = chunk
@@ -53,19 +61,23 @@ def _one_request(client: QwenClient, prompt: str, max_tokens: int, sampling: dic
     return _Sample((first or end) - start, end - start, last_chunk.num_output_tokens if last_chunk else 0)
 
 
-def run_streaming_load(url: str, concurrency: int, requests_per_worker: int, max_tokens: int,
-                       prompt: str = DEFAULT_PROMPT, greedy: bool = True) -> LoadResult:
-    # greedy: temperature 0; otherwise the engine's generation defaults apply.
-    sampling = {"temperature": 0.0} if greedy else {}
+def run_jobs(url: str, concurrency: int, jobs: list[Job], greedy: bool = True) -> LoadResult:
+    """`concurrency` streams draw jobs from one queue until it is empty."""
+    sampling = {"temperature": 0.0} if greedy else {}  # else the engine's generation defaults apply
+    pending = list(reversed(jobs))
     samples: list[_Sample] = []
     failures = []
     lock = threading.Lock()
 
     def worker():
         client = QwenClient(url)
-        for _ in range(requests_per_worker):
+        while True:
+            with lock:
+                if not pending:
+                    break
+                job = pending.pop()
             try:
-                sample = _one_request(client, prompt, max_tokens, sampling)
+                sample = _one_request(client, job, sampling)
                 with lock:
                     samples.append(sample)
             except Exception as exc:  # counted, reported, never hidden
@@ -79,8 +91,13 @@ def run_streaming_load(url: str, concurrency: int, requests_per_worker: int, max
         t.start()
     for t in threads:
         t.join()
-    duration = time.perf_counter() - start
-    return _summarise(concurrency, samples, len(failures), duration)
+    return _summarise(concurrency, samples, len(failures), time.perf_counter() - start)
+
+
+def run_streaming_load(url: str, concurrency: int, requests_per_worker: int, max_tokens: int,
+                       prompt: str = DEFAULT_PROMPT, greedy: bool = True) -> LoadResult:
+    jobs = [Job(prompt, max_tokens)] * (concurrency * requests_per_worker)
+    return run_jobs(url, concurrency, jobs, greedy)
 
 
 def _summarise(concurrency: int, samples: list[_Sample], failed: int, duration: float) -> LoadResult:

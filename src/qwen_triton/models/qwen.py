@@ -1,6 +1,6 @@
-"""Qwen2-style decoder (nn.Modules only) over a paged KV cache; serves Qwen-7B-Chat v1 and Qwen1.5/2/2.5
-after build/ has fused QKV and gate/up. Parameter names equal the engine's safetensors names.
-Knows attention over block tables; knows nothing of scheduling or sampling."""
+"""Qwen2-style decoder (nn.Modules only) over a paged KV cache, serving Qwen-7B-Chat v1 and Qwen1.5/2/2.5 once
+build/ has fused QKV and gate/up; parameter names equal the engine's safetensors names. It knows attention over
+block tables and must not know loading, scheduling, cache sizing or sampling."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,17 +11,32 @@ from torch import nn
 
 from ..config import ModelConfig
 
+KVCache = tuple[torch.Tensor, torch.Tensor]  # one layer's (k_cache, v_cache), each (num_blocks, block_size, Hkv, D)
+
 
 @dataclass(frozen=True)
 class AttentionBatch:
-    """Where this step's tokens live. Prefill: whole sequences from token 0, flattened (T = sum seq_lens).
-    Decode: one token per sequence (T = B)."""
+    """Where this step's T flattened tokens live, passed explicitly to every layer.
+
+    Prefill: whole sequences from token 0 (no prefix cache, no chunking), concatenated; T = sum(seq_lens).
+    Decode: one token per sequence, the last one; T = B.
+    """
 
     is_prefill: bool
-    slot_mapping: torch.Tensor  # (T,) flat cache slot each token's K/V is written to
-    seq_lens: tuple[int, ...] = ()  # prefill only
-    block_tables: torch.Tensor | None = None  # decode: (B, max_blocks), padded with 0
-    context_lens: torch.Tensor | None = None  # decode: (B,) tokens visible, the new one included
+    slot_mapping: torch.Tensor  # (T,) long: flat cache slot (block * block_size + offset) each token's K/V goes to
+    # Prefill: tokens per sequence. Python ints, so splitting the batch needs no device sync.
+    seq_lens: tuple[int, ...] = ()
+    # Decode: (B, max_blocks) long, padded with any valid block id; padding is masked by context_lens.
+    block_tables: torch.Tensor | None = None
+    context_lens: torch.Tensor | None = None  # decode: (B,) long, tokens visible to the new one, itself included
+
+    @classmethod
+    def prefill(cls, slot_mapping: torch.Tensor, seq_lens: tuple[int, ...]) -> "AttentionBatch":
+        return cls(True, slot_mapping, seq_lens=tuple(seq_lens))
+
+    @classmethod
+    def decode(cls, slot_mapping: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor) -> "AttentionBatch":
+        return cls(False, slot_mapping, block_tables=block_tables, context_lens=context_lens)
 
 
 class RMSNorm(nn.Module):
@@ -31,21 +46,25 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # As HF Qwen2: normalise in float32, cast back, then scale in the weight's dtype.
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(x.dtype)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def rope(positions: torch.Tensor, head_dim: int, theta: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """cos, sin of shape (T, 1, D), computed in float32 and cast (as HF does), shared by all layers."""
+    exponents = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
+    inv_freq = 1.0 / (theta ** exponents)  # (D/2,)
     freqs = positions.float()[:, None] * inv_freq[None, :]  # (T, D/2)
-    emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # (T, 1, D)
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # (T, 1, D): rotate_half pairs i with i + D/2
     return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin  # (T, H, D)
 
 
 class Attention(nn.Module):
@@ -54,21 +73,20 @@ class Attention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
-        self.theta = config.rope_theta
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         self.sizes = (q_size, kv_size, kv_size)
-        self.qkv_proj = nn.Linear(config.hidden_size, q_size + 2 * kv_size, bias=True)
+        self.qkv_proj = nn.Linear(config.hidden_size, q_size + 2 * kv_size, bias=True)  # rows [q; k; v]
         self.o_proj = nn.Linear(q_size, config.hidden_size, bias=False)
 
-    def forward(self, x, positions, batch: AttentionBatch, kv_cache: tuple[torch.Tensor, torch.Tensor]):
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], batch: AttentionBatch,
+                kv_cache: KVCache) -> torch.Tensor:
         T = x.shape[0]
         q, k, v = self.qkv_proj(x).split(self.sizes, dim=-1)
-        q = q.view(T, self.num_heads, self.head_dim)  # (T, H, D)
-        k = k.view(T, self.num_kv_heads, self.head_dim)  # (T, Hkv, D)
-        v = v.view(T, self.num_kv_heads, self.head_dim)
-        cos, sin = rope(positions, self.head_dim, self.theta, q.dtype)
-        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-        k_cache, v_cache = kv_cache  # (num_blocks, block_size, Hkv, D) each
+        q = apply_rope(q.view(T, self.num_heads, self.head_dim), *rope)  # (T, H, D)
+        k = apply_rope(k.view(T, self.num_kv_heads, self.head_dim), *rope)  # (T, Hkv, D)
+        v = v.view(T, self.num_kv_heads, self.head_dim)  # (T, Hkv, D)
+        k_cache, v_cache = kv_cache
+        # Write before reading: a decode token attends to itself through the cache.
         k_cache.view(-1, self.num_kv_heads, self.head_dim)[batch.slot_mapping] = k
         v_cache.view(-1, self.num_kv_heads, self.head_dim)[batch.slot_mapping] = v
         if batch.is_prefill:
@@ -77,33 +95,38 @@ class Attention(nn.Module):
             out = self._decode(q, k_cache, v_cache, batch)
         return self.o_proj(out.reshape(T, -1))
 
-    def _expand(self, kv: torch.Tensor, dim: int) -> torch.Tensor:
+    def _expand_kv(self, kv: torch.Tensor, head_dim: int) -> torch.Tensor:
+        # GQA: kv head j serves query heads j*g .. j*g + g - 1 (HF repeat_kv order).
         groups = self.num_heads // self.num_kv_heads
-        return kv if groups == 1 else kv.repeat_interleave(groups, dim=dim)
+        return kv if groups == 1 else kv.repeat_interleave(groups, dim=head_dim)
 
-    def _prefill(self, q, k, v, seq_lens) -> torch.Tensor:
+    def _prefill(self, q, k, v, seq_lens: tuple[int, ...]) -> torch.Tensor:
+        # Every sequence starts at token 0, so its attention is causal self-attention over its own tokens
+        # and the cache is only written, never read.
         outs, start = [], 0
         for n in seq_lens:
-            qs, ks, vs = (t[start:start + n].transpose(0, 1) for t in (q, k, v))  # (H, n, D)
-            outs.append(F.scaled_dot_product_attention(qs, self._expand(ks, 0), self._expand(vs, 0), is_causal=True))
+            qs, ks, vs = (t[start:start + n].transpose(0, 1) for t in (q, k, v))  # (H or Hkv, n, D)
+            o = F.scaled_dot_product_attention(qs, self._expand_kv(ks, 0), self._expand_kv(vs, 0), is_causal=True)
+            outs.append(o.transpose(0, 1))  # (n, H, D)
             start += n
-        return torch.cat([o.transpose(0, 1) for o in outs], dim=0)  # (T, H, D)
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)  # (T, H, D)
 
     def _decode(self, q, k_cache, v_cache, batch: AttentionBatch) -> torch.Tensor:
         B, max_blocks = batch.block_tables.shape
         L = max_blocks * k_cache.shape[1]
-        keys = k_cache[batch.block_tables].view(B, L, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        values = v_cache[batch.block_tables].view(B, L, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        shape = (B, L, self.num_kv_heads, self.head_dim)
+        keys = k_cache[batch.block_tables].view(shape).transpose(1, 2)  # (B, Hkv, L, D)
+        values = v_cache[batch.block_tables].view(shape).transpose(1, 2)
         visible = torch.arange(L, device=q.device)[None, :] < batch.context_lens[:, None]  # (B, L)
-        out = F.scaled_dot_product_attention(q[:, :, None, :], self._expand(keys, 1), self._expand(values, 1),
+        out = F.scaled_dot_product_attention(q[:, :, None, :], self._expand_kv(keys, 1), self._expand_kv(values, 1),
                                              attn_mask=visible[:, None, None, :])  # (B, H, 1, D)
-        return out[:, :, 0, :]
+        return out[:, :, 0, :]  # (B, H, D)
 
 
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)  # rows [gate; up]
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,8 +142,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, positions, batch, kv_cache):
-        x = x + self.self_attn(self.input_layernorm(x), positions, batch, kv_cache)
+    def forward(self, x, rope, batch: AttentionBatch, kv_cache: KVCache) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), rope, batch, kv_cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -137,15 +160,19 @@ class QwenForCausalLM(nn.Module):
         super().__init__()
         self.config = config
         self.model = QwenModel(config)
-        # Tied checkpoints (small Qwen2) carry no lm_head: logits reuse the embedding matrix.
+        # Tied checkpoints (small Qwen2) store no lm_head: logits reuse the embedding matrix.
         self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
-    def forward(self, input_ids, positions, batch: AttentionBatch, kv_caches) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch,
+                kv_caches: list[KVCache]) -> torch.Tensor:
+        """input_ids, positions: (T,) -> final-normed hidden states (T, hidden)."""
         x = self.model.embed_tokens(input_ids)  # (T, hidden)
-        for layer, kv_cache in zip(self.model.layers, kv_caches):
-            x = layer(x, positions, batch, kv_cache)
+        rope = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
+            x = layer(x, rope, batch, kv_cache)
         return self.model.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(N, hidden) rows wanted (last token of each sequence) -> (N, vocab) in the model's dtype."""
         weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return hidden @ weight.t()  # (N, vocab)
+        return F.linear(hidden, weight)

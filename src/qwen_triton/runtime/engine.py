@@ -57,6 +57,7 @@ class Engine:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._last_stats: EngineStats | None = None
+        self._report_stats()  # gauges show the idle engine (all KV blocks free) before any request
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Sink) -> int:
         seq = Sequence(prompt_ids, params)

@@ -1,4 +1,5 @@
-"""Engine folder -> QwenForCausalLM on a device, loading tensor names exactly as build/ wrote them."""
+"""Engine folder -> QwenForCausalLM on a device, loading tensor names exactly as build/ wrote them; it must not
+rename or fuse anything (build/convert did that once) and knows nothing of the KV cache."""
 from __future__ import annotations
 
 import torch
@@ -11,18 +12,45 @@ from ..models.qwen import QwenForCausalLM
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_model(folder: EngineFolder, device: torch.device, dtype: torch.dtype) -> QwenForCausalLM:
-    with torch.device("meta"):
+def _names(names: set[str], limit: int = 10) -> str:
+    shown = sorted(names)[:limit]
+    return ", ".join(shown) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def load_model(folder: EngineFolder, device: torch.device | str, dtype: torch.dtype) -> QwenForCausalLM:
+    if folder.random_weights_seed is not None:
+        return random_model(folder, torch.device(device), dtype, folder.random_weights_seed)
+    if not folder.weights.is_file():
+        raise ConfigError(f"{folder.weights} not found: build the engine with python -m build.convert")
+    with torch.device("meta"):  # no memory until the real tensors are assigned
         model = QwenForCausalLM(folder.config.model)
-    expected = set(model.state_dict())
+    expected = model.state_dict()
     state = {}
     with safe_open(str(folder.weights), framework="pt", device="cpu") as f:
-        names = set(f.keys())
-        missing, unexpected = expected - names, names - expected
+        found = set(f.keys())
+        missing, unexpected = set(expected) - found, found - set(expected)
         if missing or unexpected:
-            raise ConfigError(f"{folder.weights}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}; "
-                              "rebuild the engine with this version's build/convert")
-        for name in expected:
-            state[name] = f.get_tensor(name).to(device=device, dtype=dtype)
+            raise ConfigError(f"{folder.weights} does not match the model: missing [{_names(missing)}], "
+                              f"unexpected [{_names(unexpected)}]; rebuild the engine with build/convert")
+        for name, meta in expected.items():
+            tensor = f.get_tensor(name)
+            if tensor.shape != meta.shape:
+                raise ConfigError(f"{folder.weights}: {name} has shape {tuple(tensor.shape)}, "
+                                  f"engine_config.json implies {tuple(meta.shape)}")
+            state[name] = tensor.to(device=device, dtype=dtype)
     model.load_state_dict(state, assign=True, strict=True)
+    return model.eval()
+
+
+@torch.no_grad()
+def random_model(folder: EngineFolder, device: torch.device, dtype: torch.dtype, seed: int) -> QwenForCausalLM:
+    """Seeded random weights made on the device: a Qwen-7B-shape benchmark engine without a 15 GB file."""
+    with torch.device(device):
+        model = QwenForCausalLM(folder.config.model).to(dtype)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    for name, param in sorted(model.named_parameters()):
+        if name.endswith("norm.weight"):
+            param.fill_(1.0)
+        else:
+            param.normal_(0.0, 0.02, generator=generator)
     return model.eval()

@@ -1,12 +1,15 @@
-"""Runs one ScheduleOutput through the model: builds flat inputs and cache slots, owns the paged KV cache.
-Reads sequences, never mutates them (the scheduler commits what was cached)."""
+"""Runs one ScheduleOutput through the model: owns the paged KV cache tensor, turns sequences into flat inputs
+and cache slots, returns float32 logits. It reads sequences and must never mutate them (the scheduler commits
+what was cached) nor decide which blocks a sequence gets."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 
 from ..config import EngineFolder
+from ..errors import ConfigError
 from ..models.qwen import AttentionBatch
 from .loader import TORCH_DTYPES, load_model
 from .schedule import ScheduleOutput
@@ -22,41 +25,70 @@ def pick_device(device: str | None) -> torch.device:
 
 def pick_dtype(engine_dtype: str, device: torch.device, override: str | None) -> torch.dtype:
     if override:
+        if override not in TORCH_DTYPES:
+            raise ConfigError(f"dtype must be one of {sorted(TORCH_DTYPES)}, got {override!r}")
         return TORCH_DTYPES[override]
     if device.type == "cuda" and engine_dtype == "float32":
-        return torch.float16
+        return torch.float16  # float32 weights on a GPU: serve in half precision
     return TORCH_DTYPES[engine_dtype]
 
 
 class ModelRunner:
-    def __init__(self, folder: EngineFolder, device: str | None = None, dtype: str | None = None):
+    def __init__(self, folder: EngineFolder, device: str | None = None, dtype: str | None = None,
+                 use_cuda_graphs: bool = True):
         self.config = folder.config
         self.device = pick_device(device)
         self.dtype = pick_dtype(folder.config.limits.dtype, self.device, dtype)
         self.block_size = folder.config.limits.block_size
         self.model = load_model(folder, self.device, self.dtype)
-        self.num_kv_blocks = self._kv_blocks()
+        self.num_kv_blocks = self._kv_blocks()  # measured after the weights are on the device
         m = folder.config.model
-        # One tensor for all layers: (layers, 2, num_blocks, block_size, Hkv, D).
-        self.kv_cache = torch.zeros(m.num_hidden_layers, 2, self.num_kv_blocks, self.block_size,
+        # (layers, 2 = K/V, num_kv_blocks + 1, block_size, Hkv, D). The extra last block is scratch for
+        # CUDA-graph padding rows and is never handed to a sequence (the scheduler sees num_kv_blocks).
+        self.kv_cache = torch.zeros(m.num_hidden_layers, 2, self.num_kv_blocks + 1, self.block_size,
                                     m.num_key_value_heads, m.head_dim, device=self.device, dtype=self.dtype)
         self.kv_caches = [(self.kv_cache[i, 0], self.kv_cache[i, 1]) for i in range(m.num_hidden_layers)]
+        self.graphs = self._capture_graphs(use_cuda_graphs)
+
+    def _capture_graphs(self, enabled: bool):
+        if not enabled or self.device.type != "cuda":
+            return None
+        from .cuda_graphs import DecodeGraphs
+
+        max_blocks = math.ceil(self.config.limits.max_seq_len / self.block_size)
+        with torch.inference_mode():
+            return DecodeGraphs(self.model, self.kv_caches, self.config.limits.max_batch_size, max_blocks,
+                                self.num_kv_blocks * self.block_size, self.device)
 
     def _kv_blocks(self) -> int:
         limits, m = self.config.limits, self.config.model
-        enough = limits.max_batch_size * math.ceil(limits.max_seq_len / self.block_size)
+        per_seq = math.ceil(limits.max_seq_len / self.block_size)
+        # Without a prefix cache, max_batch_size sequences of at most max_seq_len tokens never hold more
+        # than this; more blocks would only take memory from activations and CUDA graphs.
+        enough = limits.max_batch_size * per_seq
         if self.device.type != "cuda":
             return enough
         free, _ = torch.cuda.mem_get_info(self.device)
-        bytes_per_block = 2 * m.num_hidden_layers * self.block_size * m.num_key_value_heads * m.head_dim \
-            * torch.tensor([], dtype=self.dtype).element_size()
-        return max(1, min(enough * 4, int(free * GPU_MEMORY_FRACTION) // bytes_per_block))
+        element = torch.tensor([], dtype=self.dtype).element_size()
+        bytes_per_block = 2 * m.num_hidden_layers * self.block_size * m.num_key_value_heads * m.head_dim * element
+        budget = int(free * GPU_MEMORY_FRACTION) // bytes_per_block - 1  # minus the scratch block
+        if budget < per_seq:
+            raise ConfigError(f"KV cache: {budget} blocks fit in {free / 2**30:.1f} GiB free, one sequence of "
+                              f"max_seq_len {limits.max_seq_len} needs {per_seq}; lower max_seq_len or free memory")
+        return min(enough, budget)
 
     def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
         bs = self.block_size
+        if len(block_table) * bs < end:
+            raise RuntimeError(f"block table of {len(block_table)} blocks cannot hold {end} tokens")
         return [block_table[p // bs] * bs + p % bs for p in range(start, end)]
 
+    def _tensor(self, values) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=self.device)
+
     def _prefill_inputs(self, seqs):
+        # Invariant: prefill computes every sequence from token 0 (num_cached_tokens is ignored: a
+        # preempted sequence lost its cache and is recomputed whole).
         ids, positions, slots, lens = [], [], [], []
         for seq in seqs:
             n = len(seq)
@@ -64,26 +96,33 @@ class ModelRunner:
             positions.extend(range(n))
             slots.extend(self._slots(seq.block_table, 0, n))
             lens.append(n)
-        last = torch.tensor(lens).cumsum(0) - 1
-        batch = AttentionBatch(True, self._tensor(slots), seq_lens=tuple(lens))
-        return self._tensor(ids), self._tensor(positions), batch, last.to(self.device)
+        last = [end - 1 for end in itertools.accumulate(lens)]  # row of each sequence's last token
+        batch = AttentionBatch.prefill(self._tensor(slots), tuple(lens))
+        return self._tensor(ids), self._tensor(positions), batch, self._tensor(last)
 
     def _decode_inputs(self, seqs):
-        max_blocks = max(len(seq.block_table) for seq in seqs)
-        tables = [seq.block_table + [0] * (max_blocks - len(seq.block_table)) for seq in seqs]
-        batch = AttentionBatch(False, self._tensor([self._slots(s.block_table, len(s) - 1, len(s))[0] for s in seqs]),
-                               block_tables=self._tensor(tables), context_lens=self._tensor([len(s) for s in seqs]))
-        ids = self._tensor([s.last_token_id for s in seqs])
-        positions = self._tensor([len(s) - 1 for s in seqs])
-        return ids, positions, batch, torch.arange(len(seqs), device=self.device)
-
-    def _tensor(self, values) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.long, device=self.device)
+        # Only the last token is computed, at position len(seq) - 1; the rest is read from the cache.
+        width = max(len(seq.block_table) for seq in seqs)
+        tables = [seq.block_table + [0] * (width - len(seq.block_table)) for seq in seqs]  # (B, width)
+        slots = [self._slots(seq.block_table, len(seq) - 1, len(seq))[0] for seq in seqs]
+        batch = AttentionBatch.decode(self._tensor(slots), self._tensor(tables), self._tensor([len(s) for s in seqs]))
+        ids = self._tensor([seq.last_token_id for seq in seqs])
+        positions = self._tensor([len(seq) - 1 for seq in seqs])
+        return ids, positions, batch, None
 
     @torch.inference_mode()
     def execute(self, schedule: ScheduleOutput) -> torch.Tensor:
+        """(N, vocab_size) float32 logits; row i is the last position of schedule.sequences[i]."""
         seqs = schedule.sequences
+        if not seqs:
+            raise ValueError("execute() on an empty schedule")
         build = self._prefill_inputs if schedule.is_prefill else self._decode_inputs
         ids, positions, batch, last = build(seqs)
-        hidden = self.model(ids, positions, batch, self.kv_caches)
-        return self.model.compute_logits(hidden[last]).float()  # (N, vocab)
+        if not schedule.is_prefill and self.graphs is not None:
+            key = self.graphs.bucket(len(seqs), batch.block_tables.shape[1])
+            if key is not None:
+                return self.graphs.run(key, ids, positions, batch.slot_mapping, batch.block_tables,
+                                       batch.context_lens).float()
+        hidden = self.model(ids, positions, batch, self.kv_caches)  # (T, hidden)
+        rows = hidden if last is None else hidden[last]  # (N, hidden)
+        return self.model.compute_logits(rows).float()

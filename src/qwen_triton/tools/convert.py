@@ -1,131 +1,245 @@
-"""HF Qwen checkpoint (v1 Qwen-7B-Chat or Qwen1.5/2/2.5) -> engine folder. Renaming and QKV / gate-up
-fusing happen here, once; the runtime loads the result without renaming."""
+"""HF Qwen checkpoint (v1 Qwen-7B-Chat or Qwen1.5/2/2.5) -> engine folder: renaming and QKV / gate-up fusing
+happen here, once, tensor by tensor; the runtime loads the result by name. It knows both HF layouts and the
+engine's names and must not run the model."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import math
+import os
 import re
 import shutil
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from ..config import (ENGINE_CONFIG_FILE, GENERATION_CONFIG_FILE, WEIGHTS_FILE, EngineConfig, EngineLimits,
-                      ModelConfig, load_engine_folder)
+from ..config import (ENGINE_CONFIG_FILE, GENERATION_CONFIG_FILE, WEIGHTS_FILE, EngineConfig, EngineFolder,
+                      EngineLimits, ModelConfig, load_engine_folder)
 from ..errors import ConfigError
+from ..models.qwen import QwenForCausalLM
 from ..runtime.loader import TORCH_DTYPES
 from ..text.tokenizer import TOKENIZER_FILE, packaged_vocab
 
-V1_RENAMES = [  # v1 name pattern -> engine name (w1/w2 handled by fusing)
+Progress = Callable[[str], None]
+
+V1_RENAMES = [  # v1 name -> engine name; w1 / w2 are fused into gate_up_proj separately
     (r"transformer\.wte\.weight", "model.embed_tokens.weight"),
     (r"transformer\.ln_f\.weight", "model.norm.weight"),
-    (r"lm_head\.weight", "lm_head.weight"),
     (r"transformer\.h\.(\d+)\.ln_1\.weight", r"model.layers.\1.input_layernorm.weight"),
     (r"transformer\.h\.(\d+)\.ln_2\.weight", r"model.layers.\1.post_attention_layernorm.weight"),
-    (r"transformer\.h\.(\d+)\.attn\.c_attn\.(weight|bias)", r"model.layers.\1.self_attn.qkv_proj.\2"),
+    (r"transformer\.h\.(\d+)\.attn\.c_attn\.(weight|bias)", r"model.layers.\1.self_attn.qkv_proj.\2"),  # [q; k; v]
     (r"transformer\.h\.(\d+)\.attn\.c_proj\.weight", r"model.layers.\1.self_attn.o_proj.weight"),
     (r"transformer\.h\.(\d+)\.mlp\.c_proj\.weight", r"model.layers.\1.mlp.down_proj.weight"),
 ]
+FUSED_ORDER = {"qkv_proj": ("q", "k", "v"), "gate_up_proj": ("gate", "up")}  # concatenated along dim 0
+SAFETENSORS_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+
+
+def _v1_model_config(hf: dict, max_seq_len: int) -> ModelConfig:
+    heads, hidden = hf["num_attention_heads"], hf["hidden_size"]
+    if hf.get("rotary_pct", 1.0) != 1.0:
+        raise ConfigError("v1 checkpoints with rotary_pct != 1 are not supported")
+    if hf.get("kv_channels", hidden // heads) * heads != hidden or hf["intermediate_size"] % 2:
+        raise ConfigError("v1 config: need kv_channels * num_attention_heads == hidden_size and an even intermediate_size")
+    # Within seq_length, dynamic NTK (alpha = 1) and logn scaling (factor 1) are identities: v1 is then
+    # arithmetically Qwen2 without GQA. Beyond it they are not implemented.
+    if max_seq_len > hf["seq_length"]:
+        raise ConfigError(f"max_seq_len {max_seq_len} exceeds the checkpoint's seq_length {hf['seq_length']}: "
+                          "dynamic NTK and logn attention are not implemented")
+    return ModelConfig(vocab_size=hf["vocab_size"], hidden_size=hidden, intermediate_size=hf["intermediate_size"] // 2,
+                       num_hidden_layers=hf["num_hidden_layers"], num_attention_heads=heads, num_key_value_heads=heads,
+                       rms_norm_eps=hf.get("layer_norm_epsilon", 1e-6), rope_theta=float(hf.get("rotary_emb_base", 10000)),
+                       max_position_embeddings=hf["seq_length"], tie_word_embeddings=False)
+
+
+def _qwen2_model_config(hf: dict, max_seq_len: int) -> ModelConfig:
+    rope = hf.get("rope_parameters") or {}  # transformers 5 moves rope_theta / rope_scaling here
+    scaling = hf.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+    if scaling:
+        raise ConfigError(f"rope scaling {scaling} is not implemented")
+    if hf.get("use_sliding_window") and max_seq_len > hf.get("sliding_window", 0):
+        raise ConfigError("sliding-window attention is not implemented; lower max_seq_len below sliding_window")
+    if max_seq_len > hf["max_position_embeddings"]:
+        raise ConfigError(f"max_seq_len {max_seq_len} exceeds max_position_embeddings {hf['max_position_embeddings']}")
+    return ModelConfig(vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
+                       intermediate_size=hf["intermediate_size"], num_hidden_layers=hf["num_hidden_layers"],
+                       num_attention_heads=hf["num_attention_heads"],
+                       num_key_value_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
+                       rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+                       rope_theta=float(hf.get("rope_theta") or rope.get("rope_theta", 10000.0)),
+                       max_position_embeddings=hf["max_position_embeddings"],
+                       tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)))
 
 
 def model_config_from_hf(hf: dict, max_seq_len: int) -> ModelConfig:
     kind = hf.get("model_type")
     if kind == "qwen":
-        if hf.get("rotary_pct", 1.0) != 1.0:
-            raise ConfigError("v1 checkpoints with rotary_pct != 1 are not supported")
-        if max_seq_len > hf["seq_length"]:
-            raise ConfigError(f"max_seq_len {max_seq_len} exceeds the checkpoint's seq_length {hf['seq_length']}: "
-                              "dynamic NTK and logn attention are not implemented")
-        return ModelConfig(vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
-                           intermediate_size=hf["intermediate_size"] // 2, num_hidden_layers=hf["num_hidden_layers"],
-                           num_attention_heads=hf["num_attention_heads"], num_key_value_heads=hf["num_attention_heads"],
-                           rms_norm_eps=hf["layer_norm_epsilon"], rope_theta=float(hf["rotary_emb_base"]),
-                           max_position_embeddings=hf["seq_length"], tie_word_embeddings=False)
+        return _v1_model_config(hf, max_seq_len)
     if kind == "qwen2":
-        return ModelConfig(vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
-                           intermediate_size=hf["intermediate_size"], num_hidden_layers=hf["num_hidden_layers"],
-                           num_attention_heads=hf["num_attention_heads"],
-                           num_key_value_heads=hf.get("num_key_value_heads", hf["num_attention_heads"]),
-                           rms_norm_eps=hf["rms_norm_eps"], rope_theta=float(hf.get("rope_theta", 10000.0)),
-                           max_position_embeddings=hf["max_position_embeddings"],
-                           tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)))
+        return _qwen2_model_config(hf, max_seq_len)
     raise ConfigError(f"unsupported model_type {kind!r}: expected 'qwen' (Qwen-7B-Chat) or 'qwen2' (Qwen1.5/2/2.5)")
 
 
-def iter_hf_tensors(hf_dir: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    files = sorted(hf_dir.glob("*.safetensors"))
-    if files:
-        for path in files:
-            with safe_open(str(path), framework="pt") as f:
-                for name in f.keys():
-                    yield name, f.get_tensor(name)
-        return
-    bins = sorted(hf_dir.glob("pytorch_model*.bin"))
-    if not bins:
-        raise ConfigError(f"{hf_dir}: no *.safetensors or pytorch_model*.bin weights")
-    for path in bins:
-        yield from torch.load(path, map_location="cpu", weights_only=True, mmap=True).items()
-
-
-def engine_tensors(hf_dir: Path, kind: str, tied: bool) -> Iterator[tuple[str, torch.Tensor]]:
-    """Engine names and tensors; parts of a fused tensor wait in `parts` until complete."""
-    parts: dict[str, dict[str, torch.Tensor]] = {}
-    for name, tensor in iter_hf_tensors(hf_dir):
-        target, part = _target(name, kind)
-        if target is None or (tied and target == "lm_head.weight"):
-            continue
-        if part is None:
-            yield target, tensor
-            continue
-        group = parts.setdefault(target, {})
-        group[part] = tensor
-        order = ("q", "k", "v") if "qkv" in target else ("gate", "up")
-        if all(p in group for p in order):
-            yield target, torch.cat([group[p] for p in order], dim=0)
-            del parts[target]
-    if parts:
-        raise ConfigError(f"incomplete fused tensors: {sorted(parts)}")
-
-
-def _target(name: str, kind: str) -> tuple[str | None, str | None]:
+def engine_name(name: str, kind: str) -> tuple[str | None, str | None]:
+    """HF name -> (engine name, part of a fused tensor or None); (None, None) for tensors to drop."""
+    if name.endswith("rotary_emb.inv_freq"):  # a buffer some exports carry; recomputed at run time
+        return None, None
     if kind == "qwen":
         m = re.fullmatch(r"transformer\.h\.(\d+)\.mlp\.(w1|w2)\.weight", name)
-        if m:  # v1: w2 is the SiLU gate, w1 the up branch
+        if m:  # v1 computes c_proj(w1(x) * silu(w2(x))): w2 is the SiLU gate, w1 the up branch
             return f"model.layers.{m.group(1)}.mlp.gate_up_proj.weight", "gate" if m.group(2) == "w2" else "up"
         for pattern, repl in V1_RENAMES:
             if re.fullmatch(pattern, name):
                 return re.sub(pattern, repl, name), None
-        return None, None
+        return name, None  # lm_head.weight; anything else is reported as unexpected
     m = re.fullmatch(r"(model\.layers\.\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", name)
     if m:
         return f"{m.group(1)}.self_attn.qkv_proj.{m.group(3)}", m.group(2)
     m = re.fullmatch(r"(model\.layers\.\d+)\.mlp\.(gate|up)_proj\.weight", name)
     if m:
         return f"{m.group(1)}.mlp.gate_up_proj.weight", m.group(2)
-    return (name, None) if name.startswith(("model.", "lm_head.")) else (None, None)
+    return name, None
 
 
-def convert_checkpoint(hf_dir, out_dir, limits: EngineLimits, progress: Callable[[str], None] | None = None):
-    hf_dir, out = Path(hf_dir), Path(out_dir)
-    hf = json.loads((hf_dir / "config.json").read_text())
-    model = model_config_from_hf(hf, limits.max_seq_len)
-    dtype = TORCH_DTYPES[limits.dtype]
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for name, tensor in engine_tensors(hf_dir, hf["model_type"], model.tie_word_embeddings):
-        tensors[name] = tensor.to(dtype).contiguous()
-        if progress and len(tensors) % 50 == 0:
-            progress(f"converted {len(tensors)} tensors")
-    save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+
+
+class CheckpointReader:
+    """Lazy name -> tensor over a HF folder: (sharded) safetensors, else pytorch_model*.bin memory-mapped, so
+    only the tensors being converted are in memory."""
+
+    def __init__(self, hf_dir: Path):
+        self._stack = contextlib.ExitStack()
+        self._where: dict[str, object] = {}  # name -> open safetensors file or mmap'd state dict
+        files = self._files(hf_dir, "model.safetensors.index.json", "*.safetensors")
+        if files:
+            from safetensors import safe_open
+
+            for path in files:
+                self._add(path, self._stack.enter_context(safe_open(str(path), framework="pt", device="cpu")))
+            return
+        files = self._files(hf_dir, "pytorch_model.bin.index.json", "pytorch_model*.bin")
+        if not files:
+            raise ConfigError(f"{hf_dir}: no *.safetensors or pytorch_model*.bin weights")
+        for path in files:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            self._add(path, state)
+
+    @staticmethod
+    def _files(hf_dir: Path, index: str, pattern: str) -> list[Path]:
+        if (hf_dir / index).is_file():  # shards named by the index, not whatever else lies in the folder
+            weight_map = json.loads((hf_dir / index).read_text())["weight_map"]
+            return [hf_dir / f for f in sorted(set(weight_map.values()))]
+        return sorted(hf_dir.glob(pattern))
+
+    def _add(self, path: Path, source) -> None:
+        for name in source.keys():
+            if name in self._where:
+                raise ConfigError(f"{path}: tensor {name} appears in more than one weight file")
+            self._where[name] = source
+
+    def names(self) -> list[str]:
+        return list(self._where)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        source = self._where[name]
+        return tuple(source[name].shape) if isinstance(source, dict) else tuple(source.get_slice(name).get_shape())
+
+    def get(self, name: str) -> torch.Tensor:
+        source = self._where[name]
+        return source[name] if isinstance(source, dict) else source.get_tensor(name)
+
+    def close(self) -> None:
+        self._stack.close()
+        self._where.clear()
+
+
+def plan_tensors(reader: CheckpointReader, kind: str, model: ModelConfig) -> list[tuple[str, tuple[str, ...], tuple]]:
+    """[(engine name, HF names to concatenate along dim 0, shape)] in the module's state_dict order, checked
+    against the model's names and shapes before any tensor is read."""
+    groups: dict[str, dict[str | None, str]] = {}
+    for name in reader.names():
+        target, part = engine_name(name, kind)
+        if target is None or (model.tie_word_embeddings and target == "lm_head.weight"):
+            continue  # a tied head some checkpoints still store: the runtime reuses the embedding
+        groups.setdefault(target, {})[part] = name
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in QwenForCausalLM(model).state_dict().items()}
+    missing, unexpected = sorted(set(expected) - set(groups)), sorted(set(groups) - set(expected))
+    if missing or unexpected:
+        raise ConfigError(f"checkpoint does not match its config.json: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    plan = []
+    for target, shape in expected.items():
+        parts = groups[target]
+        # Already whole (v1 c_attn, or any unfused name) or fused here from its parts, in FUSED_ORDER.
+        order = (None,) if set(parts) == {None} else next(o for k, o in FUSED_ORDER.items() if f".{k}." in target)
+        if set(parts) != set(order):
+            raise ConfigError(f"{target}: found parts {sorted(map(str, parts))}, need {list(order)}")
+        sources = tuple(parts[p] for p in order)
+        shapes = [reader.shape(s) for s in sources]
+        found = (sum(s[0] for s in shapes), *shapes[0][1:])
+        if found != shape:
+            raise ConfigError(f"{target}: shape {found} from {list(sources)}, config.json implies {shape}")
+        plan.append((target, sources, shape))
+    return plan
+
+
+def write_safetensors(path: Path, plan, reader: CheckpointReader, dtype: str, progress: Progress | None) -> None:
+    """Streams the planned tensors into one safetensors file: the header is known from the shapes, so each
+    (fused) tensor is read, converted, written and dropped; peak memory is one fused tensor."""
+    width = torch.empty((), dtype=TORCH_DTYPES[dtype]).element_size()
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for name, _, shape in plan:
+        size = width * math.prod(shape)
+        header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned
+    partial = path.with_name(path.name + ".partial")  # a failed run leaves no half-written model.safetensors
+    with open(partial, "wb") as f:
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        for i, (name, sources, _) in enumerate(plan, 1):
+            parts = [reader.get(s) for s in sources]
+            tensor = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)).to(TORCH_DTYPES[dtype]).contiguous()
+            f.write(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))  # little-endian, as safetensors
+            if progress and (i == len(plan) or i % max(1, len(plan) // 20) == 0):
+                progress(f"  {i}/{len(plan)} tensors, {f.tell() / 2**30:.2f} GiB written ({name})")
+    os.replace(partial, path)
+
+
+def _window(hf_dir: Path) -> int:
     generation = hf_dir / GENERATION_CONFIG_FILE
-    window = json.loads(generation.read_text()).get("max_window_size", 6144) if generation.is_file() else 6144
-    (out / ENGINE_CONFIG_FILE).write_text(EngineConfig(model=model, limits=limits, max_window_size=window).to_json())
-    if generation.is_file():
-        shutil.copy2(generation, out / GENERATION_CONFIG_FILE)
+    return int(json.loads(generation.read_text()).get("max_window_size", 6144)) if generation.is_file() else 6144
+
+
+def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, limits: EngineLimits, dtype: str | None = None,
+                       progress: Progress | None = None) -> EngineFolder:
+    """Writes model.safetensors (engine names, stored in limits.dtype; `dtype` overrides it), engine_config.json,
+    qwen.tiktoken and generation_config.json (when the checkpoint has one) into out_dir."""
+    hf_dir, out = Path(hf_dir), Path(out_dir)
+    if not (hf_dir / "config.json").is_file():
+        raise ConfigError(f"{hf_dir / 'config.json'} not found: not a Hugging Face checkpoint folder")
+    hf = json.loads((hf_dir / "config.json").read_text())
+    if dtype is not None and dtype != limits.dtype:
+        limits = dataclasses.replace(limits, dtype=dtype)  # a new frozen value; the caller's is untouched
+    model = model_config_from_hf(hf, limits.max_seq_len)
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(CheckpointReader(hf_dir)) as reader:
+        plan = plan_tensors(reader, hf["model_type"], model)
+        if progress:
+            progress(f"{hf_dir}: {hf['model_type']} layout -> {len(plan)} engine tensors in {limits.dtype}")
+        write_safetensors(out / WEIGHTS_FILE, plan, reader, limits.dtype, progress)
+    config = EngineConfig(model=model, limits=limits, max_window_size=_window(hf_dir))
+    (out / ENGINE_CONFIG_FILE).write_text(config.to_json())
+    if (hf_dir / GENERATION_CONFIG_FILE).is_file():
+        shutil.copy2(hf_dir / GENERATION_CONFIG_FILE, out / GENERATION_CONFIG_FILE)
     vocab = hf_dir / TOKENIZER_FILE
     shutil.copy2(vocab if vocab.is_file() else packaged_vocab(), out / TOKENIZER_FILE)
     if progress:
-        progress(f"wrote {len(tensors)} tensors ({limits.dtype}) to {out}")
+        progress(f"wrote engine folder {out}")
     return load_engine_folder(out)

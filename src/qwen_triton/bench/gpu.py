@@ -1,0 +1,117 @@
+"""One-command GPU benchmark: random Qwen-7B-shape engine made on the device, the transformers baseline,
+then the real Triton ensemble (gRPC streaming) at concurrency 1 and 64; writes benchmarks/results/<gpu>.json.
+Measures and records; asserts nothing."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import torch
+
+from ..config import EngineLimits
+from ..loadtest import Job, result_dict, run_jobs
+from ..serving.launcher import Ports, TritonServer
+from ..tools.fill_templates import fill_repository, values_for_engine
+from ..tools.random_checkpoint import QWEN_7B
+from ..tools.random_engine import make_random_engine
+from .sharegpt import load_lengths
+
+WORD = " the"  # one Qwen token, so a prompt of n words is n tokens with apply_chat_template false
+LIMITS = EngineLimits(dtype="float16", max_batch_size=64, max_input_len=1024, max_seq_len=2048,
+                      max_num_batched_tokens=8192, block_size=16)
+
+
+def copy_bandwidth_gbs(n_bytes: int = 2 << 30) -> float:
+    src = torch.empty(n_bytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(10):
+        dst.copy_(src)
+    torch.cuda.synchronize()
+    return 2 * n_bytes * 10 / (time.perf_counter() - start) / 1e9  # read + write
+
+
+def decode_bytes_per_step(engine_dir: Path) -> int:
+    """Weights read once per decode step (fp16), the embedding excepted (one row is gathered)."""
+    from ..config import load_engine_folder
+
+    m = load_engine_folder(engine_dir).config.model
+    per_layer = (m.hidden_size * (m.hidden_size + 2 * m.num_key_value_heads * m.head_dim) + m.hidden_size ** 2
+                 + 3 * m.hidden_size * m.intermediate_size)
+    return 2 * (m.num_hidden_layers * per_layer + m.vocab_size * m.hidden_size)
+
+
+def free_kv_blocks(ports: Ports) -> int:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{ports.metrics}/metrics", timeout=5).read().decode()
+    return int(next(float(l.split()[-1]) for l in text.splitlines() if l.startswith("qwen_engine_free_kv_blocks")))
+
+
+def serve_and_load(engine_dir: Path, work: Path, lengths, c64_requests: int) -> dict:
+    repo = work / "repo"
+    fill_repository(Path(__file__).resolve().parents[3] / "model_repository",
+                    values_for_engine(engine_dir, device="cuda"), repo)
+    ports = Ports.free()
+    with TritonServer(repo, ports, log_file=work / "server.log", exit_timeout_s=5):
+        url = f"127.0.0.1:{ports.grpc}"
+        blocks = free_kv_blocks(ports)
+        run_jobs(url, 4, [Job(WORD * 64, 16, True)] * 8)  # warm-up
+        bs1 = run_jobs(url, 1, [Job(WORD * 32, 256, True)] * 3)
+        ttft = [run_jobs(url, 1, [Job(WORD * 512, 1, True)]).latency_ms_p50 for _ in range(8)]
+        c64 = run_jobs(url, 64, [Job(WORD * i, o, True) for i, o in lengths[:c64_requests]])
+    return {"kv_blocks": blocks, "bs1": result_dict(bs1), "ttft_512_samples_ms": ttft,
+            "c64": result_dict(c64)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out-dir", default="benchmarks/results")
+    parser.add_argument("--lengths", default="benchmarks/sharegpt_lengths.json")
+    parser.add_argument("--c64-requests", type=int, default=256)
+    parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--hf-python", default=sys.executable,
+                        help="interpreter with transformers for the baseline (the GPU host's own, not the bundle's)")
+    args = parser.parse_args(argv)
+    gpu = torch.cuda.get_device_name()
+    work = Path(tempfile.mkdtemp(prefix="qwen-bench-"))
+    engine_dir = work / "engine"
+    make_random_engine(engine_dir, QWEN_7B, LIMITS, seed=0)
+    bandwidth = copy_bandwidth_gbs()
+    floor = bandwidth * 1e9 / decode_bytes_per_step(engine_dir)
+    hf = {} if args.skip_hf else json.loads(subprocess.run(
+        [args.hf_python, "-m", "qwen_triton.bench.hf_baseline", "--engine-dir", str(engine_dir)],
+        check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1])
+    served = serve_and_load(engine_dir, work, load_lengths(args.lengths), args.c64_requests)
+    result = {
+        "gpu": gpu, "date": datetime.date.today().isoformat(),
+        "command": "python -m qwen_triton.bench.gpu " + " ".join(sys.argv[1:] if argv is None else argv),
+        "model": "random weights, Qwen-7B shape (4096 hidden, 32 layers, 32 heads, MLP 11008, vocab 151936), fp16",
+        "decode_bs1_tok_s": round(1000 / served["bs1"]["itl_ms_mean"], 2),
+        "ttft_512_ms": round(statistics.median(served["ttft_512_samples_ms"]), 2),
+        "c64_output_tok_s": served["c64"]["output_tok_s"], "c64_failed_requests": served["c64"]["failed"],
+        "hf_bs1_tok_s": hf.get("hf_bs1_tok_s"), "hf_bs32_tok_s": hf.get("hf_bs32_tok_s"),
+        "copy_bandwidth_gb_s": round(bandwidth, 1), "bandwidth_floor_bs1_tok_s": round(floor, 1),
+        "max_concurrency_2048_tokens": served["kv_blocks"] * LIMITS.block_size // 2048,
+        "hf_setup": hf.get("hf_setup"), "served": served,
+    }
+    if hf:
+        result["ratio_decode_bs1_vs_hf_bs1"] = round(result["decode_bs1_tok_s"] / hf["hf_bs1_tok_s"], 2)
+    short = re.search(r"\b([A-Z]+\d{2,4})\b", gpu)
+    out = Path(args.out_dir) / ((short.group(1) if short else "gpu").lower() + ".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "served"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""benchmarks/results/<gpu>.json -> <gpu>.png: output tokens/s and inter-token latency at concurrency 1 and
+64, with the batch-1 bandwidth floor and the transformers baseline drawn. Needs matplotlib (pip install .[bench])."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def plot(result_file: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = json.loads(result_file.read_text())
+    served = r["served"]
+    conc = [1, 64]
+    tok_s = [r["decode_bs1_tok_s"], r["c64_output_tok_s"]]
+    itl = [served["bs1"]["itl_ms_mean"], served["c64"]["itl_ms_mean"]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.plot(conc, tok_s, "o-", label="this project (Triton ensemble, gRPC streaming)")
+    left.plot([1, 32], [r["hf_bs1_tok_s"], r["hf_bs32_tok_s"]], "s--", label="transformers generate (batch 1, 32)")
+    left.axhline(r["bandwidth_floor_bs1_tok_s"], color="grey", ls=":", label="batch-1 bandwidth floor")
+    left.set(xscale="log", yscale="log", xlabel="concurrent requests", ylabel="output tokens/s",
+             title="Throughput (output tokens only)")
+    left.legend(fontsize=8)
+    right.plot(conc, itl, "o-", label="inter-token latency")
+    right.axhline(1000 / r["bandwidth_floor_bs1_tok_s"], color="grey", ls=":", label="batch-1 floor (ms/token)")
+    right.set(xscale="log", xlabel="concurrent requests", ylabel="ms", title=f"Latency (TTFT 512-token prompt: "
+              f"{r['ttft_512_ms']:.0f} ms)")
+    right.legend(fontsize=8)
+    fig.suptitle(f"{r['gpu']}: {r['model']} ({r['date']})", fontsize=9)
+    fig.tight_layout()
+    out = result_file.with_suffix(".png")
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("result", nargs="?", default="benchmarks/results/h100.json")
+    print(f"wrote {plot(Path(parser.parse_args(argv).result))}")
+
+
+if __name__ == "__main__":
+    main()
