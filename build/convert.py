@@ -1,25 +1,29 @@
 """python -m build.convert --hf-dir DIR --out ENGINE_DIR: HF Qwen checkpoint (v1 or Qwen2) -> engine folder."""
 import argparse
 
-from qwen_triton.config import EngineLimits
+from qwen_triton.config import DTYPES, EngineLimits
+from qwen_triton.errors import ConfigError
 from qwen_triton.tools.convert import convert_checkpoint
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--hf-dir", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--hf-dir", required=True, help="Hugging Face checkpoint folder (config.json + weights)")
+    parser.add_argument("--out", required=True, help="engine folder to write")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype the weights are stored in")
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-input-len", type=int, default=1024)
     parser.add_argument("--max-seq-len", type=int, default=2048)
     parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="default: max(4096, max_input_len)")
     parser.add_argument("--block-size", type=int, default=16)
     args = parser.parse_args(argv)
-    limits = EngineLimits(dtype=args.dtype, max_batch_size=args.max_batch_size, max_input_len=args.max_input_len,
-                          max_seq_len=args.max_seq_len, block_size=args.block_size,
-                          max_num_batched_tokens=args.max_num_batched_tokens or max(4096, args.max_input_len))
-    convert_checkpoint(args.hf_dir, args.out, limits, progress=print)
+    try:
+        limits = EngineLimits(dtype=args.dtype, max_batch_size=args.max_batch_size, max_input_len=args.max_input_len,
+                              max_seq_len=args.max_seq_len, block_size=args.block_size,
+                              max_num_batched_tokens=args.max_num_batched_tokens or max(4096, args.max_input_len))
+        convert_checkpoint(args.hf_dir, args.out, limits, progress=print)
+    except ConfigError as exc:
+        raise SystemExit(f"build.convert: {exc}") from exc
 
 
 if __name__ == "__main__":

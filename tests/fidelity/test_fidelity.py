@@ -45,7 +45,8 @@ def _hf_greedy(reference, prompt: list[int], steps: int) -> list[int]:
     # defaults, repetition penalty included, must not leak into a greedy reference).
     ids = list(prompt)
     for _ in range(steps):
-        ids.append(int(reference(torch.tensor([ids])).logits[0, -1].argmax()))
+        logits = reference(torch.tensor([ids]), logits_to_keep=1).logits  # (1, 1, V): the head on the last row only
+        ids.append(int(logits[0, -1].argmax()))
     return ids[len(prompt):]
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from . import paged_attention
 
 KVCache = tuple[torch.Tensor, torch.Tensor]  # one layer's (k_cache, v_cache), each (num_blocks, block_size, Hkv, D)
 
@@ -35,7 +36,8 @@ class AttentionBatch:
         return cls(True, slot_mapping, seq_lens=tuple(seq_lens))
 
     @classmethod
-    def decode(cls, slot_mapping: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor) -> "AttentionBatch":
+    def decode(cls, slot_mapping: torch.Tensor, block_tables: torch.Tensor,
+               context_lens: torch.Tensor) -> "AttentionBatch":
         return cls(False, slot_mapping, block_tables=block_tables, context_lens=context_lens)
 
 
@@ -112,6 +114,8 @@ class Attention(nn.Module):
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)  # (T, H, D)
 
     def _decode(self, q, k_cache, v_cache, batch: AttentionBatch) -> torch.Tensor:
+        if paged_attention.available(q):
+            return paged_attention.decode(q, k_cache, v_cache, batch.block_tables, batch.context_lens)
         B, max_blocks = batch.block_tables.shape
         L = max_blocks * k_cache.shape[1]
         shape = (B, L, self.num_kv_heads, self.head_dim)
@@ -161,7 +165,8 @@ class QwenForCausalLM(nn.Module):
         self.config = config
         self.model = QwenModel(config)
         # Tied checkpoints (small Qwen2) store no lm_head: logits reuse the embedding matrix.
-        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        untied = not config.tie_word_embeddings
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False) if untied else None
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch,
                 kv_caches: list[KVCache]) -> torch.Tensor:

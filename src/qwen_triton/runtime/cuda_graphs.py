@@ -10,14 +10,18 @@ import torch
 
 from ..models.qwen import AttentionBatch
 
-BATCH_BUCKETS = (1, 2, 4, 8)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128)
 BLOCK_BUCKETS = (16, 32, 64, 128)  # x block_size tokens of context read per sequence
 
 
 class DecodeGraphs:
-    def __init__(self, model, kv_caches, max_batch: int, max_blocks: int, scratch_slot: int, device):
+    def __init__(self, model, kv_caches, max_batch: int, max_blocks: int, scratch_slot: int, device,
+                 paged_attention_kernel: bool = False):
         self.batch_buckets = [b for b in BATCH_BUCKETS if b <= max_batch]
-        self.block_buckets = sorted({min(b, max_blocks) for b in (*BLOCK_BUCKETS, max_blocks)})
+        # The paged kernel reads only live blocks, so one full-width table serves every context length;
+        # the SDPA fallback gathers the whole table, so it gets context buckets.
+        buckets = (max_blocks,) if paged_attention_kernel else (*BLOCK_BUCKETS, max_blocks)
+        self.block_buckets = sorted({min(b, max_blocks) for b in buckets})
         self.scratch_slot = scratch_slot
         top = self.batch_buckets[-1]
         long = dict(dtype=torch.long, device=device)

@@ -53,12 +53,14 @@ class ModelRunner:
     def _capture_graphs(self, enabled: bool):
         if not enabled or self.device.type != "cuda":
             return None
+        from ..models import paged_attention
         from .cuda_graphs import DecodeGraphs
 
         max_blocks = math.ceil(self.config.limits.max_seq_len / self.block_size)
         with torch.inference_mode():
             return DecodeGraphs(self.model, self.kv_caches, self.config.limits.max_batch_size, max_blocks,
-                                self.num_kv_blocks * self.block_size, self.device)
+                                self.num_kv_blocks * self.block_size, self.device,
+                                paged_attention_kernel=paged_attention.triton is not None)
 
     def _kv_blocks(self) -> int:
         limits, m = self.config.limits, self.config.model

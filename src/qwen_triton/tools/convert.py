@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import safe_open
 
 from ..config import (ENGINE_CONFIG_FILE, GENERATION_CONFIG_FILE, WEIGHTS_FILE, EngineConfig, EngineFolder,
                       EngineLimits, ModelConfig, load_engine_folder)
@@ -42,7 +43,7 @@ def _v1_model_config(hf: dict, max_seq_len: int) -> ModelConfig:
     if hf.get("rotary_pct", 1.0) != 1.0:
         raise ConfigError("v1 checkpoints with rotary_pct != 1 are not supported")
     if hf.get("kv_channels", hidden // heads) * heads != hidden or hf["intermediate_size"] % 2:
-        raise ConfigError("v1 config: need kv_channels * num_attention_heads == hidden_size and an even intermediate_size")
+        raise ConfigError("v1 config: need kv_channels * heads == hidden_size and an even intermediate_size")
     # Within seq_length, dynamic NTK (alpha = 1) and logn scaling (factor 1) are identities: v1 is then
     # arithmetically Qwen2 without GQA. Beyond it they are not implemented.
     if max_seq_len > hf["seq_length"]:
@@ -50,7 +51,8 @@ def _v1_model_config(hf: dict, max_seq_len: int) -> ModelConfig:
                           "dynamic NTK and logn attention are not implemented")
     return ModelConfig(vocab_size=hf["vocab_size"], hidden_size=hidden, intermediate_size=hf["intermediate_size"] // 2,
                        num_hidden_layers=hf["num_hidden_layers"], num_attention_heads=heads, num_key_value_heads=heads,
-                       rms_norm_eps=hf.get("layer_norm_epsilon", 1e-6), rope_theta=float(hf.get("rotary_emb_base", 10000)),
+                       rms_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
+                       rope_theta=float(hf.get("rotary_emb_base", 10000)),
                        max_position_embeddings=hf["seq_length"], tie_word_embeddings=False)
 
 
@@ -103,8 +105,6 @@ def engine_name(name: str, kind: str) -> tuple[str | None, str | None]:
     return name, None
 
 
-
-
 class CheckpointReader:
     """Lazy name -> tensor over a HF folder: (sharded) safetensors, else pytorch_model*.bin memory-mapped, so
     only the tensors being converted are in memory."""
@@ -114,8 +114,6 @@ class CheckpointReader:
         self._where: dict[str, object] = {}  # name -> open safetensors file or mmap'd state dict
         files = self._files(hf_dir, "model.safetensors.index.json", "*.safetensors")
         if files:
-            from safetensors import safe_open
-
             for path in files:
                 self._add(path, self._stack.enter_context(safe_open(str(path), framework="pt", device="cpu")))
             return
@@ -171,7 +169,8 @@ def plan_tensors(reader: CheckpointReader, kind: str, model: ModelConfig) -> lis
         expected = {k: tuple(v.shape) for k, v in QwenForCausalLM(model).state_dict().items()}
     missing, unexpected = sorted(set(expected) - set(groups)), sorted(set(groups) - set(expected))
     if missing or unexpected:
-        raise ConfigError(f"checkpoint does not match its config.json: missing {missing[:8]}, unexpected {unexpected[:8]}")
+        raise ConfigError(f"checkpoint does not match its config.json: missing {missing[:8]}, "
+                          f"unexpected {unexpected[:8]}")
     plan = []
     for target, shape in expected.items():
         parts = groups[target]
@@ -195,7 +194,8 @@ def write_safetensors(path: Path, plan, reader: CheckpointReader, dtype: str, pr
     header, offset = {"__metadata__": {"format": "pt"}}, 0
     for name, _, shape in plan:
         size = width * math.prod(shape)
-        header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape),
+                        "data_offsets": [offset, offset + size]}
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned

@@ -45,3 +45,25 @@ def test_cuda_graph_decode_matches_eager(folder):
     tokens_e, logits_e = _greedy(eager)
     assert tokens_g == tokens_e
     assert (logits_g - logits_e).abs().max().item() < 1e-3
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(8, 8), (8, 2)])
+def test_paged_decode_kernel_matches_sdpa_over_gathered_blocks(heads, kv_heads):
+    from qwen_triton.models import paged_attention
+
+    if paged_attention.triton is None:
+        pytest.skip("no Triton")
+    torch.manual_seed(0)
+    B, D, block_size, num_blocks = 5, 64, 16, 40
+    k_cache = torch.randn(num_blocks, block_size, kv_heads, D, device="cuda", dtype=torch.float16)
+    v_cache = torch.randn_like(k_cache)
+    q = torch.randn(B, heads, D, device="cuda", dtype=torch.float16)
+    lens = torch.tensor([1, 15, 16, 17, 100], device="cuda")
+    tables = torch.randperm(num_blocks, device="cuda")[: B * 8].view(B, 8)
+    out = paged_attention.decode(q, k_cache, v_cache, tables, lens)
+    keys = k_cache[tables].view(B, 8 * block_size, kv_heads, D).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
+    values = v_cache[tables].view(B, 8 * block_size, kv_heads, D).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
+    mask = (torch.arange(8 * block_size, device="cuda")[None, :] < lens[:, None])[:, None, None, :]
+    ref = torch.nn.functional.scaled_dot_product_attention(q[:, :, None].float(), keys.float(), values.float(),
+                                                           attn_mask=mask)[:, :, 0]
+    assert (out.float() - ref).abs().max().item() < 2e-3
