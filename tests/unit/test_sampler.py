@@ -87,3 +87,13 @@ def test_generators_are_released():
     assert sampler.num_generators == 1
     sampler.release(s.seq_id)
     assert sampler.num_generators == 0
+
+
+def test_plain_greedy_fast_path_agrees_with_the_general_path():
+    torch.manual_seed(1)
+    rows = torch.randn(4, V)
+    rows[:, NUM_TOKENIZER_IDS:] = 50.0  # padding must lose on the fast path too
+    plain = [seq() for _ in range(4)]
+    general = [seq(presence_penalty=1e-9) for _ in range(4)]  # forces the row-by-row path
+    assert Sampler().sample(rows, plain) == Sampler().sample(rows, general)
+    assert all(t < NUM_TOKENIZER_IDS for t in Sampler().sample(rows, plain))

@@ -60,7 +60,8 @@ def free_kv_blocks(ports: Ports) -> int:
 def serve_and_load(engine_dir: Path, work: Path, lengths, c64_requests: int) -> dict:
     repo = work / "repo"
     fill_repository(Path(__file__).resolve().parents[3] / "model_repository",
-                    values_for_engine(engine_dir, device="cuda"), repo)
+                    values_for_engine(engine_dir, device="cuda", preprocessing_instance_count=2,
+                                      postprocessing_instance_count=4), repo)
     ports = Ports.free()
     with TritonServer(repo, ports, log_file=work / "server.log", exit_timeout_s=5):
         url = f"127.0.0.1:{ports.grpc}"
