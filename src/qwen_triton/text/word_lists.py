@@ -1,31 +1,43 @@
-"""tensorrtllm_backend's word-list tensors (stop_words_list, bad_words_list): shape (2, N) int32, row 0
-the concatenated token ids of all words, row 1 each word's end offset, padded with -1."""
+"""tensorrtllm_backend's word-list tensors (stop_words_list, bad_words_list) and back; it knows the (2, N) int32
+layout (row 0 the words' ids end to end, padded with 0; row 1 each word's end offset, padded with -1) and must
+not decide what the words mean."""
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InvalidRequest
 from .tokenizer import QwenTokenizer
 
 
 def encode_words(tokenizer: QwenTokenizer, words: list[str]) -> list[list[int]]:
+    # Empty words are dropped, as tensorrtllm_backend's preprocessing skips words with no ids.
     return [tokenizer.encode(w) for w in words if w]
 
 
 def to_word_list(token_seqs: list[list[int]]) -> np.ndarray:
-    flat = [t for seq in token_seqs for t in seq]
-    offsets = np.cumsum([len(seq) for seq in token_seqs]).tolist()
-    width = max(len(flat), len(offsets), 1)
+    """(2, N) with N = max(1, total ids): `_to_word_list_format` for one request; no words -> [[0], [-1]]."""
+    seqs = [list(seq) for seq in token_seqs if len(seq) > 0]
+    flat = [t for seq in seqs for t in seq]
+    width = max(1, len(flat))  # every word has >= 1 id, so offsets never outnumber ids
     out = np.zeros((2, width), dtype=np.int32)
     out[1, :] = -1
     out[0, :len(flat)] = flat
-    out[1, :len(offsets)] = offsets
+    out[1, :len(seqs)] = np.cumsum([len(seq) for seq in seqs])
     return out
 
 
-def from_word_list(array: np.ndarray) -> list[list[int]]:
+def from_word_list(array: np.ndarray, field: str = "word_list") -> list[list[int]]:
+    """Inverse of to_word_list; takes (2, N) or a batch of one (1, 2, N). Malformed -> InvalidRequest(field)."""
     array = np.asarray(array)
-    if array.ndim == 3:
+    if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
-    ids, offsets = array[0].tolist(), [o for o in array[1].tolist() if o >= 0]
-    starts = [0] + offsets[:-1]
-    return [ids[s:e] for s, e in zip(starts, offsets) if e > s]
+    if array.ndim != 2 or array.shape[0] != 2:
+        raise InvalidRequest(field, f"expected shape (2, N) or (1, 2, N), got {array.shape}")
+    ids, offsets = array[0].tolist(), array[1].tolist()
+    ends = offsets[:offsets.index(-1)] if -1 in offsets else offsets
+    if any(o != -1 for o in offsets[len(ends):]):
+        raise InvalidRequest(field, "offsets must be padded with -1 only after the last word")
+    starts = [0, *ends[:-1]]
+    if any(not s < e for s, e in zip(starts, ends)) or (ends and ends[-1] > len(ids)):
+        raise InvalidRequest(field, f"word end offsets {ends} must increase strictly and stay within {len(ids)} ids")
+    return [ids[s:e] for s, e in zip(starts, ends)]
