@@ -100,7 +100,8 @@ class LLMService:
         knobs = {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p,
                  "repetition_penalty": d.repetition_penalty, **request.sampling}
         stop_ids = set(STOP_TOKEN_IDS) | ({request.end_id} if request.end_id is not None else set())
-        bad_words = from_word_list(request.bad_words_list) if request.bad_words_list is not None else []
+        bad_words = ([] if request.bad_words_list is None
+                     else from_word_list(request.bad_words_list, field="bad_words"))
         return SamplingParams(max_tokens=request.request_output_len, stop_token_ids=tuple(sorted(stop_ids)),
                               bad_words_ids=tuple(tuple(w) for w in bad_words), **knobs)
 
@@ -108,7 +109,8 @@ class LLMService:
         if request.stop_words_list is None:
             return []
         # Word lists carry ids; the stop is matched on text, and decode(encode(s)) == s.
-        return [text for text in (self.tokenizer.decode(w) for w in from_word_list(request.stop_words_list)) if text]
+        words = from_word_list(request.stop_words_list, field="stop_words")
+        return [text for text in (self.tokenizer.decode(w) for w in words) if text]
 
     def submit(self, request: LLMRequest, responder: Responder) -> int:
         params = self.sampling_params(request)

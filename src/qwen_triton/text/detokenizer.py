@@ -1,10 +1,6 @@
 """Incremental detokenizer for one generated stream: it releases token ids only where the UTF-8 decoder is empty
 and never text that could still become a stop string, so released chunks decode on their own and concatenate
-to exactly tokenizer.decode(all ids); it must not re-decode text it already decoded, nor know the engine.
-
-Work per push is O(token bytes x number of stop strings): each token's bytes go through one incremental UTF-8
-decoder once, and each stop string is matched by a KMP automaton over the new characters only.
-"""
+to exactly tokenizer.decode(all ids); it must not re-decode text it already decoded, nor know the engine."""
 from __future__ import annotations
 
 import codecs
@@ -39,6 +35,8 @@ def _failure(pattern: str) -> list[int]:
     return fail
 
 
+# Work per push is O(token bytes x number of stop strings): each token's bytes go through one incremental
+# UTF-8 decoder once, and each stop string is matched by a KMP automaton over the new characters only.
 class StopMatcher:
     """Finds stop strings in text fed piecewise. `held` is the longest suffix of everything fed that is a
     (proper) prefix of some stop string: text that must not be released yet."""

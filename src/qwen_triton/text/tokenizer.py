@@ -11,7 +11,8 @@ from typing import Iterable
 import tiktoken
 
 from ..errors import ConfigError
-from ..vocab import ENDOFTEXT_ID, FIRST_EXTRA_ID, IM_END_ID, IM_START_ID, NUM_BPE_RANKS, NUM_TOKENIZER_IDS, QWEN_TIKTOKEN_SHA256
+from ..vocab import (ENDOFTEXT_ID, FIRST_EXTRA_ID, IM_END_ID, IM_START_ID, NUM_BPE_RANKS, NUM_TOKENIZER_IDS,
+                     QWEN_TIKTOKEN_SHA256)
 
 TOKENIZER_FILE = "qwen.tiktoken"
 # Qwen-7B-Chat tokenization_qwen.py: cl100k-like, but numbers split one digit per token.
@@ -57,7 +58,8 @@ class QwenTokenizer:
     def __init__(self, vocab_file: Path):
         ranks = read_ranks(vocab_file)
         self.vocab_file = vocab_file
-        self._encoding = tiktoken.Encoding("qwen", pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens=SPECIAL_TOKENS)
+        self._encoding = tiktoken.Encoding("qwen", pat_str=PAT_STR, mergeable_ranks=ranks,
+                                           special_tokens=SPECIAL_TOKENS)
         # Indexed by id; b"" for every special id, so decoding may index without a branch.
         self._bytes: list[bytes] = [b""] * NUM_TOKENIZER_IDS
         for token, rank in ranks.items():
