@@ -108,24 +108,13 @@ def get_output_tensor_by_name(response: InferenceResponse, name: str):
     return next((t for t in response.output_tensors() if t.name() == name), None)
 
 
+def _recorder(level: str):
+    return classmethod(lambda cls, message: cls.records.append((level, message)))
+
+
 class Logger:
     records: list[tuple[str, str]] = []
-
-    @classmethod
-    def log_info(cls, message):
-        cls.records.append(("info", message))
-
-    @classmethod
-    def log_warn(cls, message):
-        cls.records.append(("warn", message))
-
-    @classmethod
-    def log_error(cls, message):
-        cls.records.append(("error", message))
-
-    @classmethod
-    def log_verbose(cls, message):
-        cls.records.append(("verbose", message))
+    log_info, log_warn, log_error, log_verbose = (_recorder(level) for level in ("info", "warn", "error", "verbose"))
 
 
 class MetricFamily:

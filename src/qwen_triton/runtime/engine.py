@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..config import EngineLimits
-from ..errors import InvalidRequest
 from .request import FinishReason, SamplingParams, Sequence
 from .sampler import Sampler
 from .scheduler import Scheduler
@@ -61,9 +60,7 @@ class Engine:
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Sink) -> int:
         seq = Sequence(prompt_ids, params)
-        if len(seq.prompt_ids) > self.limits.max_input_len:
-            raise InvalidRequest("text_input", f"prompt is {len(seq)} tokens; this engine accepts at most "
-                                 f"{self.limits.max_input_len}")
+        self.scheduler.check_fits(seq)  # answered synchronously, before the request is queued
         with self._wake:
             self._inbox.append((seq, sink))
             self._wake.notify()

@@ -31,12 +31,16 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     def add(self, seq: Sequence) -> None:
+        self.check_fits(seq)
+        self.waiting.append(seq)
+
+    def check_fits(self, seq: Sequence) -> None:
+        """Reject a prompt that can never be scheduled. Reads only immutable limits: safe from any thread."""
         n, limits = len(seq.prompt_ids), self.limits
         if n > limits.max_input_len:
             raise InvalidRequest("text_input", f"prompt is {n} tokens; this engine accepts at most {limits.max_input_len}")
         if seq.num_blocks_needed(limits.block_size) + 1 > self.blocks.num_blocks:
             raise InvalidRequest("text_input", f"prompt of {n} tokens needs more KV blocks than the cache has")
-        self.waiting.append(seq)
 
     def schedule(self) -> ScheduleOutput:
         prefill = self._admit()
