@@ -11,8 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from ..config import GenerationDefaults, load_engine_folder
-from ..errors import ConfigError
-from ..runtime.engine import Engine, TokenEvent
+from ..runtime.engine import TokenEvent
 from ..runtime.request import FinishReason, SamplingParams
 from ..text.detokenizer import TextStream
 from ..text.tokenizer import QwenTokenizer
@@ -20,6 +19,7 @@ from ..text.word_lists import from_word_list
 from ..vocab import STOP_TOKEN_IDS
 from .model_params import LLMModelParams
 from .requests import LLMRequest
+from .runtimes import LLMEngine, start_engine
 
 logger = logging.getLogger(__name__)
 
@@ -78,21 +78,15 @@ class ResponseStream:
 
 
 class LLMService:
-    def __init__(self, engine: Engine, tokenizer: QwenTokenizer, defaults: GenerationDefaults):
+    def __init__(self, engine: LLMEngine, tokenizer: QwenTokenizer, defaults: GenerationDefaults):
         self.engine = engine
         self.tokenizer = tokenizer
         self.defaults = defaults
 
     @classmethod
     def from_params(cls, params: LLMModelParams, on_stats=None) -> "LLMService":
-        if params.runtime != "torch":
-            raise ConfigError(f"runtime {params.runtime!r} is not available in this build; use runtime 'torch'")
-        from ..runtime.model_runner import ModelRunner  # torch import only when this runtime is chosen
-
         folder = load_engine_folder(params.engine_dir)
-        runner = ModelRunner(folder, device=params.device or None, dtype=params.dtype or None)
-        engine = Engine(runner, folder.config.limits, on_stats=on_stats)
-        engine.start()
+        engine = start_engine(params, folder, on_stats)
         return cls(engine, QwenTokenizer.load(folder.path), folder.generation)
 
     def sampling_params(self, request: LLMRequest) -> SamplingParams:
