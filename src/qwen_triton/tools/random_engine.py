@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import ENGINE_CONFIG_FILE, RANDOM_WEIGHTS_FILE, EngineConfig, EngineLimits, load_engine_folder
 from ..text.tokenizer import TOKENIZER_FILE, packaged_vocab
-from .convert import model_config_from_hf
+from .hf_metadata import model_config_from_hf
 from .random_checkpoint import Size, qwen2_config
 
 
