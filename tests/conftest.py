@@ -31,16 +31,57 @@ TEST_LIMITS = dict(dtype="float32", max_batch_size=16, max_input_len=256, max_se
 
 
 @pytest.fixture(scope="session")
-def tiny_engine(tmp_path_factory) -> Path:
-    """A v1-layout (Qwen-7B-Chat) random checkpoint converted by build/'s converter."""
-    from qwen_triton.config import EngineLimits
-    from qwen_triton.tools.convert import convert_checkpoint
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A v1-layout (Qwen-7B-Chat) random Hugging Face checkpoint."""
     from qwen_triton.tools.random_checkpoint import make_random_checkpoint
 
-    root = tmp_path_factory.mktemp("tiny")
-    make_random_checkpoint(root / "hf", flavour="qwen", seed=0)
-    convert_checkpoint(root / "hf", root / "engine", EngineLimits(**TEST_LIMITS))
-    return root / "engine"
+    hf_dir = tmp_path_factory.mktemp("tiny") / "hf"
+    make_random_checkpoint(hf_dir, flavour="qwen", seed=0)
+    return hf_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_checkpoint) -> Path:
+    """The tiny checkpoint converted by build/'s converter."""
+    from qwen_triton.config import EngineLimits
+    from qwen_triton.tools.convert import convert_checkpoint
+
+    engine = tiny_checkpoint.parent / "engine"
+    convert_checkpoint(tiny_checkpoint, engine, EngineLimits(**TEST_LIMITS))
+    return engine
+
+
+FAKE_TRTLLM = ROOT / "tests" / "support" / "fake_trtllm"
+
+
+@pytest.fixture(scope="session")
+def trtllm():
+    """The fake `tensorrt_llm.bindings.executor` (TensorRT-LLM 0.14.0's names), importable from now on."""
+    sys.path.insert(0, str(FAKE_TRTLLM))
+    import tensorrt_llm.bindings.executor as executor
+
+    assert Path(executor.__file__).is_relative_to(FAKE_TRTLLM), "a real tensorrt_llm shadows the fake"
+    return executor
+
+
+@pytest.fixture(scope="session")
+def trtllm_engine(tiny_checkpoint, tmp_path_factory, trtllm) -> Path:
+    """An engine folder made by the TensorRT-LLM build's real run path, with the fake TensorRT-LLM tools."""
+    import os
+
+    from qwen_triton.trtllm.build import TrtllmBuildOptions, run_build
+
+    out = tmp_path_factory.mktemp("trtllm") / "engine"
+    opts = TrtllmBuildOptions(hf_dir=tiny_checkpoint, output_dir=out, max_seq_len=TEST_LIMITS["max_seq_len"],
+                              max_input_len=TEST_LIMITS["max_input_len"], max_batch_size=8, max_num_tokens=1024,
+                              trtllm_examples=FAKE_TRTLLM / "examples", python=sys.executable)
+    path = os.environ["PATH"]
+    os.environ["PATH"] = f"{FAKE_TRTLLM / 'bin'}{os.pathsep}{path}"
+    try:
+        run_build(opts, progress=lambda line: None)
+    finally:
+        os.environ["PATH"] = path
+    return out
 
 
 @pytest.fixture(scope="session")
