@@ -46,9 +46,10 @@ class TritonInstall:
     backend_dir: Path | None  # None: the server's default (/opt/tritonserver/backends)
     lib_dirs: tuple[Path, ...] = ()
 
-    def env(self) -> dict[str, str]:
+    def env(self, python_bin: Path | None = None) -> dict[str, str]:
+        """python_bin: the bin/ of the environment the Python models run in (default: this interpreter's)."""
         env = dict(os.environ)
-        bin_dir = str(Path(sys.executable).parent)
+        bin_dir = str(python_bin or Path(sys.executable).parent)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
         libs = [str(d) for d in self.lib_dirs]
         if env.get("LD_LIBRARY_PATH"):
@@ -124,8 +125,9 @@ class TritonServer:
     """One tritonserver process; use as a context manager or call start()/stop()."""
 
     def __init__(self, model_repository: str | Path, ports: Ports = Ports(), log_file: str | Path | None = None,
-                 exit_timeout_s: int = 5, verbose: int = 0):
+                 exit_timeout_s: int = 5, verbose: int = 0, python_bin: str | Path | None = None):
         self.model_repository = Path(model_repository)
+        self.python_bin = Path(python_bin) if python_bin else None
         self.ports = ports
         self.log_file = Path(log_file) if log_file else None
         self.exit_timeout_s = exit_timeout_s
@@ -144,7 +146,7 @@ class TritonServer:
 
     def start(self, ready_timeout_s: float = 180.0) -> "TritonServer":
         out = open(self.log_file, "w") if self.log_file else None
-        self.process = subprocess.Popen(self.command(), env=self.install.env(), stdout=out, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.command(), env=self.install.env(self.python_bin), stdout=out, stderr=subprocess.STDOUT)
         self.wait_ready(ready_timeout_s)
         return self
 
