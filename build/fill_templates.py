@@ -1,21 +1,26 @@
 """python -m build.fill_templates --engine-dir engines/qwen-tiny [--output-dir DIR]: writes config.pbtxt files."""
 import argparse
 
+from qwen_triton.serving.model_params import RUNTIMES
 from qwen_triton.tools.fill_templates import fill_repository, values_for_engine
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--engine-dir", required=True)
+    p.add_argument("--model-repository", default="model_repository", help="folder holding the templates")
+    p.add_argument("--output-dir", default=None, help="write the filled repository here (default: in place)")
+    p.add_argument("--runtime", default=None, choices=RUNTIMES, help="default: torch")
+    p.add_argument("--device", default=None, help="override the device: cpu, cuda, cuda:1 (default: auto)")
+    p.add_argument("--dtype", default=None, help="override the engine dtype")
+    p.add_argument("--max-batch-size", type=int, default=None, help="default: the engine's max_batch_size")
+    p.add_argument("--preprocessing-instance-count", type=int, default=None)
+    p.add_argument("--postprocessing-instance-count", type=int, default=None)
+    return p
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--engine-dir", required=True)
-    parser.add_argument("--model-repository", default="model_repository", help="folder holding the templates")
-    parser.add_argument("--output-dir", default=None, help="write the filled repository here (default: in place)")
-    parser.add_argument("--runtime", default=None, help="torch (default) or tensorrt_llm")
-    parser.add_argument("--device", default=None, help="override the device: cpu, cuda, cuda:1 (default: auto)")
-    parser.add_argument("--dtype", default=None, help="override the engine dtype")
-    parser.add_argument("--max-batch-size", type=int, default=None, help="default: the engine's max_batch_size")
-    parser.add_argument("--preprocessing-instance-count", type=int, default=None)
-    parser.add_argument("--postprocessing-instance-count", type=int, default=None)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     values = values_for_engine(
         args.engine_dir, runtime=args.runtime, device=args.device, dtype=args.dtype,
         max_batch_size=args.max_batch_size, preprocessing_instance_count=args.preprocessing_instance_count,

@@ -65,3 +65,9 @@ def test_llm_params_reject_unknown_runtime():
         LLMModelParams.from_config(config)
     with pytest.raises(ConfigError):
         TemplateValues(engine_dir="/e", max_batch_size=0)
+
+
+def test_trtllm_runtime_refuses_a_device_or_dtype_override():
+    assert LLMModelParams(runtime="tensorrt_llm", engine_dir="/e").runtime == "tensorrt_llm"
+    with pytest.raises(ConfigError, match="fixed when a TensorRT-LLM engine is built"):
+        LLMModelParams(runtime="tensorrt_llm", engine_dir="/e", device="cuda")

@@ -9,7 +9,8 @@ import pytest
 from qwen_triton.config import EngineLimits
 from qwen_triton.errors import InvalidRequest
 from qwen_triton.runtime.request import FinishReason, SamplingParams
-from qwen_triton.trtllm.executor_engine import ExecutorEngine
+from qwen_triton.errors import ConfigError
+from qwen_triton.trtllm.executor_engine import ExecutorEngine, engine_world_size
 from qwen_triton.trtllm.requests import executor_config, executor_request, sampling_config
 from qwen_triton.trtllm.settings import ExecutorSettings
 from qwen_triton.vocab import ENDOFTEXT_ID, IM_END_ID, IM_START_ID
@@ -99,6 +100,16 @@ def test_executor_config_carries_the_settings(trtllm):
     assert config.kv_cache_config.free_gpu_memory_fraction == 0.5 and config.kv_cache_config.enable_block_reuse
     assert config.kv_cache_config.max_tokens == 4096 and config.batching_type == trtllm.BatchingType.INFLIGHT
     assert config.scheduler_config.capacity_scheduler_policy == trtllm.CapacitySchedulerPolicy.MAX_UTILIZATION
+
+
+def test_multi_gpu_engines_run_in_orchestrator_mode(trtllm, trtllm_engine, tmp_path):
+    assert engine_world_size(trtllm_engine) == 1
+    assert executor_config(trtllm, ExecutorSettings()).parallel_config is None
+    config = executor_config(trtllm, ExecutorSettings(executor_worker_path="/w/worker"), world_size=2)
+    assert config.parallel_config.communication_mode == trtllm.CommunicationMode.ORCHESTRATOR
+    assert config.parallel_config.orchestrator_config.worker_executable_path == "/w/worker"
+    with pytest.raises(ConfigError, match="not a TensorRT-LLM engine folder"):
+        engine_world_size(tmp_path)
 
 
 def test_streams_tokens_and_finishes_at_end_id(engine_factory):

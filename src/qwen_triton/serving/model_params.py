@@ -51,6 +51,9 @@ class LLMModelParams:
     def __post_init__(self):
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"parameter runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        if self.runtime == "tensorrt_llm" and (self.device or self.dtype):
+            raise ConfigError("parameters device and dtype are fixed when a TensorRT-LLM engine is built; "
+                              "leave them empty for runtime tensorrt_llm")
 
     @classmethod
     def from_config(cls, model_config: dict | str) -> "LLMModelParams":

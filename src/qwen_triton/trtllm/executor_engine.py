@@ -8,16 +8,19 @@ its own request and the awaiter goes on, and nothing is logged per request.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from ..config import EngineFolder, EngineLimits
-from ..errors import InvalidRequest
+from ..errors import ConfigError, InvalidRequest
 from ..runtime.engine import EngineStats, Sink, TokenEvent
 from ..runtime.request import FinishReason, SamplingParams
+from . import NGC_IMAGE, TENSORRT_LLM_VERSION
 from .requests import executor_config, executor_request
 from .settings import ExecutorSettings, load_executor_settings
 
@@ -177,11 +180,25 @@ class ExecutorEngine:
         self.executor.shutdown()
 
 
+def engine_world_size(engine_dir: Path) -> int:
+    """GPUs the engine was built for, from trtllm-build's config.json (pretrained_config.mapping)."""
+    config_file = engine_dir / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"{config_file} not found: not a TensorRT-LLM engine folder (python -m build.trtllm_engine)")
+    mapping = json.loads(config_file.read_text()).get("pretrained_config", {}).get("mapping", {})
+    return int(mapping.get("world_size", 1))
+
+
 def start_executor_engine(folder: EngineFolder, on_stats=None) -> ExecutorEngine:
+    import tensorrt_llm
     import tensorrt_llm.bindings.executor as trtllm  # present in NGC's trtllm container (or the tests' fake)
 
+    if tensorrt_llm.__version__ != TENSORRT_LLM_VERSION:
+        logger.warning("tensorrt_llm %s is installed; this runtime was written against %s (%s)",
+                       tensorrt_llm.__version__, TENSORRT_LLM_VERSION, NGC_IMAGE)
     settings = load_executor_settings(folder.path)
-    executor = trtllm.Executor(str(folder.path), trtllm.ModelType.DECODER_ONLY, executor_config(trtllm, settings))
+    config = executor_config(trtllm, settings, engine_world_size(folder.path))
+    executor = trtllm.Executor(str(folder.path), trtllm.ModelType.DECODER_ONLY, config)
     engine = ExecutorEngine(executor, trtllm, folder.config.limits, settings, on_stats=on_stats)
     engine.start()
     return engine

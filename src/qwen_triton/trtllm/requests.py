@@ -51,7 +51,15 @@ def executor_request(trtllm, prompt_ids: list[int], params: SamplingParams, limi
     )
 
 
-def executor_config(trtllm, settings: ExecutorSettings):
+def parallel_config(trtllm, world_size: int, settings: ExecutorSettings):
+    if world_size == 1:
+        return None  # one GPU: the executor runs in this process
+    return trtllm.ParallelConfig(
+        communication_mode=trtllm.CommunicationMode.ORCHESTRATOR,
+        orchestrator_config=trtllm.OrchestratorConfig(True, settings.executor_worker_path))
+
+
+def executor_config(trtllm, settings: ExecutorSettings, world_size: int = 1):
     policies = {"guaranteed_no_evict": trtllm.CapacitySchedulerPolicy.GUARANTEED_NO_EVICT,
                 "max_utilization": trtllm.CapacitySchedulerPolicy.MAX_UTILIZATION}
     kv_cache = {"enable_block_reuse": settings.enable_kv_cache_reuse,
@@ -64,4 +72,5 @@ def executor_config(trtllm, settings: ExecutorSettings):
         kv_cache_config=trtllm.KvCacheConfig(**kv_cache),
         enable_chunked_context=settings.enable_chunked_context,
         batching_type=trtllm.BatchingType.INFLIGHT,
+        parallel_config=parallel_config(trtllm, world_size, settings),
     )

@@ -21,6 +21,8 @@ class ExecutorSettings:
     batch_scheduler_policy: str = "guaranteed_no_evict"
     enable_chunked_context: bool = False
     stats_period_ms: int = 100  # how often iteration stats feed the Triton gauges
+    # Engines built with tp_size > 1 run in orchestrator mode: this process spawns one MPI worker per rank.
+    executor_worker_path: str = "/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker"
 
     def __post_init__(self):
         if not 0 < self.kv_cache_free_gpu_mem_fraction <= 1:

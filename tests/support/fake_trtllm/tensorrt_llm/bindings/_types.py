@@ -22,6 +22,22 @@ class CapacitySchedulerPolicy(enum.Enum):
     STATIC_BATCH = 2
 
 
+class CommunicationMode(enum.Enum):
+    LEADER = 0
+    ORCHESTRATOR = 1
+
+
+class OrchestratorConfig:
+    def __init__(self, is_orchestrator=True, worker_executable_path="", orch_leader_comm=None):
+        self.is_orchestrator, self.worker_executable_path = is_orchestrator, worker_executable_path
+
+
+class ParallelConfig:
+    def __init__(self, communication_type=None, communication_mode=CommunicationMode.LEADER, device_ids=None,
+                 participant_ids=None, orchestrator_config=None):
+        self.communication_mode, self.orchestrator_config = communication_mode, orchestrator_config
+
+
 class SchedulerConfig:
     def __init__(self, capacity_scheduler_policy=CapacitySchedulerPolicy.GUARANTEED_NO_EVICT,
                  context_chunking_policy=None):
@@ -50,6 +66,7 @@ class ExecutorConfig:
         self.enable_chunked_context = enable_chunked_context
         self.iter_stats_max_iterations = iter_stats_max_iterations
         self.batching_type = batching_type
+        self.parallel_config = parallel_config
 
 
 class SamplingConfig:

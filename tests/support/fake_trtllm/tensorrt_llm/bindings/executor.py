@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from ._scripted import ScriptedExecutorLoop
-from ._types import (BatchingType, CapacitySchedulerPolicy, ExecutorConfig, InflightBatchingStats,
-                     IterationStats, KvCacheConfig, KvCacheStats, ModelType, OutputConfig, Request, Response, Result,
-                     SamplingConfig, SchedulerConfig, _Active)
+from ._types import (BatchingType, CapacitySchedulerPolicy, CommunicationMode, ExecutorConfig, InflightBatchingStats,
+                     IterationStats, KvCacheConfig, KvCacheStats, ModelType, OrchestratorConfig, OutputConfig,
+                     ParallelConfig, Request, Response, Result, SamplingConfig, SchedulerConfig, _Active)
 
 
 class Executor:
@@ -52,6 +52,7 @@ class Executor:
         self._loop.stop()
 
 
-__all__ = ["BatchingType", "CapacitySchedulerPolicy", "Executor", "ExecutorConfig", "InflightBatchingStats",
-           "IterationStats", "KvCacheConfig", "KvCacheStats", "ModelType", "OutputConfig", "Request", "Response",
-           "Result", "SamplingConfig", "SchedulerConfig"]
+__all__ = ["BatchingType", "CapacitySchedulerPolicy", "CommunicationMode", "Executor", "ExecutorConfig",
+           "InflightBatchingStats", "IterationStats", "KvCacheConfig", "KvCacheStats", "ModelType",
+           "OrchestratorConfig", "OutputConfig", "ParallelConfig", "Request", "Response", "Result", "SamplingConfig",
+           "SchedulerConfig"]
