@@ -66,11 +66,12 @@ def executor_config(trtllm, settings: ExecutorSettings, world_size: int = 1):
                 "free_gpu_memory_fraction": settings.kv_cache_free_gpu_mem_fraction}
     if settings.max_tokens_in_paged_kv_cache is not None:
         kv_cache["max_tokens"] = settings.max_tokens_in_paged_kv_cache
-    return trtllm.ExecutorConfig(
-        max_beam_width=1,
-        scheduler_config=trtllm.SchedulerConfig(policies[settings.batch_scheduler_policy]),
-        kv_cache_config=trtllm.KvCacheConfig(**kv_cache),
-        enable_chunked_context=settings.enable_chunked_context,
-        batching_type=trtllm.BatchingType.INFLIGHT,
-        parallel_config=parallel_config(trtllm, world_size, settings),
-    )
+    kwargs = dict(max_beam_width=1,
+                  scheduler_config=trtllm.SchedulerConfig(policies[settings.batch_scheduler_policy]),
+                  kv_cache_config=trtllm.KvCacheConfig(**kv_cache),
+                  enable_chunked_context=settings.enable_chunked_context,
+                  batching_type=trtllm.BatchingType.INFLIGHT)
+    parallel = parallel_config(trtllm, world_size, settings)
+    if parallel is not None:  # as tensorrtllm_backend does: unset optionals are left out, not passed as None
+        kwargs["parallel_config"] = parallel
+    return trtllm.ExecutorConfig(**kwargs)
