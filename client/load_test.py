@@ -19,6 +19,8 @@ def main(argv=None):
     parser.add_argument("--sampling", choices=["greedy", "engine-default"], default="greedy",
                         help="engine-default: the checkpoint's generation_config (top-p over a random model's flat "
                              "distribution is the worst case for the sampler)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="client processes sharing the concurrency (one Python process caps the response rate)")
     parser.add_argument("--perf-analyzer", action="store_true", help="also run perf_analyzer at each concurrency")
     parser.add_argument("--perf-window-ms", type=int, default=20000,
                         help="perf_analyzer measurement window; must hold several whole requests")
@@ -29,7 +31,7 @@ def main(argv=None):
                "streaming_load": [], "perf_analyzer": []}
     for concurrency in args.concurrency:
         load = run_streaming_load(args.url, concurrency, args.requests_per_worker, args.max_tokens,
-                                  greedy=args.sampling == "greedy")
+                                  greedy=args.sampling == "greedy", processes=args.processes)
         results["streaming_load"].append(result_dict(load))
         print(json.dumps(result_dict(load)), flush=True)
         if args.perf_analyzer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import statistics
 import subprocess
 import threading
@@ -61,12 +62,11 @@ def _one_request(client: QwenClient, job: Job, sampling: dict) -> _Sample:
     return _Sample((first or end) - start, end - start, last_chunk.num_output_tokens if last_chunk else 0)
 
 
-def run_jobs(url: str, concurrency: int, jobs: list[Job], greedy: bool = True) -> LoadResult:
+def _run_threads(url: str, concurrency: int, jobs: list[Job], sampling: dict) -> tuple[list[_Sample], list[str]]:
     """`concurrency` streams draw jobs from one queue until it is empty."""
-    sampling = {"temperature": 0.0} if greedy else {}  # else the engine's generation defaults apply
     pending = list(reversed(jobs))
     samples: list[_Sample] = []
-    failures = []
+    failures: list[str] = []
     lock = threading.Lock()
 
     def worker():
@@ -86,18 +86,61 @@ def run_jobs(url: str, concurrency: int, jobs: list[Job], greedy: bool = True) -
         client.close()
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    start = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return _summarise(concurrency, samples, len(failures), time.perf_counter() - start)
+    return samples, failures
+
+
+def _process_main(url, concurrency, jobs, sampling, ready, start, results) -> None:
+    ready.put(None)
+    start.wait()
+    results.put(_run_threads(url, concurrency, jobs, sampling))
+
+
+def _run_processes(url: str, concurrency: int, jobs: list[Job], sampling: dict, processes: int):
+    """The same load from several client processes: one Python process decoding every streamed response
+    saturates its GIL long before the server does. Timing starts when all processes are up."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, results, start = ctx.Queue(), ctx.Queue(), ctx.Event()
+    workers = [ctx.Process(target=_process_main, daemon=True,
+                           args=(url, concurrency // processes + (i < concurrency % processes),
+                                 jobs[i::processes], sampling, ready, start, results))
+               for i in range(processes)]
+    for w in workers:
+        w.start()
+    for _ in workers:
+        ready.get(timeout=120)
+    began = time.perf_counter()
+    start.set()
+    samples, failures = [], []
+    for _ in workers:
+        got_samples, got_failures = results.get()
+        samples += got_samples
+        failures += got_failures
+    duration = time.perf_counter() - began
+    for w in workers:
+        w.join(10)
+    return samples, failures, duration
+
+
+def run_jobs(url: str, concurrency: int, jobs: list[Job], greedy: bool = True, processes: int = 1) -> LoadResult:
+    sampling = {"temperature": 0.0} if greedy else {}  # else the engine's generation defaults apply
+    processes = max(1, min(processes, concurrency))
+    if processes == 1:
+        began = time.perf_counter()
+        samples, failures = _run_threads(url, concurrency, jobs, sampling)
+        duration = time.perf_counter() - began
+    else:
+        samples, failures, duration = _run_processes(url, concurrency, jobs, sampling, processes)
+    return _summarise(concurrency, samples, len(failures), duration)
 
 
 def run_streaming_load(url: str, concurrency: int, requests_per_worker: int, max_tokens: int,
-                       prompt: str = DEFAULT_PROMPT, greedy: bool = True) -> LoadResult:
+                       prompt: str = DEFAULT_PROMPT, greedy: bool = True, processes: int = 1) -> LoadResult:
     jobs = [Job(prompt, max_tokens)] * (concurrency * requests_per_worker)
-    return run_jobs(url, concurrency, jobs, greedy)
+    return run_jobs(url, concurrency, jobs, greedy, processes)
 
 
 def _summarise(concurrency: int, samples: list[_Sample], failed: int, duration: float) -> LoadResult:

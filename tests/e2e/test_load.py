@@ -18,3 +18,10 @@ def test_streaming_load_counts_output_tokens_only(triton):
     assert result.failed == 0 and result.requests == 4
     assert result.output_tokens == 4 * 8  # min_tokens = max_tokens: exactly 8 each
     assert result.ttft_ms_mean > 0 and result.itl_ms_mean > 0
+
+
+def test_streaming_load_from_several_processes(triton):
+    result = run_streaming_load(f"127.0.0.1:{triton.ports.grpc}", concurrency=3, requests_per_worker=2, max_tokens=6,
+                                processes=2)
+    assert result.failed == 0 and result.requests == 6 and result.output_tokens == 6 * 6
+    assert result.duration_s > 0 and result.ttft_ms_p50 > 0

@@ -1,80 +1,23 @@
-"""The tensorrt_llm model's logic: LLMRequest -> engine submission, engine events -> released responses.
+"""The tensorrt_llm model's logic: LLMRequest -> engine submission; engine events -> responses (responses.py).
 
-Runs the per-request TextStream on the engine thread so every response carries only ids that end
-on a UTF-8 boundary and never a stop string. Knows nothing of pb_utils: a Responder does the I/O.
+Every response carries only ids that end on a UTF-8 boundary and never a stop string. Knows nothing of
+pb_utils: a Responder does the I/O, on the Outbox's thread.
 """
 from __future__ import annotations
 
 import logging
-from typing import Protocol
-
-import numpy as np
-
 from ..config import GenerationDefaults, load_engine_folder
-from ..runtime.engine import TokenEvent
-from ..runtime.request import FinishReason, SamplingParams
+from ..runtime.request import SamplingParams
 from ..text.detokenizer import TextStream
 from ..text.tokenizer import QwenTokenizer
 from ..text.word_lists import from_word_list
 from ..vocab import STOP_TOKEN_IDS
 from .model_params import LLMModelParams
 from .requests import LLMRequest
+from .responses import Outbox, Responder, ResponseStream
 from .runtimes import LLMEngine, start_engine
 
 logger = logging.getLogger(__name__)
-
-
-class Responder(Protocol):
-    def send(self, outputs: dict[str, np.ndarray], final: bool) -> None: ...
-    def fail(self, exc: BaseException) -> None: ...
-    def is_cancelled(self) -> bool: ...
-
-
-class ResponseStream:
-    """Engine sink for one request; returns False when the request must end now."""
-
-    def __init__(self, request: LLMRequest, stop_ids: frozenset[int], text: TextStream, responder: Responder):
-        self.streaming = request.streaming
-        self.stop_ids = stop_ids
-        self.text = text
-        self.responder = responder
-        self.num_input_tokens = len(request.input_ids)
-        self.num_output_tokens = 0
-        # exclude_input_in_output=false echoes the prompt ids ahead of the first released chunk.
-        self.pending: list[int] = [] if request.exclude_input_in_output else list(request.input_ids)
-
-    def __call__(self, event: TokenEvent) -> bool:
-        if event.error is not None:
-            self.responder.fail(RuntimeError(f"generation failed: {event.error}"))
-            return False
-        finish = event.finish_reason
-        if finish is None and self.responder.is_cancelled():
-            finish = FinishReason.CANCELLED
-        for token in event.new_token_ids:
-            if token in self.stop_ids:
-                continue
-            self.num_output_tokens += 1
-            release = self.text.push(token)
-            self.pending.extend(release.token_ids)
-            if release.stopped:
-                finish = FinishReason.STOP
-                break
-        else:
-            if finish is not None:
-                self.pending.extend(self.text.finish().token_ids)
-        if finish is not None or (self.streaming and self.pending):
-            self._send(finish)
-        return finish is None
-
-    def _send(self, finish: FinishReason | None) -> None:
-        ids, self.pending = self.pending, []
-        self.responder.send({
-            "output_ids": np.asarray(ids, dtype=np.int32),
-            "sequence_length": np.asarray([len(ids)], dtype=np.int32),
-            "finish_reason": np.asarray([finish.value.encode() if finish else b""], dtype=np.object_),
-            "num_input_tokens": np.asarray([self.num_input_tokens], dtype=np.int32),
-            "num_output_tokens": np.asarray([self.num_output_tokens], dtype=np.int32),
-        }, final=finish is not None)
 
 
 class LLMService:
@@ -82,6 +25,7 @@ class LLMService:
         self.engine = engine
         self.tokenizer = tokenizer
         self.defaults = defaults
+        self.outbox = Outbox()
 
     @classmethod
     def from_params(cls, params: LLMModelParams, on_stats=None) -> "LLMService":
@@ -109,8 +53,9 @@ class LLMService:
     def submit(self, request: LLMRequest, responder: Responder) -> int:
         params = self.sampling_params(request)
         text = TextStream(self.tokenizer, self.stop_strings(request))
-        sink = ResponseStream(request, frozenset(params.stop_token_ids), text, responder)
+        sink = ResponseStream(request, frozenset(params.stop_token_ids), text, responder, self.outbox)
         return self.engine.submit(list(request.input_ids), params, sink)
 
     def shutdown(self) -> None:
-        self.engine.shutdown()
+        self.engine.shutdown()  # answers the requests in flight (cancelled) through the outbox
+        self.outbox.close()
