@@ -54,11 +54,11 @@ def test_paged_decode_kernel_matches_sdpa_over_gathered_blocks(heads, kv_heads):
     if paged_attention.triton is None:
         pytest.skip("no Triton")
     torch.manual_seed(0)
-    B, D, block_size, num_blocks = 5, 64, 16, 40
+    B, D, block_size, num_blocks = 6, 64, 16, 48
     k_cache = torch.randn(num_blocks, block_size, kv_heads, D, device="cuda", dtype=torch.float16)
     v_cache = torch.randn_like(k_cache)
     q = torch.randn(B, heads, D, device="cuda", dtype=torch.float16)
-    lens = torch.tensor([1, 15, 16, 17, 100], device="cuda")
+    lens = torch.tensor([1, 15, 16, 17, 100, 128], device="cuda")  # tile edges, a full table
     tables = torch.randperm(num_blocks, device="cuda")[: B * 8].view(B, 8)
     out = paged_attention.decode(q, k_cache, v_cache, tables, lens)
     keys = k_cache[tables].view(B, 8 * block_size, kv_heads, D).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
