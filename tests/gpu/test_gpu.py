@@ -67,3 +67,30 @@ def test_paged_decode_kernel_matches_sdpa_over_gathered_blocks(heads, kv_heads):
     ref = torch.nn.functional.scaled_dot_product_attention(q[:, :, None].float(), keys.float(), values.float(),
                                                            attn_mask=mask)[:, :, 0]
     assert (out.float() - ref).abs().max().item() < 2e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fused_rms_norm_and_rope_match_the_torch_expressions(dtype):
+    from qwen_triton.models import fused_ops
+    from qwen_triton.models.qwen import rope_cos_sin
+
+    if fused_ops.triton is None:
+        pytest.skip("no Triton")
+    torch.manual_seed(0)
+    x = torch.randn(7, 4096, device="cuda", dtype=dtype) * 3
+    weight = torch.randn(4096, device="cuda", dtype=dtype)
+    x32 = x.float()
+    ref = weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-6)).to(dtype)
+    got = fused_ops.rms_norm(x, weight, 1e-6)
+    eps = torch.finfo(dtype).eps
+    assert torch.allclose(got.float(), ref.float(), rtol=2 * eps, atol=0)  # within one rounding step
+
+    qkv = torch.randn(7, 3 * 4096, device="cuda", dtype=dtype)
+    q = qkv[:, :4096].view(7, 32, 128)  # a strided view, as the attention passes it
+    cos, sin = rope_cos_sin(torch.arange(100, 107, device="cuda"), 128, 10000.0, dtype)
+    half = 64
+    ref = q * cos + torch.cat((-q[..., half:], q[..., :half]), dim=-1) * sin
+    got = fused_ops.rope(q, cos, sin)
+    # Within one rounding step of the operands (|x * cos| < 16 here), not bit-identical: Triton's and torch's
+    # float16 arithmetic differ in the last bit for about a fifth of the elements.
+    assert torch.allclose(got.float(), ref.float(), rtol=2 * eps, atol=16 * eps)

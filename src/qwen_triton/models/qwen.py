@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from . import paged_attention
+from . import fused_ops, paged_attention
 
 KVCache = tuple[torch.Tensor, torch.Tensor]  # one layer's (k_cache, v_cache), each (num_blocks, block_size, Hkv, D)
 
@@ -48,6 +48,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fused_ops.available(x) and x.dim() == 2 and x.stride(1) == 1 and x.dtype == self.weight.dtype:
+            return fused_ops.rms_norm(x, self.weight, self.eps)
         # As HF Qwen2: normalise in float32, cast back, then scale in the weight's dtype.
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -64,6 +66,8 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: to
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    if fused_ops.available(x) and x.stride(-1) == 1 and x.stride(-2) == x.shape[-1]:
+        return fused_ops.rope(x, cos, sin)
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin  # (T, H, D)
