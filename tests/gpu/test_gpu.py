@@ -47,8 +47,9 @@ def test_cuda_graph_decode_matches_eager(folder):
     assert (logits_g - logits_e).abs().max().item() < 1e-3
 
 
+@pytest.mark.parametrize("splits", [1, 4, None])  # one pass, split over the context (flash-decoding), auto
 @pytest.mark.parametrize("heads,kv_heads", [(8, 8), (8, 2)])
-def test_paged_decode_kernel_matches_sdpa_over_gathered_blocks(heads, kv_heads):
+def test_paged_decode_kernel_matches_sdpa_over_gathered_blocks(heads, kv_heads, splits):
     from qwen_triton.models import paged_attention
 
     if paged_attention.triton is None:
@@ -60,7 +61,7 @@ def test_paged_decode_kernel_matches_sdpa_over_gathered_blocks(heads, kv_heads):
     q = torch.randn(B, heads, D, device="cuda", dtype=torch.float16)
     lens = torch.tensor([1, 15, 16, 17, 100, 128], device="cuda")  # tile edges, a full table
     tables = torch.randperm(num_blocks, device="cuda")[: B * 8].view(B, 8)
-    out = paged_attention.decode(q, k_cache, v_cache, tables, lens)
+    out = paged_attention.decode(q, k_cache, v_cache, tables, lens, splits=splits)
     keys = k_cache[tables].view(B, 8 * block_size, kv_heads, D).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
     values = v_cache[tables].view(B, 8 * block_size, kv_heads, D).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
     mask = (torch.arange(8 * block_size, device="cuda")[None, :] < lens[:, None])[:, None, None, :]
