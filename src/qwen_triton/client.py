@@ -67,9 +67,10 @@ def _chunk(result) -> Chunk | None:
 class QwenClient:
     """One gRPC stream; one request at a time per client (use one client per concurrent conversation)."""
 
-    def __init__(self, url: str = "127.0.0.1:8001", model: str = "ensemble"):
+    def __init__(self, url: str = "127.0.0.1:8001", model: str = "ensemble", timeout_s: float | None = None):
         self.url = url
         self.model = model
+        self.timeout_s = timeout_s  # longest wait for the next response; None waits forever
         self.grpc = grpcclient.InferenceServerClient(url)
 
     def stream(self, text_input: str | bytes, **options) -> Iterator[Chunk]:
@@ -80,7 +81,10 @@ class QwenClient:
             self.grpc.async_stream_infer(self.model, to_infer_inputs(build_request(text_input, **options)),
                                          request_id=uuid.uuid4().hex, enable_empty_final_response=True)
             while True:
-                result, error = replies.get()
+                try:
+                    result, error = replies.get(timeout=self.timeout_s)
+                except queue.Empty:
+                    raise TimeoutError(f"no response from {self.model} within {self.timeout_s} s") from None
                 if error is not None:
                     raise error
                 chunk = _chunk(result)

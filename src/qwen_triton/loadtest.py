@@ -20,6 +20,8 @@ from .serving.launcher import perf_analyzer_binary, perf_analyzer_env
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
 
 
+RESPONSE_TIMEOUT_S = 120.0  # a request silent this long counts as failed instead of hanging the load
+
 @dataclass(frozen=True)
 class LoadResult:
     concurrency: int
@@ -70,7 +72,7 @@ def _run_threads(url: str, concurrency: int, jobs: list[Job], sampling: dict) ->
     lock = threading.Lock()
 
     def worker():
-        client = QwenClient(url)
+        client = QwenClient(url, timeout_s=RESPONSE_TIMEOUT_S)
         while True:
             with lock:
                 if not pending:

@@ -1,5 +1,7 @@
 """model_repository/*/1/model.py driven in-process through the shared fake triton_python_backend_utils."""
+import dataclasses
 import json
+import time
 
 import numpy as np
 import pytest
@@ -111,8 +113,14 @@ def test_llm_cancellation_ends_the_request(preprocessing, llm):
 
 
 def test_llm_reports_engine_occupancy_as_gauges(llm):
-    gauges = llm.service.engine.on_stats.gauges
+    reporter = llm.service.engine.on_stats  # the engine thread only hands stats to the reporter thread
+    gauges = reporter.publish.gauges
     assert set(gauges) == {"running", "waiting", "free_kv_blocks"}
     stats = llm.service.engine.stats()
-    llm.service.engine.on_stats(stats)  # raises if the families were freed, as the real backend does
+    reporter.publish(stats)  # raises if the families were freed, as the real backend does
     assert gauges["free_kv_blocks"].value() == stats.free_kv_blocks > 0
+    reporter(dataclasses.replace(stats, waiting=7))
+    deadline = time.monotonic() + 5
+    while gauges["waiting"].value() != 7:
+        assert time.monotonic() < deadline, "the reporter thread did not publish"
+        time.sleep(0.01)

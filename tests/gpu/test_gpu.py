@@ -95,3 +95,45 @@ def test_fused_rms_norm_and_rope_match_the_torch_expressions(dtype):
     # Within one rounding step of the operands (|x * cos| < 16 here), not bit-identical: Triton's and torch's
     # float16 arithmetic differ in the last bit for about a fifth of the elements.
     assert torch.allclose(got.float(), ref.float(), rtol=2 * eps, atol=16 * eps)
+
+
+def test_engine_overlap_gives_the_same_tokens_as_serial_steps(folder):
+    from qwen_triton.runtime.engine import Engine
+
+    runner = ModelRunner(folder, device="cuda", dtype="float32")
+
+    def serve(overlap):
+        engine = Engine(runner, LIMITS, overlap=overlap)
+        outputs = [[] for _ in PROMPTS]
+        for i, prompt in enumerate(PROMPTS):
+            sink = lambda event, out=outputs[i]: out.extend(event.new_token_ids) or True  # noqa: E731
+            engine.submit(list(prompt), SamplingParams(max_tokens=40 + 7 * i), sink)
+        while engine.step():
+            pass
+        assert engine.stats().free_kv_blocks == runner.num_kv_blocks
+        return outputs
+
+    serial, overlapped = serve(False), serve(True)
+    assert overlapped == serial and [len(o) for o in serial] == [40, 47, 54]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fused_add_rms_norm_and_silu_mul_match_the_torch_expressions(dtype):
+    from qwen_triton.models import fused_ops
+
+    if fused_ops.triton is None:
+        pytest.skip("no Triton")
+    torch.manual_seed(0)
+    x, residual = (torch.randn(5, 4096, device="cuda", dtype=dtype) * 3 for _ in range(2))
+    weight = torch.randn(4096, device="cuda", dtype=dtype)
+    normed, total = fused_ops.add_rms_norm(x, residual, weight, 1e-6)
+    assert torch.equal(total, x + residual)  # the same single rounding as torch's add
+    t32 = total.float()
+    ref = weight * (t32 * torch.rsqrt(t32.pow(2).mean(-1, keepdim=True) + 1e-6)).to(dtype)
+    eps = torch.finfo(dtype).eps
+    assert torch.allclose(normed.float(), ref.float(), rtol=2 * eps, atol=0)
+
+    gate_up = torch.randn(5, 2 * 11008, device="cuda", dtype=dtype) * 4
+    gate, up = gate_up.chunk(2, dim=-1)
+    ref = torch.nn.functional.silu(gate) * up
+    assert torch.allclose(fused_ops.silu_mul(gate_up).float(), ref.float(), rtol=4 * eps, atol=4 * eps)

@@ -22,14 +22,15 @@ class FakeRunner:
         self.stop_after = stop_after
         self.batch_sizes = []
 
-    def execute(self, schedule):
+    def execute(self, schedule, feed=None):
         seqs = schedule.sequences
         self.batch_sizes.append(len(seqs))
         out = torch.zeros(len(seqs), PADDED_VOCAB_SIZE)
         for i, seq in enumerate(seqs):
-            if seq.last_token_id == self.fail_on_token:
+            last = feed.token(seq.seq_id) if seq.has_pending_token else seq.last_token_id
+            if last == self.fail_on_token:
                 raise RuntimeError("boom")
-            nxt = (seq.last_token_id * 31 + len(seq)) % 1000 + 1
+            nxt = (last * 31 + len(seq)) % 1000 + 1
             if self.stop_after is not None and len(seq.output_ids) >= self.stop_after:
                 nxt = IM_END_ID
             out[i, nxt] = 1.0

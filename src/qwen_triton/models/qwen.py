@@ -50,6 +50,16 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if fused_ops.available(x) and x.dim() == 2 and x.stride(1) == 1 and x.dtype == self.weight.dtype:
             return fused_ops.rms_norm(x, self.weight, self.eps)
+        return self._reference(x)
+
+    def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(norm(x + residual), x + residual): the residual add fused into the norm on CUDA."""
+        if fused_ops.available(x) and x.dim() == 2 and x.stride(1) == 1 and x.dtype == self.weight.dtype:
+            return fused_ops.add_rms_norm(x, residual.contiguous(), self.weight, self.eps)
+        total = x + residual
+        return self._reference(total), total
+
+    def _reference(self, x: torch.Tensor) -> torch.Tensor:
         # As HF Qwen2: normalise in float32, cast back, then scale in the weight's dtype.
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -109,11 +119,12 @@ class Attention(nn.Module):
     def _prefill(self, q, k, v, seq_lens: tuple[int, ...]) -> torch.Tensor:
         # Every sequence starts at token 0, so its attention is causal self-attention over its own tokens
         # and the cache is only written, never read.
+        # 4-D inputs: with 3-D ones SDPA takes its math path (a float32 (H, n, n) softmax) on CUDA.
         outs, start = [], 0
         for n in seq_lens:
-            qs, ks, vs = (t[start:start + n].transpose(0, 1) for t in (q, k, v))  # (H or Hkv, n, D)
-            o = F.scaled_dot_product_attention(qs, self._expand_kv(ks, 0), self._expand_kv(vs, 0), is_causal=True)
-            outs.append(o.transpose(0, 1))  # (n, H, D)
+            qs, ks, vs = (t[None, start:start + n].transpose(1, 2) for t in (q, k, v))  # (1, H or Hkv, n, D)
+            o = F.scaled_dot_product_attention(qs, self._expand_kv(ks, 1), self._expand_kv(vs, 1), is_causal=True)
+            outs.append(o[0].transpose(0, 1))  # (n, H, D)
             start += n
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)  # (T, H, D)
 
@@ -138,7 +149,10 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        gate_up = self.gate_up_proj(x)  # (T, 2I): [gate | up]
+        if fused_ops.available(gate_up) and gate_up.dim() == 2 and gate_up.is_contiguous():
+            return self.down_proj(fused_ops.silu_mul(gate_up))
+        gate, up = gate_up.chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
 
@@ -150,9 +164,15 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, rope, batch: AttentionBatch, kv_cache: KVCache) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), rope, batch, kv_cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x, residual, rope, batch: AttentionBatch, kv_cache: KVCache):
+        """(x, residual) -> (mlp output, residual before it); the stream is residual + x. residual None in
+        the first layer. Carrying the two apart lets each add fuse into the norm that follows it."""
+        if residual is None:
+            h, residual = self.input_layernorm(x), x
+        else:
+            h, residual = self.input_layernorm.add_forward(x, residual)
+        h, residual = self.post_attention_layernorm.add_forward(self.self_attn(h, rope, batch, kv_cache), residual)
+        return self.mlp(h), residual
 
 
 class QwenModel(nn.Module):
@@ -177,9 +197,10 @@ class QwenForCausalLM(nn.Module):
         """input_ids, positions: (T,) -> final-normed hidden states (T, hidden)."""
         x = self.model.embed_tokens(input_ids)  # (T, hidden)
         rope = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        residual = None
         for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
-            x = layer(x, rope, batch, kv_cache)
-        return self.model.norm(x)
+            x, residual = layer(x, residual, rope, batch, kv_cache)
+        return self.model.norm.add_forward(x, residual)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, hidden) rows wanted (last token of each sequence) -> (N, vocab) in the model's dtype."""

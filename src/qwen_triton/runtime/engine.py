@@ -1,6 +1,12 @@
 """The engine loop: in-flight batching on its own thread. Requests join between steps, finished and
 cancelled ones leave at once (their KV blocks freed). Knows token ids only, never text.
 
+Overlap: when every running sequence samples greedily on the device, step N+1 is launched before step N's
+tokens are read; its input ids come from step N's ids on the device (TokenFeed), and step N's tokens are
+settled (stop checks, events) while the GPU computes step N+1. Until then they stand as PENDING_TOKEN in
+output_ids. The engine settles first (no overlap) before any step that could preempt or sample on the host,
+since those read every token id.
+
 Thread model: submit()/abort() may be called from any thread and only touch the lock-protected inbox;
 everything else (scheduler, sequences, sampler) belongs to the engine thread.
 """
@@ -12,9 +18,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..config import EngineLimits
-from .request import FinishReason, SamplingParams, Sequence
+from .request import PENDING_TOKEN, FinishReason, SamplingParams, Sequence
 from .sampler import Sampler
 from .scheduler import Scheduler
+from .token_feed import PendingTokens, TokenFeed
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +47,22 @@ class EngineStats:
     free_kv_blocks: int
 
 
+@dataclass(frozen=True)
+class _InFlight:
+    """A launched step whose sampled ids have not been read yet."""
+
+    seqs: tuple[Sequence, ...]
+    output_index: tuple[int, ...]  # where row i's token goes in seqs[i].output_ids
+    feed: TokenFeed
+    pending: PendingTokens
+
+
 class Engine:
     def __init__(self, runner, limits: EngineLimits, sampler: Sampler | None = None,
-                 on_stats: Callable[[EngineStats], None] | None = None):
+                 on_stats: Callable[[EngineStats], None] | None = None, overlap: bool = True):
         self.runner = runner
+        self.overlap = overlap
+        self._inflight: _InFlight | None = None
         self.limits = limits
         self.sampler = sampler or Sampler()
         self.scheduler = Scheduler(limits, runner.num_kv_blocks)
@@ -76,24 +95,67 @@ class Engine:
 
     def step(self) -> bool:
         self._drain_inbox()
+        if self._inflight is not None and not self._can_overlap():
+            self._settle_inflight()
         schedule = self.scheduler.schedule()
         if schedule.is_empty:
+            busy = self._inflight is not None
+            self._settle_inflight()
             self._report_stats()
-            return False
+            return busy
         seqs = schedule.sequences
+        on_device = self.overlap and all(self.sampler.on_device(seq) for seq in seqs)
         try:
-            logits = self.runner.execute(schedule)
-            tokens = self.sampler.sample(logits, seqs)
+            logits = self.runner.execute(schedule, self._inflight.feed if self._inflight else None)
+            if on_device:
+                device_tokens = self.sampler.sample_on_device(logits, seqs)
+            else:
+                tokens = self.sampler.sample(logits, seqs)
         except Exception as exc:  # this step's requests fail; the loop and the others go on
             logger.exception("engine step failed for %d sequences", len(seqs))
             for seq in seqs:
                 self._finish(seq, FinishReason.ERROR, error=f"{type(exc).__name__}: {exc}")
             return True
         self.scheduler.commit(schedule)
-        for seq, token in zip(seqs, tokens):
-            self._append(seq, token)
+        previous = self._inflight
+        self._inflight = self._launched(seqs, device_tokens) if on_device else None
+        if previous is not None:
+            self._settle_flight(previous)
+        if not on_device:
+            for seq, token in zip(seqs, tokens):
+                seq.output_ids.append(token)
+                self._settle(seq, len(seq.output_ids))
         self._report_stats()
         return True
+
+    def _can_overlap(self) -> bool:
+        return self.scheduler.can_decode_without_preemption() and all(
+            self.sampler.on_device(seq) for seq in self.scheduler.running)
+
+    def _launched(self, seqs, device_tokens) -> _InFlight:
+        for seq in seqs:
+            seq.output_ids.append(PENDING_TOKEN)
+        feed = TokenFeed(device_tokens, {seq.seq_id: row for row, seq in enumerate(seqs)})
+        return _InFlight(seqs, tuple(len(seq.output_ids) - 1 for seq in seqs), feed, PendingTokens(device_tokens))
+
+    def _settle_inflight(self) -> None:
+        flight, self._inflight = self._inflight, None
+        if flight is not None:
+            self._settle_flight(flight)
+
+    def _settle_flight(self, flight: _InFlight) -> None:
+        try:
+            tokens = flight.pending.wait()
+        except Exception as exc:  # a device error surfaces here; the step's requests fail
+            logger.exception("engine step failed for %d sequences", len(flight.seqs))
+            for seq in flight.seqs:
+                if not seq.is_finished:
+                    self._finish(seq, FinishReason.ERROR, error=f"{type(exc).__name__}: {exc}")
+            return
+        for seq, index, token in zip(flight.seqs, flight.output_index, tokens):
+            if not seq.is_finished:  # finished (stop token, abort) while this step was in flight: dropped
+                seq.output_ids[index] = token
+                self._settle(seq, index + 1)
 
     def _drain_inbox(self) -> None:
         with self._wake:
@@ -112,20 +174,23 @@ class Engine:
             if seq is not None:
                 self._finish(seq, FinishReason.CANCELLED)
 
-    def _append(self, seq: Sequence, token: int) -> None:
-        seq.output_ids.append(token)
-        params = seq.params
+    def _settle(self, seq: Sequence, num_output: int) -> None:
+        """output_ids[num_output - 1] is known now: emit it and finish the sequence if it ends there."""
+        token, params = seq.output_ids[num_output - 1], seq.params
         finish = None
         if token in params.stop_token_ids:
             finish = FinishReason.STOP
-        elif len(seq.output_ids) >= params.max_tokens or len(seq) >= self.limits.max_seq_len:
+        elif num_output >= params.max_tokens or len(seq.prompt_ids) + num_output >= self.limits.max_seq_len:
             finish = FinishReason.LENGTH
-        event = TokenEvent(seq.seq_id, (token,), finish, len(seq.prompt_ids), len(seq.output_ids))
+        event = TokenEvent(seq.seq_id, (token,), finish, len(seq.prompt_ids), num_output)
         keep_going = self._emit(self._sinks[seq.seq_id], event)
         if finish is not None or not keep_going:
+            del seq.output_ids[num_output:]  # tokens still in flight are dropped
             self._release(seq)
 
     def _finish(self, seq: Sequence, reason: FinishReason, error: str | None = None) -> None:
+        while seq.has_pending_token:
+            seq.output_ids.pop()
         sink = self._sinks.get(seq.seq_id)
         if sink is not None:
             self._emit(sink, TokenEvent(seq.seq_id, (), reason, len(seq.prompt_ids), len(seq.output_ids), error))
@@ -171,6 +236,7 @@ class Engine:
                     break
             self.step()
         self._drain_inbox()
+        self._inflight = None  # its tokens are dropped with their sequences
         for seq in list(self._seqs.values()):
             self._finish(seq, FinishReason.CANCELLED)
 

@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from ..models.qwen import AttentionBatch
 from .loader import TORCH_DTYPES, load_model
 from .schedule import ScheduleOutput
+from .token_feed import TokenFeed
 
 GPU_MEMORY_FRACTION = 0.85  # of the memory free after weights, given to the KV cache
 
@@ -86,13 +87,18 @@ class ModelRunner:
         return [block_table[p // bs] * bs + p % bs for p in range(start, end)]
 
     def _tensor(self, values) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.long, device=self.device)
+        # From pinned memory, asynchronously: a copy from pageable memory waits for the stream, that is for
+        # the step in flight, and the engine's overlap would be lost.
+        pinned = self.device.type == "cuda"
+        return torch.tensor(values, dtype=torch.long, pin_memory=pinned).to(self.device, non_blocking=True)
 
     def _prefill_inputs(self, seqs):
         # Invariant: prefill computes every sequence from token 0 (num_cached_tokens is ignored: a
         # preempted sequence lost its cache and is recomputed whole).
         ids, positions, slots, lens = [], [], [], []
         for seq in seqs:
+            if seq.has_pending_token:
+                raise RuntimeError(f"sequence {seq.seq_id} prefilled with a token still in flight")
             n = len(seq)
             ids.extend(seq.token_ids)
             positions.extend(range(n))
@@ -102,24 +108,41 @@ class ModelRunner:
         batch = AttentionBatch.prefill(self._tensor(slots), tuple(lens))
         return self._tensor(ids), self._tensor(positions), batch, self._tensor(last)
 
-    def _decode_inputs(self, seqs):
+    def _decode_inputs(self, seqs, feed: TokenFeed | None):
         # Only the last token is computed, at position len(seq) - 1; the rest is read from the cache.
-        width = max(len(seq.block_table) for seq in seqs)
-        tables = [seq.block_table + [0] * (width - len(seq.block_table)) for seq in seqs]  # (B, width)
-        slots = [self._slots(seq.block_table, len(seq) - 1, len(seq))[0] for seq in seqs]
-        batch = AttentionBatch.decode(self._tensor(slots), self._tensor(tables), self._tensor([len(s) for s in seqs]))
-        ids = self._tensor([seq.last_token_id for seq in seqs])
-        positions = self._tensor([len(seq) - 1 for seq in seqs])
+        # All inputs travel in one host-to-device copy: [ids, positions, slots, lens, fed rows, fed
+        # sources, tables (B, width)].
+        B, width = len(seqs), max(len(seq.block_table) for seq in seqs)
+        ids, positions, slots, lens, fed, sources, tables = [], [], [], [], [], [], []
+        for row, seq in enumerate(seqs):
+            n = len(seq)
+            ids.append(max(seq.last_token_id, 0))
+            positions.append(n - 1)
+            slots.append(self._slots(seq.block_table, n - 1, n)[0])
+            lens.append(n)
+            tables += seq.block_table
+            tables += [0] * (width - len(seq.block_table))
+            if seq.has_pending_token:  # its last token is still in flight: taken from the step before's ids
+                fed.append(row)
+                sources.append(feed.rows[seq.seq_id])
+        packed = self._tensor(ids + positions + slots + lens + fed + sources + tables)
+        ids, positions, slots, lens, fed, sources, tables = packed.split([B] * 4 + [len(fed)] * 2 + [B * width])
+        if len(fed):
+            ids[fed] = feed.tokens[sources]
+        batch = AttentionBatch.decode(slots, tables.view(B, width), lens)
         return ids, positions, batch, None
 
     @torch.inference_mode()
-    def execute(self, schedule: ScheduleOutput) -> torch.Tensor:
-        """(N, vocab_size) float32 logits; row i is the last position of schedule.sequences[i]."""
+    def execute(self, schedule: ScheduleOutput, feed: TokenFeed | None = None) -> torch.Tensor:
+        """(N, vocab_size) float32 logits; row i is the last position of schedule.sequences[i]. Asynchronous
+        on CUDA. A sequence whose last token is PENDING_TOKEN takes it from feed (the step before's ids)."""
         seqs = schedule.sequences
         if not seqs:
             raise ValueError("execute() on an empty schedule")
-        build = self._prefill_inputs if schedule.is_prefill else self._decode_inputs
-        ids, positions, batch, last = build(seqs)
+        if schedule.is_prefill:
+            ids, positions, batch, last = self._prefill_inputs(seqs)
+        else:
+            ids, positions, batch, last = self._decode_inputs(seqs, feed)
         if not schedule.is_prefill and self.graphs is not None:
             key = self.graphs.bucket(len(seqs), batch.block_tables.shape[1])
             if key is not None:

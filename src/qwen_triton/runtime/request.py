@@ -65,6 +65,10 @@ class FinishReason(str, Enum):
 
 _seq_ids = itertools.count()
 
+# Stands in Sequence.output_ids for a token whose step is still in flight on the device (engine overlap);
+# never a real id, never fed to the model (the runner takes that token from the device instead).
+PENDING_TOKEN = -1
+
 
 class Sequence:
     """One request's tokens and KV placement. Internal ids only: client ids are never trusted as keys."""
@@ -99,6 +103,10 @@ class Sequence:
     @property
     def is_finished(self) -> bool:
         return self.status is SequenceStatus.FINISHED
+
+    @property
+    def has_pending_token(self) -> bool:
+        return bool(self.output_ids) and self.output_ids[-1] == PENDING_TOKEN
 
     def num_blocks_needed(self, block_size: int) -> int:
         return (len(self) + block_size - 1) // block_size

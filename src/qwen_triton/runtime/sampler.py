@@ -23,10 +23,19 @@ class Sampler:
     def num_generators(self) -> int:
         return len(self._generators)
 
+    @staticmethod
+    def on_device(seq: Sequence) -> bool:
+        """This sequence's next token needs no host-side processing (sample_on_device serves it)."""
+        return _plain_greedy(seq)
+
+    def sample_on_device(self, logits: torch.Tensor, seqs) -> torch.Tensor:
+        """(N,) long ids on logits' device, without a host sync; every seq must be on_device()."""
+        # One argmax where the logits are (the GPU): N ids cross to the host instead of N x 152k floats.
+        return torch.argmax(self._mask_min_tokens(logits[:, :self.vocab_size_limit], seqs), dim=-1)
+
     def sample(self, logits: torch.Tensor, seqs) -> list[int]:
         if all(_plain_greedy(seq) for seq in seqs):
-            # One argmax where the logits are (the GPU): N ids cross to the host instead of N x 152k floats.
-            return torch.argmax(self._mask_min_tokens(logits[:, :self.vocab_size_limit], seqs), dim=-1).tolist()
+            return self.sample_on_device(logits, seqs).tolist()
         logits = logits.float().cpu().clone()  # (N, V); a normal tensor: rows are edited in place
         logits[:, self.vocab_size_limit:] = float("-inf")  # embedding padding is never sampled
         return [self._sample_row(logits[i], seq) for i, seq in enumerate(seqs)]
@@ -38,7 +47,9 @@ class Sampler:
                  for t in seq.params.stop_token_ids]
         if not pairs:
             return logits
-        rows, cols = torch.tensor(pairs, device=logits.device).T
+        # Pinned and asynchronous: a copy from pageable memory would wait for the step in flight.
+        pairs = torch.tensor(pairs, pin_memory=logits.is_cuda).to(logits.device, non_blocking=True)
+        rows, cols = pairs.T
         logits = logits.clone()
         logits[rows, cols] = float("-inf")
         return logits

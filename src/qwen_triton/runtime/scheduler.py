@@ -65,10 +65,22 @@ class Scheduler:
             tokens += len(seq)
         return admitted
 
+    def _wants_decode(self, seq: Sequence) -> bool:
+        # With the engine's overlap a sequence's last tokens may still be in flight: once every token it
+        # may generate is scheduled it waits (running, holding its blocks) until the engine settles it.
+        return len(seq.output_ids) < seq.params.max_tokens and len(seq) < self.limits.max_seq_len
+
+    def can_decode_without_preemption(self) -> bool:
+        """True when a decode step now would find a KV slot for every running sequence (read-only)."""
+        bs = self.blocks.block_size
+        needing = sum(1 for seq in self.running
+                      if self._wants_decode(seq) and (len(seq) - 1) // bs >= len(seq.block_table))
+        return needing <= self.blocks.num_free_blocks
+
     def _decode(self) -> ScheduleOutput:
         scheduled, preempted = [], []
         for seq in list(self.running):
-            if seq not in self.running:  # preempted below to make room for an older one
+            if seq not in self.running or not self._wants_decode(seq):  # preempted below, or all scheduled
                 continue
             while not self.blocks.can_append(seq):
                 victim = self.running[-1]

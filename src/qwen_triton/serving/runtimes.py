@@ -11,6 +11,7 @@ from ..config import EngineFolder
 from ..runtime.engine import EngineStats, Sink
 from ..runtime.request import SamplingParams
 from .model_params import LLMModelParams
+from .stats_reporter import StatsReporter
 
 StatsCallback = Callable[[EngineStats], None]
 
@@ -22,6 +23,7 @@ class LLMEngine(Protocol):
 
 
 def start_engine(params: LLMModelParams, folder: EngineFolder, on_stats: StatsCallback | None) -> LLMEngine:
+    on_stats = StatsReporter(on_stats) if on_stats is not None else None  # never an IPC on the engine thread
     if params.runtime == "tensorrt_llm":
         from ..trtllm.executor_engine import start_executor_engine  # imports tensorrt_llm
 
