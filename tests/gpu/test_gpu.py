@@ -137,3 +137,33 @@ def test_fused_add_rms_norm_and_silu_mul_match_the_torch_expressions(dtype):
     gate, up = gate_up.chunk(2, dim=-1)
     ref = torch.nn.functional.silu(gate) * up
     assert torch.allclose(fused_ops.silu_mul(gate_up).float(), ref.float(), rtol=4 * eps, atol=4 * eps)
+
+
+def test_overlapped_decode_steps_never_wait_for_the_device(folder):
+    """The launch of a step (runner inputs, graph replay, min-tokens mask, argmax) makes no blocking CUDA call:
+    one would wait for the step in flight and the host work would no longer overlap the GPU."""
+    from qwen_triton.runtime.engine import Engine
+
+    runner = ModelRunner(folder, device="cuda", dtype="float32")
+    engine = Engine(runner, LIMITS)
+    launches = {"decode": 0}
+    execute, sample = runner.execute, engine.sampler.sample_on_device
+
+    def strict(fn, kind=None):
+        def call(schedule_or_logits, *args):
+            if kind is not None:
+                launches[kind] += not schedule_or_logits.is_prefill
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return fn(schedule_or_logits, *args)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return call
+
+    runner.execute, engine.sampler.sample_on_device = strict(execute, "decode"), strict(sample)
+    outputs = []
+    engine.submit(list(PROMPTS[0]), SamplingParams(max_tokens=24, min_tokens=20), lambda e: outputs.append(e) or True)
+    while engine.step():
+        pass
+    assert [e.error for e in outputs if e.error] == [] and outputs[-1].num_output_tokens == 24
+    assert launches["decode"] >= 22

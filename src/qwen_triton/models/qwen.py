@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import ModelConfig
 from . import fused_ops, paged_attention
 
+PREFILL_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 KVCache = tuple[torch.Tensor, torch.Tensor]  # one layer's (k_cache, v_cache), each (num_blocks, block_size, Hkv, D)
 
 
@@ -119,13 +121,15 @@ class Attention(nn.Module):
     def _prefill(self, q, k, v, seq_lens: tuple[int, ...]) -> torch.Tensor:
         # Every sequence starts at token 0, so its attention is causal self-attention over its own tokens
         # and the cache is only written, never read.
-        # 4-D inputs: with 3-D ones SDPA takes its math path (a float32 (H, n, n) softmax) on CUDA.
+        # 4-D inputs: with 3-D ones SDPA takes its math path (a float32 (H, n, n) softmax) on CUDA. Not cuDNN:
+        # it builds a plan per new sequence length, on the host (half the engine thread under load).
         outs, start = [], 0
-        for n in seq_lens:
-            qs, ks, vs = (t[None, start:start + n].transpose(1, 2) for t in (q, k, v))  # (1, H or Hkv, n, D)
-            o = F.scaled_dot_product_attention(qs, self._expand_kv(ks, 1), self._expand_kv(vs, 1), is_causal=True)
-            outs.append(o[0].transpose(0, 1))  # (n, H, D)
-            start += n
+        with sdpa_kernel(PREFILL_SDPA_BACKENDS):
+            for n in seq_lens:
+                qs, ks, vs = (t[None, start:start + n].transpose(1, 2) for t in (q, k, v))  # (1, H|Hkv, n, D)
+                o = F.scaled_dot_product_attention(qs, self._expand_kv(ks, 1), self._expand_kv(vs, 1), is_causal=True)
+                outs.append(o[0].transpose(0, 1))  # (n, H, D)
+                start += n
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)  # (T, H, D)
 
     def _decode(self, q, k_cache, v_cache, batch: AttentionBatch) -> torch.Tensor:

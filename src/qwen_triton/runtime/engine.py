@@ -21,6 +21,7 @@ from ..config import EngineLimits
 from .request import PENDING_TOKEN, FinishReason, SamplingParams, Sequence
 from .sampler import Sampler
 from .scheduler import Scheduler
+from .staging import HostRing
 from .token_feed import PendingTokens, TokenFeed
 
 logger = logging.getLogger(__name__)
@@ -63,8 +64,9 @@ class Engine:
         self.runner = runner
         self.overlap = overlap
         self._inflight: _InFlight | None = None
+        self._host_ring = HostRing()  # sampled ids come back through it; at most two flights use it at once
         self.limits = limits
-        self.sampler = sampler or Sampler()
+        self.sampler = sampler or Sampler(staging=getattr(runner, "staging", None))
         self.scheduler = Scheduler(limits, runner.num_kv_blocks)
         self.on_stats = on_stats
         self._sinks: dict[int, Sink] = {}
@@ -136,7 +138,8 @@ class Engine:
         for seq in seqs:
             seq.output_ids.append(PENDING_TOKEN)
         feed = TokenFeed(device_tokens, {seq.seq_id: row for row, seq in enumerate(seqs)})
-        return _InFlight(seqs, tuple(len(seq.output_ids) - 1 for seq in seqs), feed, PendingTokens(device_tokens))
+        return _InFlight(seqs, tuple(len(seq.output_ids) - 1 for seq in seqs), feed,
+                         PendingTokens(device_tokens, self._host_ring))
 
     def _settle_inflight(self) -> None:
         flight, self._inflight = self._inflight, None

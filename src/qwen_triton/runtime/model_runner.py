@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from ..models.qwen import AttentionBatch
 from .loader import TORCH_DTYPES, load_model
 from .schedule import ScheduleOutput
+from .staging import PinnedStaging
 from .token_feed import TokenFeed
 
 GPU_MEMORY_FRACTION = 0.85  # of the memory free after weights, given to the KV cache
@@ -42,6 +43,7 @@ class ModelRunner:
         self.dtype = pick_dtype(folder.config.limits.dtype, self.device, dtype)
         self.block_size = folder.config.limits.block_size
         self.model = load_model(folder, self.device, self.dtype)
+        self.staging = PinnedStaging(self.device)
         self.num_kv_blocks = self._kv_blocks()  # measured after the weights are on the device
         m = folder.config.model
         # (layers, 2 = K/V, num_kv_blocks + 1, block_size, Hkv, D). The extra last block is scratch for
@@ -86,11 +88,8 @@ class ModelRunner:
             raise RuntimeError(f"block table of {len(block_table)} blocks cannot hold {end} tokens")
         return [block_table[p // bs] * bs + p % bs for p in range(start, end)]
 
-    def _tensor(self, values) -> torch.Tensor:
-        # From pinned memory, asynchronously: a copy from pageable memory waits for the stream, that is for
-        # the step in flight, and the engine's overlap would be lost.
-        pinned = self.device.type == "cuda"
-        return torch.tensor(values, dtype=torch.long, pin_memory=pinned).to(self.device, non_blocking=True)
+    def _tensor(self, values: list[int]) -> torch.Tensor:
+        return self.staging.to_device(values)  # asynchronous: never waits for the step in flight
 
     def _prefill_inputs(self, seqs):
         # Invariant: prefill computes every sequence from token 0 (num_cached_tokens is ignored: a
@@ -105,8 +104,9 @@ class ModelRunner:
             slots.extend(self._slots(seq.block_table, 0, n))
             lens.append(n)
         last = [end - 1 for end in itertools.accumulate(lens)]  # row of each sequence's last token
-        batch = AttentionBatch.prefill(self._tensor(slots), tuple(lens))
-        return self._tensor(ids), self._tensor(positions), batch, self._tensor(last)
+        T = len(ids)
+        ids, positions, slots, last = self._tensor(ids + positions + slots + last).split([T, T, T, len(lens)])
+        return ids, positions, AttentionBatch.prefill(slots, tuple(lens)), last
 
     def _decode_inputs(self, seqs, feed: TokenFeed | None):
         # Only the last token is computed, at position len(seq) - 1; the rest is read from the cache.

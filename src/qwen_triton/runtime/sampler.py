@@ -9,11 +9,13 @@ import torch
 
 from ..vocab import NUM_TOKENIZER_IDS
 from .request import Sequence
+from .staging import PinnedStaging
 
 
 class Sampler:
-    def __init__(self, vocab_size_limit: int = NUM_TOKENIZER_IDS):
+    def __init__(self, vocab_size_limit: int = NUM_TOKENIZER_IDS, staging: PinnedStaging | None = None):
         self.vocab_size_limit = vocab_size_limit
+        self.staging = staging  # the runner's: host-to-device copies without a sync
         self._generators: dict[int, torch.Generator] = {}
 
     def release(self, seq_id: int) -> None:
@@ -40,16 +42,17 @@ class Sampler:
         logits[:, self.vocab_size_limit:] = float("-inf")  # embedding padding is never sampled
         return [self._sample_row(logits[i], seq) for i, seq in enumerate(seqs)]
 
-    @staticmethod
-    def _mask_min_tokens(logits: torch.Tensor, seqs) -> torch.Tensor:
+    def _mask_min_tokens(self, logits: torch.Tensor, seqs) -> torch.Tensor:
         """Stop tokens at -inf for rows below min_tokens, in one indexed write on logits' device."""
-        pairs = [(i, t) for i, seq in enumerate(seqs) if len(seq.output_ids) < seq.params.min_tokens
-                 for t in seq.params.stop_token_ids]
-        if not pairs:
+        masked = [(i, t) for i, seq in enumerate(seqs) if len(seq.output_ids) < seq.params.min_tokens
+                  for t in seq.params.stop_token_ids]
+        if not masked:
             return logits
-        # Pinned and asynchronous: a copy from pageable memory would wait for the step in flight.
-        pairs = torch.tensor(pairs, pin_memory=logits.is_cuda).to(logits.device, non_blocking=True)
-        rows, cols = pairs.T
+        flat = [i for i, _ in masked] + [t for _, t in masked]
+        if self.staging is not None:  # the runner's, on the device of its logits; no sync
+            rows, cols = self.staging.to_device(flat).view(2, -1)
+        else:  # a blocking copy when logits are on a GPU
+            rows, cols = torch.tensor(flat, device=logits.device).view(2, -1)
         logits = logits.clone()
         logits[rows, cols] = float("-inf")
         return logits

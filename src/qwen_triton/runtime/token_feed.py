@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .staging import HostRing
+
 
 @dataclass(frozen=True)
 class TokenFeed:
@@ -23,10 +25,11 @@ class TokenFeed:
 class PendingTokens:
     """A device-to-host copy of (N,) ids, started now and waited for only when the ids are read."""
 
-    def __init__(self, tokens: torch.Tensor):
+    def __init__(self, tokens: torch.Tensor, host_ring: HostRing):
+        """tokens (N,) long; host_ring gives the pinned destination when tokens are on a GPU."""
         self._ready = None
         if tokens.is_cuda:
-            self._host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+            self._host = host_ring.buffer(tokens.numel())
             self._host.copy_(tokens, non_blocking=True)
             self._ready = torch.cuda.Event()
             self._ready.record()
