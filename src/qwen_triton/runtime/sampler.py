@@ -53,9 +53,10 @@ class Sampler:
             rows, cols = self.staging.to_device(flat).view(2, -1)
         else:  # a blocking copy when logits are on a GPU
             rows, cols = torch.tensor(flat, device=logits.device).view(2, -1)
-        logits = logits.clone()
-        logits[rows, cols] = float("-inf")
-        return logits
+        logits = logits.contiguous().clone()  # (N, V)
+        # index_fill_ takes the value as a scalar argument; `logits[rows, cols] = -inf` would copy it from
+        # the host, a blocking copy.
+        return logits.view(-1).index_fill_(0, rows * logits.shape[1] + cols, float("-inf")).view(logits.shape)
 
     def _sample_row(self, row: torch.Tensor, seq: Sequence) -> int:
         params = seq.params
