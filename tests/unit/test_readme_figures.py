@@ -1,0 +1,34 @@
+"""The README's measured figures are the committed benchmark results, not numbers typed by hand."""
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def _section(title: str) -> str:
+    start = README.index(title)
+    end = README.find("\n## ", start + 1)
+    return README[start:end if end > 0 else None]
+
+
+def test_gpu_table_matches_h100_json():
+    result = json.loads((ROOT / "benchmarks/results/h100.json").read_text())
+    text = _section("## Measured figures (GPU")
+    assert f"**{round(result['decode_bs1_tok_s'])}**" in text
+    assert f"{result['ttft_512_ms']} ms" in text
+    assert f"**{round(result['c64_output_tok_s']):,}**, {result['c64_failed_requests']} failed" in text
+    assert f"{result['hf_bs1_tok_s']} / {round(result['hf_bs32_tok_s'])} tok/s" in text
+    assert f"{result['ratio_decode_bs1_vs_hf_bs1']:.1f}x" in text
+    assert f"{round(result['bandwidth_floor_bs1_tok_s'])} tok/s" in text
+    assert f"| {result['max_concurrency_2048_tokens']} |" in text
+    assert (ROOT / "benchmarks/results/h100.png").stat().st_size > 10_000
+
+
+def test_cpu_table_matches_cpu_json():
+    result = json.loads((ROOT / "benchmarks/results/cpu.json").read_text())
+    text = _section("## Measured figures (CPU)")
+    for load, perf in zip(result["streaming_load"], result["perf_analyzer"]):
+        row = f"| {load['concurrency']} | {round(load['output_tok_s'])} | {round(load['ttft_ms_p50'])} ms |"
+        assert row in text
+        assert f"{perf['requests_per_s']:.2f} requests/s" in text
