@@ -11,12 +11,72 @@ import torch
 from ..models.qwen import AttentionBatch
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128)
+PREFILL_BUCKETS = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048)  # tokens of one sequence
 BLOCK_BUCKETS = (16, 32, 64, 128)  # x block_size tokens of context read per sequence
+
+
+def capture(step, pool):
+    """(graph, output) of step() captured into pool, after one warm-up run outside the graph (allocator,
+    kernels chosen)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        out = step()
+    return graph, out
+
+
+class PrefillGraphs:
+    """The prefill of one sequence (forward + its last row's logits), one graph per token bucket: eager, the
+    hundreds of kernel launches of a prefill cost the host more than the GPU needs for a short prompt, and
+    every running sequence waits for them. Padding tokens come after the real ones, so causal attention keeps
+    them out of the real rows; they write their K/V to the scratch slot."""
+
+    def __init__(self, model, kv_caches, max_tokens: int, scratch_slot: int, device):
+        self.buckets = [b for b in PREFILL_BUCKETS if b < max_tokens] + [max_tokens]  # every prompt has one
+        self.scratch_slot = scratch_slot
+        top = self.buckets[-1]
+        long = dict(dtype=torch.long, device=device)
+        self.ids, self.positions = torch.zeros(top, **long), torch.zeros(top, **long)
+        self.slots = torch.full((top,), scratch_slot, **long)
+        self.last = torch.zeros(1, **long)  # row of the last real token
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.pool = None
+        for tokens in reversed(self.buckets):  # largest first: the smaller ones reuse its memory
+            self.graphs[tokens] = self._capture(model, kv_caches, tokens)
+            self.pool = self.graphs[tokens][0].pool()
+
+    def _capture(self, model, kv_caches, tokens: int):
+        batch = AttentionBatch.prefill(self.slots[:tokens], (tokens,))
+
+        def step():
+            hidden = model(self.ids[:tokens], self.positions[:tokens], batch, kv_caches)  # (tokens, hidden)
+            return model.compute_logits(hidden[self.last])  # (1, vocab)
+
+        return capture(step, self.pool)
+
+    def bucket(self, num_tokens: int) -> int | None:
+        return next((b for b in self.buckets if b >= num_tokens), None)
+
+    def run(self, tokens: int, ids, positions, slots) -> torch.Tensor:
+        """One sequence's n <= tokens ids, positions, slots -> (1, vocab) logits of its last token."""
+        n = ids.shape[0]
+        self.ids[:n], self.positions[:n], self.slots[:n] = ids, positions, slots
+        self.ids[n:tokens] = 0
+        self.positions[n:tokens] = 0
+        self.slots[n:tokens] = self.scratch_slot
+        self.last.fill_(n - 1)
+        graph, logits = self.graphs[tokens]
+        graph.replay()
+        return logits
 
 
 class DecodeGraphs:
     def __init__(self, model, kv_caches, max_batch: int, max_blocks: int, scratch_slot: int, device,
-                 paged_attention_kernel: bool = False):
+                 paged_attention_kernel: bool = False, pool=None):
         self.batch_buckets = [b for b in BATCH_BUCKETS if b <= max_batch]
         # The paged kernel reads only live blocks, so one full-width table serves every context length;
         # the SDPA fallback gathers the whole table, so it gets context buckets.
@@ -31,7 +91,6 @@ class DecodeGraphs:
         self.tables = torch.zeros(top, max_blocks, **long)
         self.lens = torch.ones(top, **long)
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
-        pool = None
         for bs in reversed(self.batch_buckets):
             for nb in reversed(self.block_buckets):
                 graph, logits = self._capture(model, kv_caches, bs, nb, pool)
@@ -45,15 +104,7 @@ class DecodeGraphs:
             hidden = model(self.ids[:bs], self.positions[:bs], batch, kv_caches)
             return model.compute_logits(hidden)
 
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            step()  # warm-up outside the graph (allocator, kernels chosen)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool):
-            logits = step()
-        return graph, logits
+        return capture(step, pool)
 
     def bucket(self, batch_size: int, blocks: int) -> tuple[int, int] | None:
         bs = next((b for b in self.batch_buckets if b >= batch_size), None)

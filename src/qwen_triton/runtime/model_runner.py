@@ -19,6 +19,12 @@ from .token_feed import TokenFeed
 GPU_MEMORY_FRACTION = 0.85  # of the memory free after weights, given to the KV cache
 
 
+def _fresh_float(graph_logits: torch.Tensor) -> torch.Tensor:
+    # Always a copy: a graph's output buffer is rewritten by its next replay, and .float() on float32
+    # logits would return that buffer itself.
+    return graph_logits.to(torch.float32, copy=True)
+
+
 def pick_device(device: str | None) -> torch.device:
     if device:
         return torch.device(device)
@@ -51,19 +57,21 @@ class ModelRunner:
         self.kv_cache = torch.zeros(m.num_hidden_layers, 2, self.num_kv_blocks + 1, self.block_size,
                                     m.num_key_value_heads, m.head_dim, device=self.device, dtype=self.dtype)
         self.kv_caches = [(self.kv_cache[i, 0], self.kv_cache[i, 1]) for i in range(m.num_hidden_layers)]
-        self.graphs = self._capture_graphs(use_cuda_graphs)
+        self.prefill_graphs, self.graphs = self._capture_graphs(use_cuda_graphs)
 
     def _capture_graphs(self, enabled: bool):
         if not enabled or self.device.type != "cuda":
-            return None
+            return None, None
         from ..models import paged_attention
-        from .cuda_graphs import DecodeGraphs
+        from .cuda_graphs import DecodeGraphs, PrefillGraphs
 
-        max_blocks = math.ceil(self.config.limits.max_seq_len / self.block_size)
+        limits, scratch = self.config.limits, self.num_kv_blocks * self.block_size
+        max_blocks = math.ceil(limits.max_seq_len / self.block_size)
         with torch.inference_mode():
-            return DecodeGraphs(self.model, self.kv_caches, self.config.limits.max_batch_size, max_blocks,
-                                self.num_kv_blocks * self.block_size, self.device,
-                                paged_attention_kernel=paged_attention.triton is not None)
+            prefill = PrefillGraphs(self.model, self.kv_caches, limits.max_input_len, scratch, self.device)
+            decode = DecodeGraphs(self.model, self.kv_caches, limits.max_batch_size, max_blocks, scratch, self.device,
+                                  paged_attention_kernel=paged_attention.triton is not None, pool=prefill.pool)
+        return prefill, decode
 
     def _kv_blocks(self) -> int:
         limits, m = self.config.limits, self.config.model
@@ -141,13 +149,16 @@ class ModelRunner:
             raise ValueError("execute() on an empty schedule")
         if schedule.is_prefill:
             ids, positions, batch, last = self._prefill_inputs(seqs)
+            tokens = self.prefill_graphs.bucket(len(ids)) if self.prefill_graphs and len(seqs) == 1 else None
+            if tokens is not None:
+                return _fresh_float(self.prefill_graphs.run(tokens, ids, positions, batch.slot_mapping))
         else:
             ids, positions, batch, last = self._decode_inputs(seqs, feed)
         if not schedule.is_prefill and self.graphs is not None:
             key = self.graphs.bucket(len(seqs), batch.block_tables.shape[1])
             if key is not None:
-                return self.graphs.run(key, ids, positions, batch.slot_mapping, batch.block_tables,
-                                       batch.context_lens).float()
+                return _fresh_float(self.graphs.run(key, ids, positions, batch.slot_mapping, batch.block_tables,
+                                                    batch.context_lens))
         hidden = self.model(ids, positions, batch, self.kv_caches)  # (T, hidden)
         rows = hidden if last is None else hidden[last]  # (N, hidden)
         return self.model.compute_logits(rows).float()
