@@ -3,7 +3,9 @@ time to first token and inter-token latency, and a perf_analyzer run with an exp
 Measures; asserts nothing."""
 from __future__ import annotations
 
+import bisect
 import csv
+import itertools
 import json
 import multiprocessing
 import statistics
@@ -38,9 +40,17 @@ class LoadResult:
 
 @dataclass
 class _Sample:
+    start_s: float  # time.perf_counter(): CLOCK_MONOTONIC, comparable across the client processes
     ttft_s: float
     latency_s: float
     output_tokens: int
+    arrival_s: list[float]  # per chunk, with the cumulative output tokens it brought
+    tokens_at: list[int]
+
+    def tokens_by(self, t: float) -> int:
+        """Output tokens received by time t."""
+        i = bisect.bisect_right(self.arrival_s, t)
+        return self.tokens_at[i - 1] if i else 0
 
 
 @dataclass(frozen=True)
@@ -53,20 +63,25 @@ class Job:
 def _one_request(client: QwenClient, job: Job, sampling: dict) -> _Sample:
     start = time.perf_counter()
     first = None
-    last_chunk = None
+    arrivals, tokens = [], []
     options = dict(sampling, apply_chat_template=False) if job.raw_prompt else sampling
     # min_tokens = max_tokens: every request generates exactly max_tokens (random weights rarely stop).
     for chunk in client.stream(job.prompt, max_tokens=job.max_tokens, min_tokens=job.max_tokens, **options):
+        now = time.perf_counter()
         if first is None and chunk.text:
-            first = time.perf_counter()
-        last_chunk = chunk
+            first = now
+        arrivals.append(now)
+        tokens.append(chunk.num_output_tokens)
     end = time.perf_counter()
-    return _Sample((first or end) - start, end - start, last_chunk.num_output_tokens if last_chunk else 0)
+    return _Sample(start, (first or end) - start, end - start, tokens[-1] if tokens else 0, arrivals, tokens)
 
 
-def _run_threads(url: str, concurrency: int, jobs: list[Job], sampling: dict) -> tuple[list[_Sample], list[str]]:
-    """`concurrency` streams draw jobs from one queue until it is empty."""
-    pending = list(reversed(jobs))
+def _run_threads(url: str, concurrency: int, jobs: list[Job], sampling: dict,
+                 run_s: float | None = None) -> tuple[list[_Sample], list[str]]:
+    """`concurrency` streams draw jobs from one queue until it is empty; with run_s, they cycle through the
+    jobs and start new requests until run_s has passed (the requests in flight then run to their end)."""
+    deadline = None if run_s is None else time.perf_counter() + run_s
+    source = iter(jobs) if deadline is None else itertools.cycle(jobs)
     samples: list[_Sample] = []
     failures: list[str] = []
     lock = threading.Lock()
@@ -75,9 +90,9 @@ def _run_threads(url: str, concurrency: int, jobs: list[Job], sampling: dict) ->
         client = QwenClient(url, timeout_s=RESPONSE_TIMEOUT_S)
         while True:
             with lock:
-                if not pending:
+                job = next(source, None)
+                if job is None or (deadline is not None and time.perf_counter() >= deadline):
                     break
-                job = pending.pop()
             try:
                 sample = _one_request(client, job, sampling)
                 with lock:
@@ -95,20 +110,21 @@ def _run_threads(url: str, concurrency: int, jobs: list[Job], sampling: dict) ->
     return samples, failures
 
 
-def _process_main(url, concurrency, jobs, sampling, ready, start, results) -> None:
+def _process_main(url, concurrency, jobs, sampling, run_s, ready, start, results) -> None:
     ready.put(None)
     start.wait()
-    results.put(_run_threads(url, concurrency, jobs, sampling))
+    results.put(_run_threads(url, concurrency, jobs, sampling, run_s))
 
 
-def _run_processes(url: str, concurrency: int, jobs: list[Job], sampling: dict, processes: int):
+def _run_processes(url: str, concurrency: int, jobs: list[Job], sampling: dict, processes: int,
+                   run_s: float | None = None):
     """The same load from several client processes: one Python process decoding every streamed response
     saturates its GIL long before the server does. Timing starts when all processes are up."""
     ctx = multiprocessing.get_context("spawn")
     ready, results, start = ctx.Queue(), ctx.Queue(), ctx.Event()
     workers = [ctx.Process(target=_process_main, daemon=True,
                            args=(url, concurrency // processes + (i < concurrency % processes),
-                                 jobs[i::processes], sampling, ready, start, results))
+                                 jobs[i::processes], sampling, run_s, ready, start, results))
                for i in range(processes)]
     for w in workers:
         w.start()
@@ -124,7 +140,7 @@ def _run_processes(url: str, concurrency: int, jobs: list[Job], sampling: dict, 
     duration = time.perf_counter() - began
     for w in workers:
         w.join(10)
-    return samples, failures, duration
+    return samples, failures, began, duration
 
 
 def run_jobs(url: str, concurrency: int, jobs: list[Job], greedy: bool = True, processes: int = 1) -> LoadResult:
@@ -135,8 +151,23 @@ def run_jobs(url: str, concurrency: int, jobs: list[Job], greedy: bool = True, p
         samples, failures = _run_threads(url, concurrency, jobs, sampling)
         duration = time.perf_counter() - began
     else:
-        samples, failures, duration = _run_processes(url, concurrency, jobs, sampling, processes)
+        samples, failures, _, duration = _run_processes(url, concurrency, jobs, sampling, processes)
     return _summarise(concurrency, samples, len(failures), duration)
+
+
+def run_steady_window(url: str, concurrency: int, jobs: list[Job], warmup_s: float, window_s: float,
+                      greedy: bool = True, processes: int = 1) -> LoadResult:
+    """Throughput at a held concurrency, as perf_analyzer measures it: every stream keeps one request in
+    flight (cycling through jobs) for warmup_s + window_s, and only the output tokens that arrive inside the
+    window are counted; a fixed list of requests would instead end with a ramp-down at falling concurrency.
+    TTFT and ITL come from the requests started inside the window; failures from the whole run."""
+    sampling = {"temperature": 0.0} if greedy else {}
+    samples, failures, began, _ = _run_processes(url, concurrency, jobs, sampling, max(1, min(processes, concurrency)),
+                                                 run_s=warmup_s + window_s)
+    lo, hi = began + warmup_s, began + warmup_s + window_s
+    tokens = sum(s.tokens_by(hi) - s.tokens_by(lo) for s in samples)
+    inside = [s for s in samples if lo <= s.start_s < hi]
+    return _summarise(concurrency, inside, len(failures), window_s, tokens)
 
 
 def run_streaming_load(url: str, concurrency: int, requests_per_worker: int, max_tokens: int,
@@ -145,8 +176,9 @@ def run_streaming_load(url: str, concurrency: int, requests_per_worker: int, max
     return run_jobs(url, concurrency, jobs, greedy, processes)
 
 
-def _summarise(concurrency: int, samples: list[_Sample], failed: int, duration: float) -> LoadResult:
-    tokens = sum(s.output_tokens for s in samples)
+def _summarise(concurrency: int, samples: list[_Sample], failed: int, duration: float,
+               tokens: int | None = None) -> LoadResult:
+    tokens = sum(s.output_tokens for s in samples) if tokens is None else tokens
     itls = [(s.latency_s - s.ttft_s) / (s.output_tokens - 1) for s in samples if s.output_tokens > 1]
     ms = lambda values, fn: 1000 * fn(values) if values else float("nan")  # noqa: E731
     return LoadResult(

@@ -25,3 +25,14 @@ def test_streaming_load_from_several_processes(triton):
                                 processes=2)
     assert result.failed == 0 and result.requests == 6 and result.output_tokens == 6 * 6
     assert result.duration_s > 0 and result.ttft_ms_p50 > 0
+
+
+def test_steady_window_counts_only_tokens_inside_the_window(triton):
+    from qwen_triton.loadtest import Job, run_steady_window
+
+    jobs = [Job("hello", 8), Job("a longer prompt about the sea", 12)]
+    result = run_steady_window(f"127.0.0.1:{triton.ports.grpc}", concurrency=2, jobs=jobs, warmup_s=0.5,
+                               window_s=1.5, processes=2)
+    assert result.failed == 0 and result.duration_s == 1.5
+    assert result.requests > 0 and 0 < result.output_tokens
+    assert result.ttft_ms_p50 > 0 and result.itl_ms_mean > 0

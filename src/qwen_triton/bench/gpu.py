@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..config import EngineLimits
-from ..loadtest import Job, result_dict, run_jobs
+from ..loadtest import Job, result_dict, run_jobs, run_steady_window
 from ..serving.launcher import Ports, TritonServer
 from ..tools.fill_templates import fill_repository, values_for_engine
 from ..tools.random_checkpoint import QWEN_7B
@@ -27,6 +27,7 @@ from .sharegpt import load_lengths
 
 CLIENT_PROCESSES = 8  # the c64 load comes from 8 processes x 8 streams (one Python process saturates first)
 WORD = " the"  # one Qwen token, so a prompt of n words is n tokens with apply_chat_template false
+C64_WARMUP_S, C64_WINDOW_S = 5.0, 20.0  # c64 throughput: output tokens arriving in the window, 64 in flight
 LIMITS = EngineLimits(dtype="float16", max_batch_size=64, max_input_len=1024, max_seq_len=2048,
                       max_num_batched_tokens=8192, block_size=16)
 
@@ -70,11 +71,14 @@ def serve_and_load(engine_dir: Path, work: Path, lengths, c64_requests: int) -> 
         run_jobs(url, 4, [Job(WORD * 64, 16, True)] * 8)  # warm-up
         bs1 = run_jobs(url, 1, [Job(WORD * 32, 256, True)] * 3)
         ttft = [run_jobs(url, 1, [Job(WORD * 512, 1, True)]).latency_ms_p50 for _ in range(8)]
-        c64_jobs = [Job(WORD * i, o, True) for i, o in lengths[:c64_requests]]
-        c64 = run_jobs(url, 64, c64_jobs, processes=CLIENT_PROCESSES)
-        c64_one_process = run_jobs(url, 64, c64_jobs[: c64_requests // 2])  # what one client process can drive
+        c64_jobs = [Job(WORD * i, o, True) for i, o in lengths]
+        c64 = run_steady_window(url, 64, c64_jobs, C64_WARMUP_S, C64_WINDOW_S, processes=CLIENT_PROCESSES)
+        # The same lengths as a fixed list of requests: the figure includes the ramp-down at the end.
+        c64_fixed = run_jobs(url, 64, c64_jobs[:c64_requests], processes=CLIENT_PROCESSES)
+        c64_one_process = run_steady_window(url, 64, c64_jobs, 3.0, 10.0)  # what one client process can drive
     return {"kv_blocks": blocks, "bs1": result_dict(bs1), "ttft_512_samples_ms": ttft,
-            "c64": result_dict(c64), "c64_client_processes": CLIENT_PROCESSES,
+            "c64": result_dict(c64), "c64_window": {"warmup_s": C64_WARMUP_S, "window_s": C64_WINDOW_S},
+            "c64_client_processes": CLIENT_PROCESSES, "c64_fixed_requests": result_dict(c64_fixed),
             "c64_one_client_process": result_dict(c64_one_process)}
 
 

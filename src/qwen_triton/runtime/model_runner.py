@@ -140,6 +140,24 @@ class ModelRunner:
         batch = AttentionBatch.decode(slots, tables.view(B, width), lens)
         return ids, positions, batch, None
 
+    def _graphed_prefill(self, seqs) -> torch.Tensor | None:
+        """(N, vocab) float32 logits from one prefill-graph replay per sequence, or None when a sequence has
+        no bucket (a preempted one longer than max_input_len). Replays beat one eager batched prefill: its
+        hundreds of launches cost the host more than a replay's extra weight pass costs the GPU."""
+        if self.prefill_graphs is None:
+            return None
+        buckets = [self.prefill_graphs.bucket(len(seq)) for seq in seqs]
+        if None in buckets:
+            return None
+        logits = None
+        for row, (seq, tokens) in enumerate(zip(seqs, buckets)):
+            ids, positions, batch, _ = self._prefill_inputs((seq,))
+            out = self.prefill_graphs.run(tokens, ids, positions, batch.slot_mapping)  # (1, vocab), reused
+            if logits is None:
+                logits = torch.empty(len(seqs), out.shape[-1], dtype=torch.float32, device=out.device)
+            logits[row] = out[0]  # copied before the next replay rewrites out (same stream)
+        return logits
+
     @torch.inference_mode()
     def execute(self, schedule: ScheduleOutput, feed: TokenFeed | None = None) -> torch.Tensor:
         """(N, vocab_size) float32 logits; row i is the last position of schedule.sequences[i]. Asynchronous
@@ -148,10 +166,10 @@ class ModelRunner:
         if not seqs:
             raise ValueError("execute() on an empty schedule")
         if schedule.is_prefill:
+            graphed = self._graphed_prefill(seqs)
+            if graphed is not None:
+                return graphed
             ids, positions, batch, last = self._prefill_inputs(seqs)
-            tokens = self.prefill_graphs.bucket(len(ids)) if self.prefill_graphs and len(seqs) == 1 else None
-            if tokens is not None:
-                return _fresh_float(self.prefill_graphs.run(tokens, ids, positions, batch.slot_mapping))
         else:
             ids, positions, batch, last = self._decode_inputs(seqs, feed)
         if not schedule.is_prefill and self.graphs is not None:
