@@ -58,12 +58,16 @@ class EngineLimits:
     max_seq_len: int = 2048  # prompt + output tokens
     max_num_batched_tokens: int = 4096  # prefill tokens per engine step
     block_size: int = 16  # tokens per KV block
+    # Longest prompt that joins a running decode step instead of stalling it for a prefill step of its own
+    # (CUDA graphs with the paged kernel only); 0: never.
+    mixed_prefill_tokens: int = 512
 
     def __post_init__(self):
         _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         _require(0 < self.max_input_len < self.max_seq_len, "need 0 < max_input_len < max_seq_len")
         _require(self.max_num_batched_tokens >= self.max_input_len, "max_num_batched_tokens < max_input_len")
         _require(self.max_batch_size > 0 and self.block_size > 0, "max_batch_size and block_size must be > 0")
+        _require(self.mixed_prefill_tokens >= 0, "mixed_prefill_tokens must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -206,3 +206,60 @@ def test_several_prompts_prefilled_by_graph_replays_match_one_eager_batch(folder
     assert (logits[0] - logits[1]).abs().max().item() < 1e-3  # each row is its own sequence's last token
     written = slice(0, 32 * len(PROMPTS))
     assert (graphed.kv_cache[:, :, written] - eager.kv_cache[:, :, written]).abs().max().item() < 1e-4
+
+
+def _decoding_then(runner, mixed: bool, prompt_len: int):
+    """PROMPTS prefilled and one token each, then a step with their decodes and a new prompt (mixed or as a
+    decode step and a prefill step): logits rows in schedule order, and the K/V cache."""
+    seqs = [Sequence(list(p), SamplingParams()) for p in PROMPTS]
+    for i, seq in enumerate(seqs):
+        seq.block_table = list(range(32 * i, 32 * i + 32))
+    for seq, row in zip(seqs, runner.execute(ScheduleOutput(prefill=tuple(seqs)))):
+        seq.num_cached_tokens = len(seq)
+        seq.output_ids.append(int(row.argmax()))
+    new = Sequence(list(range(500, 500 + prompt_len)), SamplingParams())
+    new.block_table = list(range(96, 128))
+    if mixed:
+        logits = runner.execute(ScheduleOutput(prefill=(new,), decode=tuple(seqs)))
+    else:
+        logits = torch.cat((runner.execute(ScheduleOutput(decode=tuple(seqs))),
+                            runner.execute(ScheduleOutput(prefill=(new,)))))
+    return logits.cpu(), runner.kv_cache[:, :, :128].cpu()
+
+
+@pytest.mark.parametrize("prompt_len", [1, 40, 128])
+def test_mixed_step_graph_matches_a_decode_step_and_a_prefill_step(folder, prompt_len):
+    graphed = ModelRunner(folder, device="cuda", dtype="float32")
+    assert graphed.mixed_prefill_tokens == LIMITS.max_input_len  # the paged kernel allows mixed graphs
+    eager = ModelRunner(folder, device="cuda", dtype="float32", use_cuda_graphs=False)
+    mixed_g, kv_g = _decoding_then(graphed, True, prompt_len)
+    mixed_e, kv_e = _decoding_then(eager, True, prompt_len)
+    separate, kv_s = _decoding_then(eager, False, prompt_len)
+    assert mixed_g.shape == (len(PROMPTS) + 1, graphed.config.model.vocab_size)
+    for got in (mixed_g, mixed_e):
+        assert (got - separate).abs().max().item() < 1e-3
+    assert (kv_g - kv_s).abs().max().item() < 1e-4 and (kv_e - kv_s).abs().max().item() < 1e-4
+
+
+def test_engine_with_mixed_steps_gives_the_eager_engines_tokens(folder):
+    from qwen_triton.runtime.engine import Engine
+
+    def serve(runner):
+        engine = Engine(runner, LIMITS)
+        outputs = [[] for _ in PROMPTS]
+        mixed = []
+        schedule = engine.scheduler.schedule
+        engine.scheduler.schedule = lambda: (out := schedule(), mixed.append(out.is_mixed))[0]
+        for i, prompt in enumerate(PROMPTS):  # each joins a running batch
+            sink = lambda event, out=outputs[i]: out.extend(event.new_token_ids) or True  # noqa: E731
+            engine.submit(list(prompt), SamplingParams(max_tokens=30), sink)
+            for _ in range(3):
+                engine.step()
+        while engine.step():
+            pass
+        return outputs, sum(mixed)
+
+    graphed, mixed_steps = serve(ModelRunner(folder, device="cuda", dtype="float32"))
+    eager, eager_mixed = serve(ModelRunner(folder, device="cuda", dtype="float32", use_cuda_graphs=False))
+    assert graphed == eager and [len(o) for o in eager] == [30] * len(PROMPTS)
+    assert mixed_steps == len(PROMPTS) - 1 and eager_mixed == 0

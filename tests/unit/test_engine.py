@@ -16,6 +16,7 @@ class FakeRunner:
 
     num_kv_blocks = 64
     block_size = 4
+    mixed_prefill_tokens = 0
 
     def __init__(self, fail_on_token=None, stop_after=None):
         self.fail_on_token = fail_on_token

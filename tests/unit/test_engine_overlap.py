@@ -19,8 +19,9 @@ class Recorder:
         return True
 
 
-def _serve(folder, overlap: bool, requests, kv_blocks=None, abort_after=None):
+def _serve(folder, overlap: bool, requests, kv_blocks=None, abort_after=None, mixed_prefill_tokens=0):
     runner = ModelRunner(folder, device="cpu")
+    runner.mixed_prefill_tokens = mixed_prefill_tokens  # on CPU only set here: the eager mixed path
     fed = []
     execute = runner.execute
     runner.execute = lambda schedule, feed=None: fed.append(feed is not None) or execute(schedule, feed)
@@ -28,7 +29,8 @@ def _serve(folder, overlap: bool, requests, kv_blocks=None, abort_after=None):
         runner.num_kv_blocks = kv_blocks
     engine = Engine(runner, folder.config.limits, overlap=overlap)
     schedule = engine.scheduler.schedule
-    engine.scheduler.schedule = lambda: (out := schedule(), fed.extend(["preempted"] * len(out.preempted)))[0]
+    engine.scheduler.schedule = lambda: (out := schedule(), fed.extend(["preempted"] * len(out.preempted)),
+                                         fed.extend(["mixed"] * out.is_mixed))[0]
     sinks = [Recorder() for _ in requests]
     ids = [engine.submit(prompt, params, sink) for (prompt, params), sink in zip(requests[:2], sinks)]
     for step in range(200):
@@ -86,3 +88,12 @@ def test_overlap_abort_frees_blocks_and_drops_the_token_in_flight(folder):
     cancelled = overlapped[0][-1]
     assert cancelled[0] == () and cancelled[1] is FinishReason.CANCELLED
     assert cancelled[2] == len(overlapped[0]) - 1  # the count excludes tokens dropped in flight
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_mixed_steps_give_the_same_events_as_separate_prefill_steps(folder, overlap):
+    separate, fed_separate = _serve(folder, False, _requests())
+    mixed, fed = _serve(folder, overlap, _requests(), mixed_prefill_tokens=32)
+    assert mixed == separate
+    # Requests 2 (30 tokens) and 3 (4) join a running batch, each in a decode step of its own (one per step).
+    assert fed.count("mixed") == 2 and "mixed" not in fed_separate

@@ -12,9 +12,9 @@ def make_requests(n, prompt_len=10, max_tokens=8):
     return [Sequence(list(range(1, prompt_len + 1)), SamplingParams(max_tokens=max_tokens)) for _ in range(n)]
 
 
-def make_scheduler(num_blocks=64, **limits):
+def make_scheduler(num_blocks=64, mixed_prefill_tokens=0, **limits):
     defaults = dict(max_batch_size=4, max_input_len=64, max_seq_len=128, max_num_batched_tokens=64, block_size=4)
-    return Scheduler(EngineLimits(**{**defaults, **limits}), num_blocks)
+    return Scheduler(EngineLimits(**{**defaults, **limits}), num_blocks, mixed_prefill_tokens)
 
 
 def run_decode_step(scheduler):
@@ -113,3 +113,42 @@ def test_preempted_sequence_longer_than_the_token_budget_is_still_readmitted():
         run_decode_step(scheduler)
     scheduler._preempt(seq)  # now 19 tokens > the 16-token prefill budget
     assert scheduler.schedule().prefill == (seq,)
+
+
+def test_short_waiting_prompt_joins_a_decode_step_one_per_step():
+    scheduler = make_scheduler(mixed_prefill_tokens=12)
+    running, short_a, short_b = make_requests(3)
+    long_one = make_requests(1, prompt_len=20)[0]
+    scheduler.add(running)
+    assert scheduler.schedule().is_prefill  # an idle engine prefills alone
+    running.output_ids.append(7)
+    for seq in (short_a, long_one, short_b):
+        scheduler.add(seq)
+    out = scheduler.schedule()
+    assert out.is_mixed and out.decode == (running,) and out.prefill == (short_a,)
+    assert out.sequences == (running, short_a)  # logit rows: the decodes, then the prefill
+    scheduler.commit(out)
+    for seq in out.sequences:
+        seq.output_ids.append(7)
+    out = scheduler.schedule()  # the next one (20 tokens) is too long to mix: a prefill step of its own
+    assert out.is_prefill and out.prefill == (long_one, short_b)
+
+
+def test_no_mixing_when_disabled_or_without_kv_room():
+    scheduler = make_scheduler(mixed_prefill_tokens=0)
+    running, waiting = make_requests(2)
+    scheduler.add(running)
+    scheduler.commit(scheduler.schedule())
+    running.output_ids.append(7)
+    scheduler.add(waiting)
+    assert scheduler.schedule().is_prefill  # disabled: the old prefill-first step
+
+    tight = make_scheduler(num_blocks=4, mixed_prefill_tokens=12)  # 10-token prompts need 3 blocks of 4
+    running, waiting = make_requests(2)
+    tight.add(running)
+    tight.commit(tight.schedule())
+    running.output_ids.append(7)
+    tight.add(waiting)
+    out = tight.schedule()
+    assert out.decode == (running,) and not out.prefill and not out.preempted
+    assert list(tight.waiting) == [waiting]

@@ -4,6 +4,7 @@ Measures and records; asserts nothing."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import re
@@ -59,13 +60,28 @@ def free_kv_blocks(ports: Ports) -> int:
     return int(next(float(l.split()[-1]) for l in text.splitlines() if l.startswith("qwen_engine_free_kv_blocks")))
 
 
-def serve_and_load(engine_dir: Path, work: Path, lengths, c64_requests: int) -> dict:
-    repo = work / "repo"
+def _server(engine_dir: Path, work: Path) -> tuple[TritonServer, Ports]:
+    repo = work / f"repo-{engine_dir.name}"
     fill_repository(Path(__file__).resolve().parents[3] / "model_repository",
                     values_for_engine(engine_dir, device="cuda", preprocessing_instance_count=2,
                                       postprocessing_instance_count=4), repo)
     ports = Ports.free()
-    with TritonServer(repo, ports, log_file=work / "server.log", exit_timeout_s=5):
+    return TritonServer(repo, ports, log_file=work / f"server-{engine_dir.name}.log", exit_timeout_s=5), ports
+
+
+def c64_with_prefill_steps_only(engine_dir: Path, work: Path, lengths) -> dict:
+    """The baseline of mixed steps, same run: the c64 window on an engine whose prompts always get a prefill
+    step of their own (mixed_prefill_tokens 0)."""
+    server, ports = _server(engine_dir, work)
+    with server:
+        jobs = [Job(WORD * i, o, True) for i, o in lengths]
+        return result_dict(run_steady_window(f"127.0.0.1:{ports.grpc}", 64, jobs, C64_WARMUP_S, C64_WINDOW_S,
+                                             processes=CLIENT_PROCESSES))
+
+
+def serve_and_load(engine_dir: Path, work: Path, lengths, c64_requests: int) -> dict:
+    server, ports = _server(engine_dir, work)
+    with server:
         url = f"127.0.0.1:{ports.grpc}"
         blocks = free_kv_blocks(ports)
         run_jobs(url, 4, [Job(WORD * 64, 16, True)] * 8)  # warm-up
@@ -88,6 +104,8 @@ def main(argv=None):
     parser.add_argument("--lengths", default="benchmarks/sharegpt_lengths.json")
     parser.add_argument("--c64-requests", type=int, default=256)
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--skip-prefill-steps-baseline", action="store_true",
+                        help="skip the c64 run without mixed steps")
     parser.add_argument("--hf-python", default=sys.executable,
                         help="interpreter with transformers for the baseline (the GPU host's own, not the bundle's)")
     args = parser.parse_args(argv)
@@ -100,7 +118,12 @@ def main(argv=None):
     hf = {} if args.skip_hf else json.loads(subprocess.run(
         [args.hf_python, "-m", "qwen_triton.bench.hf_baseline", "--engine-dir", str(engine_dir)],
         check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1])
-    served = serve_and_load(engine_dir, work, load_lengths(args.lengths), args.c64_requests)
+    lengths = load_lengths(args.lengths)
+    served = serve_and_load(engine_dir, work, lengths, args.c64_requests)
+    if not args.skip_prefill_steps_baseline:
+        separate = work / "engine-prefill-steps"
+        make_random_engine(separate, QWEN_7B, dataclasses.replace(LIMITS, mixed_prefill_tokens=0), seed=0)
+        served["c64_prefill_steps_only"] = c64_with_prefill_steps_only(separate, work, lengths)
     result = {
         "gpu": gpu, "date": datetime.date.today().isoformat(),
         "command": "python -m qwen_triton.bench.gpu " + " ".join(sys.argv[1:] if argv is None else argv),

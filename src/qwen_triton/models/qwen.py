@@ -21,11 +21,11 @@ KVCache = tuple[torch.Tensor, torch.Tensor]  # one layer's (k_cache, v_cache), e
 class AttentionBatch:
     """Where this step's T flattened tokens live, passed explicitly to every layer.
 
-    Prefill: whole sequences from token 0 (no prefix cache, no chunking), concatenated; T = sum(seq_lens).
-    Decode: one token per sequence, the last one; T = B.
+    Rows [0, B) decode one token each, their last (B = block_tables rows, 0 without block tables); rows
+    [B, T) are whole sequences prefilled from token 0 (no prefix cache, no chunking), concatenated;
+    T = B + sum(seq_lens). A step may hold both (mixed).
     """
 
-    is_prefill: bool
     slot_mapping: torch.Tensor  # (T,) long: flat cache slot (block * block_size + offset) each token's K/V goes to
     # Prefill: tokens per sequence. Python ints, so splitting the batch needs no device sync.
     seq_lens: tuple[int, ...] = ()
@@ -33,14 +33,19 @@ class AttentionBatch:
     block_tables: torch.Tensor | None = None
     context_lens: torch.Tensor | None = None  # decode: (B,) long, tokens visible to the new one, itself included
 
-    @classmethod
-    def prefill(cls, slot_mapping: torch.Tensor, seq_lens: tuple[int, ...]) -> "AttentionBatch":
-        return cls(True, slot_mapping, seq_lens=tuple(seq_lens))
+    @property
+    def num_decode(self) -> int:
+        return 0 if self.block_tables is None else self.block_tables.shape[0]
 
     @classmethod
-    def decode(cls, slot_mapping: torch.Tensor, block_tables: torch.Tensor,
-               context_lens: torch.Tensor) -> "AttentionBatch":
-        return cls(False, slot_mapping, block_tables=block_tables, context_lens=context_lens)
+    def prefill(cls, slot_mapping: torch.Tensor, seq_lens: tuple[int, ...]) -> "AttentionBatch":
+        return cls(slot_mapping, seq_lens=tuple(seq_lens))
+
+    @classmethod
+    def decode(cls, slot_mapping: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor,
+               prefill_lens: tuple[int, ...] = ()) -> "AttentionBatch":
+        """prefill_lens: sequences prefilled after the decode rows in the same step (mixed)."""
+        return cls(slot_mapping, seq_lens=tuple(prefill_lens), block_tables=block_tables, context_lens=context_lens)
 
 
 class RMSNorm(nn.Module):
@@ -107,10 +112,14 @@ class Attention(nn.Module):
         # Write before reading: a decode token attends to itself through the cache.
         k_cache.view(-1, self.num_kv_heads, self.head_dim)[batch.slot_mapping] = k
         v_cache.view(-1, self.num_kv_heads, self.head_dim)[batch.slot_mapping] = v
-        if batch.is_prefill:
+        B = batch.num_decode
+        if B == 0:
             out = self._prefill(q, k, v, batch.seq_lens)
-        else:
+        elif not batch.seq_lens:
             out = self._decode(q, k_cache, v_cache, batch)
+        else:  # mixed: decode rows first, then the prefilled sequences
+            out = torch.cat((self._decode(q[:B], k_cache, v_cache, batch),
+                             self._prefill(q[B:], k[B:], v[B:], batch.seq_lens)))
         return self.o_proj(out.reshape(T, -1))
 
     def _expand_kv(self, kv: torch.Tensor, head_dim: int) -> torch.Tensor:

@@ -74,7 +74,31 @@ class PrefillGraphs:
         return logits
 
 
-class DecodeGraphs:
+class _DecodeRows:
+    """Static input buffers of decode rows (and extra_rows after them), shared by the decode and mixed
+    graphs. Padding rows read block 0 for one token and write their K/V to the scratch slot."""
+
+    def __init__(self, top: int, extra_rows: int, max_blocks: int, scratch_slot: int, device):
+        long = dict(dtype=torch.long, device=device)
+        self.scratch_slot = scratch_slot
+        self.ids, self.positions = torch.zeros(top + extra_rows, **long), torch.zeros(top + extra_rows, **long)
+        self.slots = torch.full((top + extra_rows,), scratch_slot, **long)
+        self.tables, self.lens = torch.zeros(top, max_blocks, **long), torch.ones(top, **long)
+
+    def put(self, ids, positions, slots, tables, lens) -> int:
+        """Rows [0, n) from the inputs, every other row padding; returns n."""
+        n, width = tables.shape
+        self.ids.zero_()
+        self.positions.zero_()
+        self.slots.fill_(self.scratch_slot)
+        self.lens.fill_(1)
+        self.ids[:n], self.positions[:n], self.slots[:n], self.lens[:n] = ids, positions, slots, lens
+        self.tables[:n, :width] = tables
+        self.tables[:n, width:] = 0
+        return n
+
+
+class DecodeGraphs(_DecodeRows):
     def __init__(self, model, kv_caches, max_batch: int, max_blocks: int, scratch_slot: int, device,
                  paged_attention_kernel: bool = False, pool=None):
         self.batch_buckets = [b for b in BATCH_BUCKETS if b <= max_batch]
@@ -82,14 +106,7 @@ class DecodeGraphs:
         # the SDPA fallback gathers the whole table, so it gets context buckets.
         buckets = (max_blocks,) if paged_attention_kernel else (*BLOCK_BUCKETS, max_blocks)
         self.block_buckets = sorted({min(b, max_blocks) for b in buckets})
-        self.scratch_slot = scratch_slot
-        top = self.batch_buckets[-1]
-        long = dict(dtype=torch.long, device=device)
-        self.ids = torch.zeros(top, **long)
-        self.positions = torch.zeros(top, **long)
-        self.slots = torch.full((top,), scratch_slot, **long)
-        self.tables = torch.zeros(top, max_blocks, **long)
-        self.lens = torch.ones(top, **long)
+        super().__init__(self.batch_buckets[-1], 0, max_blocks, scratch_slot, device)
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         for bs in reversed(self.batch_buckets):
             for nb in reversed(self.block_buckets):
@@ -98,7 +115,7 @@ class DecodeGraphs:
                 self.graphs[(bs, nb)] = (graph, logits)
 
     def _capture(self, model, kv_caches, bs: int, nb: int, pool):
-        batch = AttentionBatch(False, self.slots[:bs], block_tables=self.tables[:bs, :nb], context_lens=self.lens[:bs])
+        batch = AttentionBatch.decode(self.slots[:bs], self.tables[:bs, :nb], self.lens[:bs])
 
         def step():
             hidden = model(self.ids[:bs], self.positions[:bs], batch, kv_caches)
@@ -113,14 +130,55 @@ class DecodeGraphs:
 
     def run(self, key, ids, positions, slots, tables, lens) -> torch.Tensor:
         """Inputs for n <= key's batch rows; returns (n, vocab) logits."""
-        n, width = tables.shape
-        self.ids.zero_()
-        self.positions.zero_()
-        self.slots.fill_(self.scratch_slot)
-        self.lens.fill_(1)
-        self.ids[:n], self.positions[:n], self.slots[:n], self.lens[:n] = ids, positions, slots, lens
-        self.tables[:n, :width] = tables
-        self.tables[:n, width:] = 0
+        n = self.put(ids, positions, slots, tables, lens)
         graph, logits = self.graphs[key]
         graph.replay()
         return logits[:n]
+
+
+class MixedGraphs(_DecodeRows):
+    """A decode step with one short prefill in the same pass over the weights, one graph per (batch bucket,
+    prefill token bucket). Rows [0, bs) decode (padding rows as in DecodeGraphs), rows [bs, bs + tokens) the
+    prefill (padding after its real tokens, as in PrefillGraphs). Needs the paged kernel's full-width tables."""
+
+    def __init__(self, model, kv_caches, max_batch: int, max_tokens: int, max_blocks: int, scratch_slot: int,
+                 device, pool=None):
+        self.batch_buckets = [b for b in BATCH_BUCKETS if b <= max_batch]
+        self.token_buckets = [b for b in PREFILL_BUCKETS if b < max_tokens] + [max_tokens]
+        top = self.batch_buckets[-1]
+        super().__init__(top, self.token_buckets[-1], max_blocks, scratch_slot, device)
+        self.arange = torch.arange(top, dtype=torch.long, device=device)
+        self.last = torch.zeros(1, dtype=torch.long, device=device)  # row of the prefill's last token
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        for bs in reversed(self.batch_buckets):
+            for tokens in reversed(self.token_buckets):
+                graph, logits = self._capture(model, kv_caches, bs, tokens, pool)
+                pool = graph.pool()
+                self.graphs[(bs, tokens)] = (graph, logits)
+        self.pool = pool
+
+    def _capture(self, model, kv_caches, bs: int, tokens: int, pool):
+        T = bs + tokens
+        batch = AttentionBatch.decode(self.slots[:T], self.tables[:bs], self.lens[:bs], prefill_lens=(tokens,))
+
+        def step():
+            hidden = model(self.ids[:T], self.positions[:T], batch, kv_caches)  # (T, hidden)
+            return model.compute_logits(hidden[torch.cat((self.arange[:bs], self.last))])  # (bs + 1, vocab)
+
+        return capture(step, pool)
+
+    def bucket(self, batch_size: int, prefill_tokens: int) -> tuple[int, int] | None:
+        bs = next((b for b in self.batch_buckets if b >= batch_size), None)
+        tokens = next((b for b in self.token_buckets if b >= prefill_tokens), None)
+        return None if bs is None or tokens is None else (bs, tokens)
+
+    def run(self, key, decode: tuple, prefill: tuple) -> torch.Tensor:
+        """decode: (ids, positions, slots, tables, lens) of n rows; prefill: (ids, positions, slots) of one
+        sequence. Returns (n + 1, vocab) logits: the decodes, then the prefill's last token."""
+        bs, m = key[0], prefill[0].shape[0]
+        n = self.put(*decode)
+        self.ids[bs:bs + m], self.positions[bs:bs + m], self.slots[bs:bs + m] = prefill
+        self.last.fill_(bs + m - 1)
+        graph, logits = self.graphs[key]
+        graph.replay()
+        return torch.cat((logits[:n], logits[bs:]))  # a new tensor: the graph's buffer is rewritten next replay

@@ -67,7 +67,7 @@ class Engine:
         self._host_ring = HostRing()  # sampled ids come back through it; at most two flights use it at once
         self.limits = limits
         self.sampler = sampler or Sampler(staging=getattr(runner, "staging", None))
-        self.scheduler = Scheduler(limits, runner.num_kv_blocks)
+        self.scheduler = Scheduler(limits, runner.num_kv_blocks, runner.mixed_prefill_tokens)
         self.on_stats = on_stats
         self._sinks: dict[int, Sink] = {}
         self._seqs: dict[int, Sequence] = {}

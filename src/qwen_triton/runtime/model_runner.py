@@ -17,6 +17,9 @@ from .staging import PinnedStaging
 from .token_feed import TokenFeed
 
 GPU_MEMORY_FRACTION = 0.85  # of the memory free after weights, given to the KV cache
+# More prompts at once prefill eagerly in one batch: a replay per prompt reads the weights once each, which
+# outgrows the host cost of one eager batch's launches.
+MAX_PREFILL_REPLAYS = 4
 
 
 def _fresh_float(graph_logits: torch.Tensor) -> torch.Tensor:
@@ -57,21 +60,28 @@ class ModelRunner:
         self.kv_cache = torch.zeros(m.num_hidden_layers, 2, self.num_kv_blocks + 1, self.block_size,
                                     m.num_key_value_heads, m.head_dim, device=self.device, dtype=self.dtype)
         self.kv_caches = [(self.kv_cache[i, 0], self.kv_cache[i, 1]) for i in range(m.num_hidden_layers)]
-        self.prefill_graphs, self.graphs = self._capture_graphs(use_cuda_graphs)
+        self.prefill_graphs, self.graphs, self.mixed_graphs = self._capture_graphs(use_cuda_graphs)
+        # Read by the scheduler: the longest prompt a decode step can take in (0: no mixed steps). Only
+        # graphed: eager, a mixed step's launches would cost the host more than the prefill step they save.
+        self.mixed_prefill_tokens = self.mixed_graphs.token_buckets[-1] if self.mixed_graphs else 0
 
     def _capture_graphs(self, enabled: bool):
         if not enabled or self.device.type != "cuda":
-            return None, None
+            return None, None, None
         from ..models import paged_attention
-        from .cuda_graphs import DecodeGraphs, PrefillGraphs
+        from .cuda_graphs import DecodeGraphs, MixedGraphs, PrefillGraphs
 
         limits, scratch = self.config.limits, self.num_kv_blocks * self.block_size
         max_blocks = math.ceil(limits.max_seq_len / self.block_size)
+        paged = paged_attention.triton is not None
         with torch.inference_mode():
             prefill = PrefillGraphs(self.model, self.kv_caches, limits.max_input_len, scratch, self.device)
             decode = DecodeGraphs(self.model, self.kv_caches, limits.max_batch_size, max_blocks, scratch, self.device,
-                                  paged_attention_kernel=paged_attention.triton is not None, pool=prefill.pool)
-        return prefill, decode
+                                  paged_attention_kernel=paged, pool=prefill.pool)
+            mixed_tokens = min(limits.mixed_prefill_tokens, limits.max_input_len)
+            mixed = MixedGraphs(self.model, self.kv_caches, limits.max_batch_size, mixed_tokens, max_blocks,
+                                scratch, self.device, pool=prefill.pool) if paged and mixed_tokens else None
+        return prefill, decode, mixed
 
     def _kv_blocks(self) -> int:
         limits, m = self.config.limits, self.config.model
@@ -140,11 +150,27 @@ class ModelRunner:
         batch = AttentionBatch.decode(slots, tables.view(B, width), lens)
         return ids, positions, batch, None
 
+    def _mixed(self, schedule: ScheduleOutput, feed: TokenFeed | None) -> torch.Tensor:
+        """The decodes and one prefill in one pass: (B + 1, vocab) float32 logits in schedule.sequences order."""
+        if len(schedule.prefill) != 1:
+            raise ValueError(f"a mixed step prefills one sequence, got {len(schedule.prefill)}")
+        d_ids, d_positions, d_batch, _ = self._decode_inputs(schedule.decode, feed)
+        p_ids, p_positions, p_batch, p_last = self._prefill_inputs(schedule.prefill)
+        B = d_batch.num_decode
+        key = self.mixed_graphs.bucket(B, p_ids.shape[0]) if self.mixed_graphs else None
+        if key is not None:
+            decode = (d_ids, d_positions, d_batch.slot_mapping, d_batch.block_tables, d_batch.context_lens)
+            return _fresh_float(self.mixed_graphs.run(key, decode, (p_ids, p_positions, p_batch.slot_mapping)))
+        batch = AttentionBatch.decode(torch.cat((d_batch.slot_mapping, p_batch.slot_mapping)), d_batch.block_tables,
+                                      d_batch.context_lens, prefill_lens=p_batch.seq_lens)
+        last = torch.cat((torch.arange(B, device=p_last.device), p_last + B))  # (B + 1,) rows
+        return self._forward(torch.cat((d_ids, p_ids)), torch.cat((d_positions, p_positions)), batch, last)
+
     def _graphed_prefill(self, seqs) -> torch.Tensor | None:
         """(N, vocab) float32 logits from one prefill-graph replay per sequence, or None when a sequence has
         no bucket (a preempted one longer than max_input_len). Replays beat one eager batched prefill: its
         hundreds of launches cost the host more than a replay's extra weight pass costs the GPU."""
-        if self.prefill_graphs is None:
+        if self.prefill_graphs is None or len(seqs) > MAX_PREFILL_REPLAYS:
             return None
         buckets = [self.prefill_graphs.bucket(len(seq)) for seq in seqs]
         if None in buckets:
@@ -162,21 +188,24 @@ class ModelRunner:
     def execute(self, schedule: ScheduleOutput, feed: TokenFeed | None = None) -> torch.Tensor:
         """(N, vocab_size) float32 logits; row i is the last position of schedule.sequences[i]. Asynchronous
         on CUDA. A sequence whose last token is PENDING_TOKEN takes it from feed (the step before's ids)."""
-        seqs = schedule.sequences
-        if not seqs:
+        if schedule.is_empty:
             raise ValueError("execute() on an empty schedule")
         if schedule.is_prefill:
-            graphed = self._graphed_prefill(seqs)
+            graphed = self._graphed_prefill(schedule.prefill)
             if graphed is not None:
                 return graphed
-            ids, positions, batch, last = self._prefill_inputs(seqs)
+            ids, positions, batch, last = self._prefill_inputs(schedule.prefill)
+        elif schedule.is_mixed:
+            return self._mixed(schedule, feed)
         else:
-            ids, positions, batch, last = self._decode_inputs(seqs, feed)
-        if not schedule.is_prefill and self.graphs is not None:
-            key = self.graphs.bucket(len(seqs), batch.block_tables.shape[1])
+            ids, positions, batch, last = self._decode_inputs(schedule.decode, feed)
+            key = self.graphs.bucket(batch.num_decode, batch.block_tables.shape[1]) if self.graphs else None
             if key is not None:
                 return _fresh_float(self.graphs.run(key, ids, positions, batch.slot_mapping, batch.block_tables,
                                                     batch.context_lens))
+        return self._forward(ids, positions, batch, last)
+
+    def _forward(self, ids, positions, batch, last) -> torch.Tensor:
         hidden = self.model(ids, positions, batch, self.kv_caches)  # (T, hidden)
         rows = hidden if last is None else hidden[last]  # (N, hidden)
         return self.model.compute_logits(rows).float()

@@ -8,10 +8,10 @@ from .request import Sequence
 
 @dataclass(frozen=True)
 class ScheduleOutput:
-    # Sequences whose uncached tokens (seq.token_ids[seq.num_cached_tokens:]) are computed this
-    # step; a step is either all prefill or all decode (nano-vllm), never both.
+    # Sequences whose tokens are computed from token 0 this step (no prefix cache, no chunking).
     prefill: tuple[Sequence, ...] = ()
-    # Sequences that compute exactly one token (their last) this step.
+    # Sequences that compute exactly one token (their last) this step. A step with both is mixed: the
+    # decodes and one short prefill share one pass over the weights.
     decode: tuple[Sequence, ...] = ()
     # Sequences pushed back to waiting this step to free KV blocks; their cache is gone
     # and they are recomputed from scratch (prompt + outputs so far) when rescheduled.
@@ -19,11 +19,16 @@ class ScheduleOutput:
 
     @property
     def sequences(self) -> tuple[Sequence, ...]:
-        return self.prefill or self.decode
+        """Logit row order: the decodes, then each prefill's last token."""
+        return self.decode + self.prefill
 
     @property
     def is_prefill(self) -> bool:
-        return bool(self.prefill)
+        return bool(self.prefill) and not self.decode
+
+    @property
+    def is_mixed(self) -> bool:
+        return bool(self.prefill) and bool(self.decode)
 
     @property
     def is_empty(self) -> bool:

@@ -1,6 +1,10 @@
 """Continuous batching: admits waiting sequences, decodes running ones, preempts when KV blocks run out.
-Torch-free; returns a ScheduleOutput. A step is all prefill or all decode; a prefill always computes a
-sequence from token 0 (no prefix cache, no chunking), so a preempted sequence is recomputed whole."""
+Torch-free; returns a ScheduleOutput. A prefill always computes a sequence from token 0 (no prefix cache, no
+chunking), so a preempted sequence is recomputed whole.
+
+Mixed steps (mixed_prefill_tokens > 0, when the runner can run them): while sequences are decoding, the
+next waiting one joins a decode step if it has at most mixed_prefill_tokens tokens, so the running
+sequences do not stall for a prefill step of their own. A longer one, or an idle engine, gets a prefill step."""
 from __future__ import annotations
 
 from collections import deque
@@ -13,8 +17,9 @@ from .schedule import ScheduleOutput
 
 
 class Scheduler:
-    def __init__(self, limits: EngineLimits, num_kv_blocks: int):
+    def __init__(self, limits: EngineLimits, num_kv_blocks: int, mixed_prefill_tokens: int = 0):
         self.limits = limits
+        self.mixed_prefill_tokens = mixed_prefill_tokens
         self.blocks = BlockManager(num_kv_blocks, limits.block_size)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -43,14 +48,24 @@ class Scheduler:
             raise InvalidRequest("text_input", f"prompt of {n} tokens needs more KV blocks than the cache has")
 
     def schedule(self) -> ScheduleOutput:
+        if self._can_mix():
+            decode = self._decode()
+            if decode.preempted or not decode.decode:  # no KV room to spare, or nothing to decode yet
+                return decode
+            return ScheduleOutput(prefill=tuple(self._admit(max_seqs=1)), decode=decode.decode)
         prefill = self._admit()
         if prefill:
             return ScheduleOutput(prefill=tuple(prefill))
         return self._decode()
 
-    def _admit(self) -> list[Sequence]:
+    def _can_mix(self) -> bool:
+        return (0 < len(self.running) < self.limits.max_batch_size and bool(self.waiting)
+                and len(self.waiting[0]) <= self.mixed_prefill_tokens
+                and any(self._wants_decode(seq) for seq in self.running))
+
+    def _admit(self, max_seqs: int | None = None) -> list[Sequence]:
         admitted, tokens = [], 0
-        while self.waiting and len(self.running) < self.limits.max_batch_size:
+        while self.waiting and len(self.running) < self.limits.max_batch_size and len(admitted) != max_seqs:
             seq = self.waiting[0]
             # The first admission ignores the token budget: a preempted sequence (prompt + outputs)
             # may exceed it and must not starve.
