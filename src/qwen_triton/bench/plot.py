@@ -21,6 +21,10 @@ def plot(result_file: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     left.plot(conc, tok_s, "o-", label="this project (Triton ensemble, gRPC streaming)")
     left.plot([1, 32], [r["hf_bs1_tok_s"], r["hf_bs32_tok_s"]], "s--", label="transformers generate (batch 1, 32)")
+    separate = served.get("c64_prefill_steps_only")  # the same run without mixed steps
+    if separate:
+        left.plot([64], [separate["output_tok_s"]], "x", ms=9, label="c64, prefill steps only (no mixed steps)")
+        right.plot([64], [separate["itl_ms_mean"]], "x", ms=9, label="c64, prefill steps only")
     left.axhline(r["bandwidth_floor_bs1_tok_s"], color="grey", ls=":", label="batch-1 bandwidth floor")
     left.set(xscale="log", yscale="log", xlabel="concurrent requests", ylabel="output tokens/s",
              title="Throughput (output tokens only)")

@@ -6,6 +6,8 @@ Padded rows write their K/V to a scratch block the scheduler never hands out, so
 """
 from __future__ import annotations
 
+import gc
+
 import torch
 
 from ..models.qwen import AttentionBatch
@@ -24,8 +26,15 @@ def capture(step, pool):
         step()
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
-        out = step()
+    # No garbage collection inside a capture: an unreachable graph (an old runner's) destroyed mid-capture
+    # invalidates the capture (cudaErrorStreamCaptureInvalidated, seen in tests/gpu).
+    gc.collect()
+    gc.disable()
+    try:
+        with torch.cuda.graph(graph, pool=pool):
+            out = step()
+    finally:
+        gc.enable()
     return graph, out
 
 
