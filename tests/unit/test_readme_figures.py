@@ -2,27 +2,33 @@
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 
 def _section(title: str) -> str:
     start = README.index(title)
-    end = README.find("\n## ", start + 1)
-    return README[start:end if end > 0 else None]
+    ends = [i for i in (README.find("\n## ", start + 1), README.find("\n### ", start + 1)) if i > 0]
+    return README[start:min(ends) if ends else None]
 
 
-def test_gpu_table_matches_h100_json():
-    result = json.loads((ROOT / "benchmarks/results/h100.json").read_text())
-    text = _section("## Measured figures (GPU")
+@pytest.mark.parametrize("gpu", ["h100", "h200"])
+def test_gpu_table_matches_the_json(gpu):
+    result = json.loads((ROOT / f"benchmarks/results/{gpu}.json").read_text())
+    text = _section(f"### {gpu.upper()}")
     assert f"**{round(result['decode_bs1_tok_s'])}**" in text
     assert f"{result['ttft_512_ms']} ms" in text
     assert f"**{round(result['c64_output_tok_s']):,}**, {result['c64_failed_requests']} failed" in text
     assert f"{result['hf_bs1_tok_s']} / {round(result['hf_bs32_tok_s'])} tok/s" in text
     assert f"{result['ratio_decode_bs1_vs_hf_bs1']:.1f}x" in text
     assert f"{round(result['bandwidth_floor_bs1_tok_s'])} tok/s" in text
-    assert f"| {result['max_concurrency_2048_tokens']} |" in text
-    assert (ROOT / "benchmarks/results/h100.png").stat().st_size > 10_000
+    assert f"| {result['max_concurrency_2048_tokens']} " in text
+    assert (ROOT / f"benchmarks/results/{gpu}.png").stat().st_size > 10_000
+    for baseline in ("c64_prefill_steps_only", "c64_fixed_requests"):  # H200 run on: same-run baselines
+        if baseline in result["served"]:
+            assert f"{round(result['served'][baseline]['output_tok_s']):,}, 0 failed" in text
 
 
 def test_cpu_table_matches_cpu_json():
