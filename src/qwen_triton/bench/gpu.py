@@ -69,17 +69,16 @@ def _server(engine_dir: Path, work: Path) -> tuple[TritonServer, Ports]:
     return TritonServer(repo, ports, log_file=work / f"server-{engine_dir.name}.log", exit_timeout_s=5), ports
 
 
-def c64_with_prefill_steps_only(engine_dir: Path, work: Path, lengths) -> dict:
+def c64_with_prefill_steps_only(engine_dir: Path, work: Path, jobs: list[Job]) -> dict:
     """The baseline of mixed steps, same run: the c64 window on an engine whose prompts always get a prefill
     step of their own (mixed_prefill_tokens 0)."""
     server, ports = _server(engine_dir, work)
     with server:
-        jobs = [Job(WORD * i, o, True) for i, o in lengths]
         return result_dict(run_steady_window(f"127.0.0.1:{ports.grpc}", 64, jobs, C64_WARMUP_S, C64_WINDOW_S,
                                              processes=CLIENT_PROCESSES))
 
 
-def serve_and_load(engine_dir: Path, work: Path, lengths, c64_requests: int) -> dict:
+def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_requests: int) -> dict:
     server, ports = _server(engine_dir, work)
     with server:
         url = f"127.0.0.1:{ports.grpc}"
@@ -87,7 +86,6 @@ def serve_and_load(engine_dir: Path, work: Path, lengths, c64_requests: int) -> 
         run_jobs(url, 4, [Job(WORD * 64, 16, True)] * 8)  # warm-up
         bs1 = run_jobs(url, 1, [Job(WORD * 32, 256, True)] * 3)
         ttft = [run_jobs(url, 1, [Job(WORD * 512, 1, True)]).latency_ms_p50 for _ in range(8)]
-        c64_jobs = [Job(WORD * i, o, True) for i, o in lengths]
         c64 = run_steady_window(url, 64, c64_jobs, C64_WARMUP_S, C64_WINDOW_S, processes=CLIENT_PROCESSES)
         # The same lengths as a fixed list of requests: the figure includes the ramp-down at the end.
         c64_fixed = run_jobs(url, 64, c64_jobs[:c64_requests], processes=CLIENT_PROCESSES)
@@ -118,12 +116,12 @@ def main(argv=None):
     hf = {} if args.skip_hf else json.loads(subprocess.run(
         [args.hf_python, "-m", "qwen_triton.bench.hf_baseline", "--engine-dir", str(engine_dir)],
         check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1])
-    lengths = load_lengths(args.lengths)
-    served = serve_and_load(engine_dir, work, lengths, args.c64_requests)
+    c64_jobs = [Job(WORD * i, o, True) for i, o in load_lengths(args.lengths)]  # raw prompts of i tokens
+    served = serve_and_load(engine_dir, work, c64_jobs, args.c64_requests)
     if not args.skip_prefill_steps_baseline:
         separate = work / "engine-prefill-steps"
         make_random_engine(separate, QWEN_7B, dataclasses.replace(LIMITS, mixed_prefill_tokens=0), seed=0)
-        served["c64_prefill_steps_only"] = c64_with_prefill_steps_only(separate, work, lengths)
+        served["c64_prefill_steps_only"] = c64_with_prefill_steps_only(separate, work, c64_jobs)
     result = {
         "gpu": gpu, "date": datetime.date.today().isoformat(),
         "command": "python -m qwen_triton.bench.gpu " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -164,7 +164,6 @@ class MixedGraphs(_DecodeRows):
                 graph, logits = self._capture(model, kv_caches, bs, tokens, pool)
                 pool = graph.pool()
                 self.graphs[(bs, tokens)] = (graph, logits)
-        self.pool = pool
 
     def _capture(self, model, kv_caches, bs: int, tokens: int, pool):
         T = bs + tokens

@@ -160,7 +160,8 @@ class ModelRunner:
         key = self.mixed_graphs.bucket(B, p_ids.shape[0]) if self.mixed_graphs else None
         if key is not None:
             decode = (d_ids, d_positions, d_batch.slot_mapping, d_batch.block_tables, d_batch.context_lens)
-            return _fresh_float(self.mixed_graphs.run(key, decode, (p_ids, p_positions, p_batch.slot_mapping)))
+            # run() already returns a new tensor (rows gathered out of the graph's buffer): no second copy.
+            return self.mixed_graphs.run(key, decode, (p_ids, p_positions, p_batch.slot_mapping)).float()
         batch = AttentionBatch.decode(torch.cat((d_batch.slot_mapping, p_batch.slot_mapping)), d_batch.block_tables,
                                       d_batch.context_lens, prefill_lens=p_batch.seq_lens)
         last = torch.cat((torch.arange(B, device=p_last.device), p_last + B))  # (B + 1,) rows
