@@ -1,6 +1,6 @@
-"""RMSNorm (with the residual add before it), RoPE and SiLU-times-up as one Triton kernel each on CUDA, in
-place of 8, 5 and 2 small torch kernels per call: at batch 1 those small kernels cost about a quarter of a
-decode step. Arithmetic follows the torch code they
+"""RMSNorm (with the residual add before it), RoPE with the KV-cache write, and SiLU-times-up as one Triton
+kernel each on CUDA, in place of 8, 12 and 2 small torch kernels per call: at batch 1 those small kernels cost
+about a quarter of a decode step. Arithmetic follows the torch code they
 replace (float32 statistics, products rounded to fp16/bf16); results agree with it to the last bit for most
 elements and within one rounding step for the rest (tests/gpu). Eager and CUDA-graph decode use the same
 kernels. Without Triton or CUDA the callers keep their torch code."""
@@ -60,24 +60,40 @@ if triton is not None:
         tl.store(out_ptr + row * n_cols + cols, (silu.to(tl.float32) * u.to(tl.float32)).to(g.dtype), mask=mask)
 
     @triton.jit
-    def _rope_kernel(x_ptr, cos_ptr, sin_ptr, out_ptr, x_stride, HEAD_DIM: tl.constexpr):
+    def _rope_write_kv_kernel(qkv_ptr, cos_ptr, sin_ptr, slots_ptr, q_ptr, k_ptr, k_cache_ptr, v_cache_ptr,
+                              qkv_stride, NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr):
+        # Program (token, head) rotates q's head; the first NUM_KV_HEADS of a token's programs also rotate k's head
+        # and write k and v to the token's cache slot (cache rows: (slot, kv head), D wide).
         token = tl.program_id(0)
         head = tl.program_id(1)
-        heads = tl.num_programs(1)
         half = tl.arange(0, HEAD_DIM // 2)
-        src = x_ptr + token * x_stride + head * HEAD_DIM
-        x1 = tl.load(src + half)
-        x2 = tl.load(src + HEAD_DIM // 2 + half)
-        c1 = tl.load(cos_ptr + token * HEAD_DIM + half)
-        c2 = tl.load(cos_ptr + token * HEAD_DIM + HEAD_DIM // 2 + half)
-        s1 = tl.load(sin_ptr + token * HEAD_DIM + half)
-        s2 = tl.load(sin_ptr + token * HEAD_DIM + HEAD_DIM // 2 + half)
-        dst = out_ptr + (token * heads + head) * HEAD_DIM
+        trig = token * HEAD_DIM + half
+        c1, c2 = tl.load(cos_ptr + trig), tl.load(cos_ptr + trig + HEAD_DIM // 2)
+        s1, s2 = tl.load(sin_ptr + trig), tl.load(sin_ptr + trig + HEAD_DIM // 2)
+        row = qkv_ptr + token * qkv_stride
+        lo, hi = _rotate(row + head * HEAD_DIM, c1, c2, s1, s2, half, HEAD_DIM)
+        _store_halves(q_ptr + (token * NUM_HEADS + head) * HEAD_DIM, lo, hi, half, HEAD_DIM)
+        if head < NUM_KV_HEADS:
+            lo, hi = _rotate(row + (NUM_HEADS + head) * HEAD_DIM, c1, c2, s1, s2, half, HEAD_DIM)
+            _store_halves(k_ptr + (token * NUM_KV_HEADS + head) * HEAD_DIM, lo, hi, half, HEAD_DIM)
+            cache_row = (tl.load(slots_ptr + token) * NUM_KV_HEADS + head) * HEAD_DIM
+            _store_halves(k_cache_ptr + cache_row, lo, hi, half, HEAD_DIM)
+            dims = tl.arange(0, HEAD_DIM)
+            tl.store(v_cache_ptr + cache_row + dims, tl.load(row + (NUM_HEADS + NUM_KV_HEADS + head) * HEAD_DIM + dims))
+
+    @triton.jit
+    def _rotate(src, c1, c2, s1, s2, half, HEAD_DIM: tl.constexpr):
         # x * cos + rotate_half(x) * sin with torch's roundings: each product and the sum computed in float32
         # and rounded to x's dtype (the explicit roundings also keep the compiler from contracting into an FMA).
+        x1 = tl.load(src + half)
+        x2 = tl.load(src + HEAD_DIM // 2 + half)
         dt = x1.dtype
         lo = _round_sum(_round_mul(x1, c1, dt), _round_mul(-x2, s1, dt), dt)
         hi = _round_sum(_round_mul(x2, c2, dt), _round_mul(x1, s2, dt), dt)
+        return lo, hi
+
+    @triton.jit
+    def _store_halves(dst, lo, hi, half, HEAD_DIM: tl.constexpr):
         tl.store(dst + half, lo)
         tl.store(dst + HEAD_DIM // 2 + half, hi)
 
@@ -98,12 +114,18 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return out
 
 
-def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (T, H, D), heads contiguous (a view of the fused QKV output is fine); cos, sin (T, 1, D) -> (T, H, D)."""
-    T, H, D = x.shape
-    out = torch.empty((T, H, D), dtype=x.dtype, device=x.device)
-    _rope_kernel[(T, H)](x, cos.contiguous(), sin.contiguous(), out, x.stride(0), HEAD_DIM=D)
-    return out
+def rope_write_kv(qkv: torch.Tensor, num_heads: int, num_kv_heads: int, cos: torch.Tensor, sin: torch.Tensor,
+                  slot_mapping: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor):
+    """qkv (T, (H + 2 Hkv) * D) with unit stride along rows; cos, sin (T, 1, D); slot_mapping (T,); caches
+    (num_blocks, block_size, Hkv, D) contiguous -> q (T, H, D) and k (T, Hkv, D) rotated, v (T, Hkv, D) a view of
+    qkv; k and v are written to each token's cache slot (one kernel for what were two RoPEs and two scatters)."""
+    T = qkv.shape[0]
+    D = k_cache.shape[-1]
+    q = torch.empty((T, num_heads, D), dtype=qkv.dtype, device=qkv.device)
+    k = torch.empty((T, num_kv_heads, D), dtype=qkv.dtype, device=qkv.device)
+    _rope_write_kv_kernel[(T, num_heads)](qkv, cos.contiguous(), sin.contiguous(), slot_mapping, q, k, k_cache, v_cache,
+                                          qkv.stride(0), NUM_HEADS=num_heads, NUM_KV_HEADS=num_kv_heads, HEAD_DIM=D)
+    return q, k, qkv[:, (num_heads + num_kv_heads) * D:].view(T, num_kv_heads, D)
 
 
 def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float):

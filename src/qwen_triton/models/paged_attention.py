@@ -76,20 +76,22 @@ if triton is not None:
                  .to(out_ptr.dtype.element_ty))
 
 
-# (tokens per tile, warps per program), measured on an H200 (python -m qwen_triton.bench.attention, Qwen-7B
-# heads, scattered blocks): with one program per (sequence, head), 2 warps and 128-token tiles read the cache
-# at 3.9 to 4.0 TB/s at batch 64 (contexts 1,000 and 2,000) where 4 warps and 64 read 2.6; with splits (small
-# batch) the configs measured within noise of each other, so the split path keeps 64 and 4.
-LAUNCH_ONE_SPLIT = (128, 2)
-LAUNCH_SPLITS = (64, 4)
-MAX_SPLITS = 8
+# Measured on an H200 with each call reading its own cache (python -m qwen_triton.bench.attention, Qwen-7B heads,
+# scattered blocks, benchmarks/results/attention_h200.jsonl): about 4 programs per SM, 2 warps each, read fastest
+# at every batch up to 16 and context 512 / 2,000 (batch 4, context 2,000: 40 us where 2 splits of 4 warps took
+# 107); 64-token tiles with 8 or more splits, else 128 (at batch 64 without splits 128 reads 4.0 TB/s where 64
+# read 2.6).
+PROGRAMS_PER_SM = 4
+MAX_SPLITS = 16
+WARPS = 2
 
 
 def num_splits(batch: int, heads: int, device: torch.device) -> int:
-    """Programs per (sequence, head): enough to fill the SMs at small batch (flash-decoding); a power of two."""
+    """Programs per (sequence, head): the largest power of two that keeps to about PROGRAMS_PER_SM programs per
+    SM (flash-decoding at small batch), at least 1."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    wanted = -(-sms // (batch * heads))
-    return 1 if wanted <= 1 else min(MAX_SPLITS, triton.next_power_of_2(wanted))
+    wanted = PROGRAMS_PER_SM * sms // (batch * heads)
+    return 1 if wanted <= 1 else min(MAX_SPLITS, 1 << (wanted.bit_length() - 1))
 
 
 def decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
@@ -101,7 +103,7 @@ def decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_
     B, H, D = q.shape
     _, block_size, num_kv_heads, _ = k_cache.shape
     splits = splits or num_splits(B, H, q.device)
-    tile, num_warps = launch or (LAUNCH_ONE_SPLIT if splits == 1 else LAUNCH_SPLITS)
+    tile, num_warps = launch or (64 if splits >= 8 else 128, WARPS)
     out = torch.empty_like(q)
     if splits == 1:
         partial, m, l = out, out, out  # m and l are unused with one split

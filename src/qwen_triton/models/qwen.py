@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import ModelConfig
-from . import fused_ops, paged_attention
+from . import fused_ops, gemv, paged_attention
 
 PREFILL_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 KVCache = tuple[torch.Tensor, torch.Tensor]  # one layer's (k_cache, v_cache), each (num_blocks, block_size, Hkv, D)
@@ -46,6 +46,15 @@ class AttentionBatch:
                prefill_lens: tuple[int, ...] = ()) -> "AttentionBatch":
         """prefill_lens: sequences prefilled after the decode rows in the same step (mixed)."""
         return cls(slot_mapping, seq_lens=tuple(prefill_lens), block_tables=block_tables, context_lens=context_lens)
+
+
+class Linear(nn.Linear):
+    """nn.Linear whose few-row half-precision CUDA calls (decode steps) go to the split-K GEMV."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if gemv.usable(x, self.weight):
+            return gemv.linear(x, self.weight, self.bias)
+        return super().forward(x)
 
 
 class RMSNorm(nn.Module):
@@ -83,8 +92,6 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: to
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    if fused_ops.available(x) and x.stride(-1) == 1 and x.stride(-2) == x.shape[-1]:
-        return fused_ops.rope(x, cos, sin)
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin  # (T, H, D)
@@ -98,20 +105,20 @@ class Attention(nn.Module):
         self.head_dim = config.head_dim
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         self.sizes = (q_size, kv_size, kv_size)
-        self.qkv_proj = nn.Linear(config.hidden_size, q_size + 2 * kv_size, bias=True)  # rows [q; k; v]
-        self.o_proj = nn.Linear(q_size, config.hidden_size, bias=False)
+        self.qkv_proj = Linear(config.hidden_size, q_size + 2 * kv_size, bias=True)  # rows [q; k; v]
+        self.o_proj = Linear(q_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], batch: AttentionBatch,
                 kv_cache: KVCache) -> torch.Tensor:
         T = x.shape[0]
-        q, k, v = self.qkv_proj(x).split(self.sizes, dim=-1)
-        q = apply_rope(q.view(T, self.num_heads, self.head_dim), *rope)  # (T, H, D)
-        k = apply_rope(k.view(T, self.num_kv_heads, self.head_dim), *rope)  # (T, Hkv, D)
-        v = v.view(T, self.num_kv_heads, self.head_dim)  # (T, Hkv, D)
+        qkv = self.qkv_proj(x)  # (T, (H + 2 Hkv) * D)
         k_cache, v_cache = kv_cache
         # Write before reading: a decode token attends to itself through the cache.
-        k_cache.view(-1, self.num_kv_heads, self.head_dim)[batch.slot_mapping] = k
-        v_cache.view(-1, self.num_kv_heads, self.head_dim)[batch.slot_mapping] = v
+        if fused_ops.available(qkv) and qkv.stride(1) == 1 and k_cache.is_contiguous() and k_cache.dtype == qkv.dtype:
+            q, k, v = fused_ops.rope_write_kv(qkv, self.num_heads, self.num_kv_heads, *rope, batch.slot_mapping,
+                                              k_cache, v_cache)
+        else:
+            q, k, v = self._rope_write_kv(qkv, rope, batch.slot_mapping, kv_cache)
         B = batch.num_decode
         if B == 0:
             out = self._prefill(q, k, v, batch.seq_lens)
@@ -121,6 +128,16 @@ class Attention(nn.Module):
             out = torch.cat((self._decode(q[:B], k_cache, v_cache, batch),
                              self._prefill(q[B:], k[B:], v[B:], batch.seq_lens)))
         return self.o_proj(out.reshape(T, -1))
+
+    def _rope_write_kv(self, qkv, rope, slot_mapping, kv_cache):
+        T = qkv.shape[0]
+        q, k, v = qkv.split(self.sizes, dim=-1)
+        q = apply_rope(q.view(T, self.num_heads, self.head_dim), *rope)  # (T, H, D)
+        k = apply_rope(k.view(T, self.num_kv_heads, self.head_dim), *rope)  # (T, Hkv, D)
+        v = v.view(T, self.num_kv_heads, self.head_dim)  # (T, Hkv, D)
+        for cache, new in zip(kv_cache, (k, v)):
+            cache.view(-1, self.num_kv_heads, self.head_dim)[slot_mapping] = new
+        return q, k, v
 
     def _expand_kv(self, kv: torch.Tensor, head_dim: int) -> torch.Tensor:
         # GQA: kv head j serves query heads j*g .. j*g + g - 1 (HF repeat_kv order).
@@ -158,8 +175,8 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)  # rows [gate; up]
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gate_up_proj = Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)  # rows [gate; up]
+        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.gate_up_proj(x)  # (T, 2I): [gate | up]
@@ -203,7 +220,7 @@ class QwenForCausalLM(nn.Module):
         self.model = QwenModel(config)
         # Tied checkpoints (small Qwen2) store no lm_head: logits reuse the embedding matrix.
         untied = not config.tie_word_embeddings
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False) if untied else None
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False) if untied else None
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch,
                 kv_caches: list[KVCache]) -> torch.Tensor:
@@ -218,4 +235,4 @@ class QwenForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, hidden) rows wanted (last token of each sequence) -> (N, vocab) in the model's dtype."""
         weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, weight)
+        return gemv.linear(hidden, weight) if gemv.usable(hidden, weight) else F.linear(hidden, weight)

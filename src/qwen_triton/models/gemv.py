@@ -1,0 +1,107 @@
+"""Small-batch linear layers (y = x W^T + b with few rows of x) as a split-K Triton GEMV on CUDA. At batch 1 a
+decode step only streams weights, and cuBLAS reads some Qwen-7B shapes well below the memory bandwidth (the
+4096 x 4096 o_proj at about a quarter of it on an H200): more, smaller programs keep more bytes in flight.
+Each program sums BLOCK_K-wide slices of BLOCK_N weight rows over its split of K in float32; splits are
+summed (and the bias added) in float32 before one rounding to the output dtype, as cuBLAS rounds once."""
+from __future__ import annotations
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs
+    triton = None
+
+
+MAX_ROWS = 16  # above this a step is no longer weight-streaming only; cuBLAS's GEMMs take over
+
+
+def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # Half precision only: with float32 inputs tl.dot would round to TF32, where cuBLAS (torch's default) does not.
+    return (triton is not None and x.is_cuda and x.dim() == 2 and x.shape[0] <= MAX_ROWS and x.stride(1) == 1
+            and x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == x.dtype and weight.is_contiguous())
+
+
+if triton is not None:
+
+    @triton.jit
+    def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, x_stride, k_per_split,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr):
+        # out[split, m, n] = sum over k in this split of x[m, k] * w[n, k]  (+ bias[n] when one split)
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        split = tl.program_id(1)
+        rm = tl.arange(0, BLOCK_M)
+        k_start = split * k_per_split
+        k_end = tl.minimum(k_start + k_per_split, K)
+        w_rows = w_ptr + rn[:, None].to(tl.int64) * K  # (BLOCK_N, 1)
+        n_live = rn < N
+        if BLOCK_M == 1:
+            acc = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)  # reduced once after the loop
+            for k in range(k_start, k_end, BLOCK_K):
+                rk = k + tl.arange(0, BLOCK_K)
+                k_live = rk < k_end
+                w = tl.load(w_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0.0)
+                x = tl.load(x_ptr + rk, mask=k_live, other=0.0)
+                acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+            total = tl.sum(acc, axis=1)[None, :]  # (1, BLOCK_N)
+        else:
+            total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+            for k in range(k_start, k_end, BLOCK_K):
+                rk = k + tl.arange(0, BLOCK_K)
+                k_live = rk < k_end
+                w = tl.load(w_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0.0)
+                x = tl.load(x_ptr + rm[:, None] * x_stride + rk[None, :], mask=(rm[:, None] < M) & k_live[None, :],
+                            other=0.0)
+                total = tl.dot(x, tl.trans(w), total)  # (BLOCK_M, BLOCK_N)
+        if HAS_BIAS:
+            total += tl.load(bias_ptr + rn, mask=n_live, other=0.0).to(tl.float32)[None, :]
+        offsets = split * M * N + rm[:, None] * N + rn[None, :]
+        tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=(rm[:, None] < M) & n_live[None, :])
+
+    @triton.jit
+    def _sum_splits_kernel(parts_ptr, bias_ptr, out_ptr, MN, N, SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                           BLOCK: tl.constexpr):
+        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        live = offsets < MN
+        total = tl.zeros((BLOCK,), tl.float32)
+        for split in tl.static_range(SPLITS):
+            total += tl.load(parts_ptr + split * MN + offsets, mask=live, other=0.0)
+        if HAS_BIAS:
+            total += tl.load(bias_ptr + offsets % N, mask=live, other=0.0).to(tl.float32)
+        tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=live)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           launch: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """x (M, K) unit stride along K, M <= MAX_ROWS; weight (N, K) contiguous; bias (N,) -> (M, N) in x's dtype.
+    launch: (BLOCK_N, BLOCK_K, splits, warps); default by shape (choose_launch)."""
+    M, K = x.shape
+    N = weight.shape[0]
+    block_n, block_k, splits, warps = launch or choose_launch(M, N, K)
+    k_per_split = triton.cdiv(triton.cdiv(K, splits), block_k) * block_k
+    splits = triton.cdiv(K, k_per_split)
+    out = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    parts = out if splits == 1 else torch.empty((splits, M, N), dtype=torch.float32, device=x.device)
+    block_m = 1 if M == 1 else 16
+    _gemv_kernel[(triton.cdiv(N, block_n), splits)](
+        x, weight, bias if bias is not None else weight, parts, M, N, K, x.stride(0), k_per_split,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, HAS_BIAS=bias is not None and splits == 1,
+        num_warps=warps)
+    if splits > 1:
+        block = 1024
+        _sum_splits_kernel[(triton.cdiv(M * N, block),)](
+            parts, bias if bias is not None else weight, out, M * N, N, SPLITS=splits, HAS_BIAS=bias is not None,
+            BLOCK=block, num_warps=4)
+    return out
+
+
+def choose_launch(M: int, N: int, K: int) -> tuple[int, int, int, int]:
+    """Fastest launches of `python -m qwen_triton.bench.gemv` on an H200 for Qwen-7B's shapes
+    (benchmarks/results/gemv_h200.jsonl). Batch 1: 4 rows x 1,024 columns per program for the narrow outputs
+    (o_proj, down_proj: 3.2 and 3.8 TB/s where cuBLAS reads 2.5 and 3.3), 16 x 256 for the wide ones. More
+    rows: 32-wide tensor-core tiles, K split in 4 for the narrow outputs."""
+    narrow = N <= 4096
+    if M == 1:
+        return (4, 1024, 1, 4) if narrow else (16, 256, 1, 4)
+    return (32, 128, 4, 4) if narrow else (32, 128, 1, 4)
