@@ -1,5 +1,6 @@
 """The README's measured figures are the committed benchmark results, not numbers typed by hand."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,10 @@ def test_gpu_table_matches_the_json(gpu):
     assert f"{round(result['bandwidth_floor_bs1_tok_s'])} tok/s" in text
     assert f"| {result['max_concurrency_2048_tokens']} " in text
     assert (ROOT / f"benchmarks/results/{gpu}.png").stat().st_size > 10_000
+    for suite, run in result.get("tests", {}).items():  # runs from 2026-12-04 on record the test suites
+        assert run["returncode"] == 0, (suite, run["summary"])
+        passed = re.search(r"(\d+) passed", run["summary"]).group(1)
+        assert f"{passed} passed" in text, suite
     for baseline in ("c64_prefill_steps_only", "c64_fixed_requests"):  # H200 run on: same-run baselines
         if baseline in result["served"]:
             assert f"{round(result['served'][baseline]['output_tok_s']):,}, 0 failed" in text

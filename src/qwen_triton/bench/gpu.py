@@ -1,6 +1,6 @@
-"""One-command GPU benchmark: random Qwen-7B-shape engine made on the device, the transformers baseline,
-then the real Triton ensemble (gRPC streaming) at concurrency 1 and 64; writes benchmarks/results/<gpu>.json.
-Measures and records; asserts nothing."""
+"""One-command GPU benchmark: the GPU and fidelity test suites, a random Qwen-7B-shape engine made on the
+device, the transformers baseline, then the real Triton ensemble (gRPC streaming) at concurrency 1 and 64;
+writes benchmarks/results/<gpu>.json. Measures and records; asserts nothing."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +24,7 @@ from ..serving.launcher import Ports, TritonServer
 from ..tools.fill_templates import fill_repository, values_for_engine
 from ..tools.random_checkpoint import QWEN_7B
 from ..tools.random_engine import make_random_engine
+from .gpu_tests import run_suites
 from .sharegpt import load_lengths
 
 CLIENT_PROCESSES = 8  # the c64 load comes from 8 processes x 8 streams (one Python process saturates first)
@@ -104,10 +105,12 @@ def main(argv=None):
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--skip-prefill-steps-baseline", action="store_true",
                         help="skip the c64 run without mixed steps")
+    parser.add_argument("--skip-tests", action="store_true", help="do not run tests/gpu and tests/fidelity first")
     parser.add_argument("--hf-python", default=sys.executable,
                         help="interpreter with transformers for the baseline (the GPU host's own, not the bundle's)")
     args = parser.parse_args(argv)
     gpu = torch.cuda.get_device_name()
+    tests = {} if args.skip_tests else run_suites(args.hf_python)  # before the figures, on an idle GPU
     work = Path(tempfile.mkdtemp(prefix="qwen-bench-"))
     engine_dir = work / "engine"
     make_random_engine(engine_dir, QWEN_7B, LIMITS, seed=0)
@@ -132,7 +135,7 @@ def main(argv=None):
         "hf_bs1_tok_s": hf.get("hf_bs1_tok_s"), "hf_bs32_tok_s": hf.get("hf_bs32_tok_s"),
         "copy_bandwidth_gb_s": round(bandwidth, 1), "bandwidth_floor_bs1_tok_s": round(floor, 1),
         "max_concurrency_2048_tokens": served["kv_blocks"] * LIMITS.block_size // 2048,
-        "hf_setup": hf.get("hf_setup"), "served": served,
+        "hf_setup": hf.get("hf_setup"), "tests": tests, "served": served,
     }
     if hf:
         result["ratio_decode_bs1_vs_hf_bs1"] = round(result["decode_bs1_tok_s"] / hf["hf_bs1_tok_s"], 2)
