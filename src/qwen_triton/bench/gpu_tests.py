@@ -3,6 +3,8 @@
 import under the bundle's numpy 1.26), the bundle's site-packages appended there for pytest."""
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import subprocess
 import sys
@@ -28,3 +30,15 @@ def run_pytest(python: str, suite: str, extra_site: str | None = None) -> dict:
 def run_suites(hf_python: str) -> dict:
     return {"gpu": run_pytest(sys.executable, "tests/gpu"),
             "fidelity": run_pytest(hf_python, "tests/fidelity", sysconfig.get_paths()["purelib"])}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hf-python", default=sys.executable, help="interpreter with transformers (the host's own)")
+    results = run_suites(parser.parse_args(argv).hf_python)
+    print(json.dumps(results, indent=2))
+    sys.exit(max(r["returncode"] for r in results.values()))
+
+
+if __name__ == "__main__":
+    main()
