@@ -48,13 +48,14 @@ class AttentionBatch:
         return cls(slot_mapping, seq_lens=tuple(prefill_lens), block_tables=block_tables, context_lens=context_lens)
 
 
-class Linear(nn.Linear):
-    """nn.Linear whose few-row half-precision CUDA calls (decode steps) go to the split-K GEMV."""
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear, with few-row half-precision CUDA calls (decode steps) going to the split-K GEMV."""
+    return gemv.linear(x, weight, bias) if gemv.usable(x, weight) else F.linear(x, weight, bias)
 
+
+class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if gemv.usable(x, self.weight):
-            return gemv.linear(x, self.weight, self.bias)
-        return super().forward(x)
+        return linear(x, self.weight, self.bias)
 
 
 class RMSNorm(nn.Module):
@@ -235,4 +236,4 @@ class QwenForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, hidden) rows wanted (last token of each sequence) -> (N, vocab) in the model's dtype."""
         weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return gemv.linear(hidden, weight) if gemv.usable(hidden, weight) else F.linear(hidden, weight)
+        return linear(hidden, weight)

@@ -87,7 +87,9 @@ class _DecodeRows:
     """Static input buffers of decode rows (and extra_rows after them), shared by the decode and mixed
     graphs. Padding rows read block 0 for one token and write their K/V to the scratch slot."""
 
-    def __init__(self, top: int, extra_rows: int, max_blocks: int, scratch_slot: int, device):
+    def __init__(self, max_batch: int, extra_rows: int, max_blocks: int, scratch_slot: int, device):
+        self.batch_buckets = [b for b in BATCH_BUCKETS if b <= max_batch]
+        top = self.batch_buckets[-1]
         long = dict(dtype=torch.long, device=device)
         self.scratch_slot = scratch_slot
         self.ids, self.positions = torch.zeros(top + extra_rows, **long), torch.zeros(top + extra_rows, **long)
@@ -106,22 +108,31 @@ class _DecodeRows:
         self.tables[:n, width:] = 0
         return n
 
+    def _capture_grid(self, model, kv_caches, inner_buckets, pool) -> dict:
+        """One graph per (batch bucket, inner bucket), largest first so the smaller ones reuse its pool."""
+        graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        for bs in reversed(self.batch_buckets):
+            for inner in reversed(inner_buckets):
+                graph, logits = self._capture(model, kv_caches, bs, inner, pool)
+                pool = graph.pool()
+                graphs[(bs, inner)] = (graph, logits)
+        return graphs
+
+    def _grid_bucket(self, batch_size: int, inner: int, inner_buckets) -> tuple[int, int] | None:
+        bs = next((b for b in self.batch_buckets if b >= batch_size), None)
+        fit = next((b for b in inner_buckets if b >= inner), None)
+        return None if bs is None or fit is None else (bs, fit)
+
 
 class DecodeGraphs(_DecodeRows):
     def __init__(self, model, kv_caches, max_batch: int, max_blocks: int, scratch_slot: int, device,
                  paged_attention_kernel: bool = False, pool=None):
-        self.batch_buckets = [b for b in BATCH_BUCKETS if b <= max_batch]
         # The paged kernel reads only live blocks, so one full-width table serves every context length;
         # the SDPA fallback gathers the whole table, so it gets context buckets.
         buckets = (max_blocks,) if paged_attention_kernel else (*BLOCK_BUCKETS, max_blocks)
         self.block_buckets = sorted({min(b, max_blocks) for b in buckets})
-        super().__init__(self.batch_buckets[-1], 0, max_blocks, scratch_slot, device)
-        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
-        for bs in reversed(self.batch_buckets):
-            for nb in reversed(self.block_buckets):
-                graph, logits = self._capture(model, kv_caches, bs, nb, pool)
-                pool = graph.pool()
-                self.graphs[(bs, nb)] = (graph, logits)
+        super().__init__(max_batch, 0, max_blocks, scratch_slot, device)
+        self.graphs = self._capture_grid(model, kv_caches, self.block_buckets, pool)
 
     def _capture(self, model, kv_caches, bs: int, nb: int, pool):
         batch = AttentionBatch.decode(self.slots[:bs], self.tables[:bs, :nb], self.lens[:bs])
@@ -133,9 +144,7 @@ class DecodeGraphs(_DecodeRows):
         return capture(step, pool)
 
     def bucket(self, batch_size: int, blocks: int) -> tuple[int, int] | None:
-        bs = next((b for b in self.batch_buckets if b >= batch_size), None)
-        nb = next((b for b in self.block_buckets if b >= blocks), None)
-        return None if bs is None or nb is None else (bs, nb)
+        return self._grid_bucket(batch_size, blocks, self.block_buckets)
 
     def run(self, key, ids, positions, slots, tables, lens) -> torch.Tensor:
         """Inputs for n <= key's batch rows; returns (n, vocab) logits."""
@@ -152,18 +161,11 @@ class MixedGraphs(_DecodeRows):
 
     def __init__(self, model, kv_caches, max_batch: int, max_tokens: int, max_blocks: int, scratch_slot: int,
                  device, pool=None):
-        self.batch_buckets = [b for b in BATCH_BUCKETS if b <= max_batch]
         self.token_buckets = [b for b in PREFILL_BUCKETS if b < max_tokens] + [max_tokens]
-        top = self.batch_buckets[-1]
-        super().__init__(top, self.token_buckets[-1], max_blocks, scratch_slot, device)
-        self.arange = torch.arange(top, dtype=torch.long, device=device)
+        super().__init__(max_batch, self.token_buckets[-1], max_blocks, scratch_slot, device)
+        self.arange = torch.arange(self.batch_buckets[-1], dtype=torch.long, device=device)
         self.last = torch.zeros(1, dtype=torch.long, device=device)  # row of the prefill's last token
-        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
-        for bs in reversed(self.batch_buckets):
-            for tokens in reversed(self.token_buckets):
-                graph, logits = self._capture(model, kv_caches, bs, tokens, pool)
-                pool = graph.pool()
-                self.graphs[(bs, tokens)] = (graph, logits)
+        self.graphs = self._capture_grid(model, kv_caches, self.token_buckets, pool)
 
     def _capture(self, model, kv_caches, bs: int, tokens: int, pool):
         T = bs + tokens
@@ -176,9 +178,7 @@ class MixedGraphs(_DecodeRows):
         return capture(step, pool)
 
     def bucket(self, batch_size: int, prefill_tokens: int) -> tuple[int, int] | None:
-        bs = next((b for b in self.batch_buckets if b >= batch_size), None)
-        tokens = next((b for b in self.token_buckets if b >= prefill_tokens), None)
-        return None if bs is None or tokens is None else (bs, tokens)
+        return self._grid_bucket(batch_size, prefill_tokens, self.token_buckets)
 
     def run(self, key, decode: tuple, prefill: tuple) -> torch.Tensor:
         """decode: (ids, positions, slots, tables, lens) of n rows; prefill: (ids, positions, slots) of one
