@@ -170,6 +170,15 @@ def run_steady_window(url: str, concurrency: int, jobs: list[Job], warmup_s: flo
     return _summarise(concurrency, inside, len(failures), window_s, tokens)
 
 
+def ttft_samples_ms(url: str, job: Job, repeats: int) -> list[float]:
+    """Time to the first text of `repeats` requests sent one after another on one client (its stream kept
+    open, as perf_analyzer keeps it), after one request that is not counted."""
+    samples, failures = _run_threads(url, 1, [job] * (repeats + 1), {"temperature": 0.0})
+    if failures:
+        raise RuntimeError(f"time-to-first-token request failed: {failures[0]}")
+    return [round(1000 * s.ttft_s, 2) for s in samples[1:]]
+
+
 def run_streaming_load(url: str, concurrency: int, requests_per_worker: int, max_tokens: int,
                        prompt: str = DEFAULT_PROMPT, greedy: bool = True, processes: int = 1) -> LoadResult:
     jobs = [Job(prompt, max_tokens)] * (concurrency * requests_per_worker)

@@ -127,6 +127,19 @@ def test_cancelled_stream_frees_its_slot_and_the_server_keeps_serving(triton, cl
     assert client.generate("Still there?", **GREEDY).num_output_tokens > 0
 
 
+def test_a_client_keeps_its_stream_and_opens_a_new_one_after_an_early_stop(triton):
+    with QwenClient(f"127.0.0.1:{triton.ports.grpc}") as c:
+        opened = []
+        start_stream = c.grpc.start_stream
+        c.grpc.start_stream = lambda **kw: opened.append(1) or start_stream(**kw)
+        first = c.generate("Say hi.", **GREEDY)
+        assert c.generate("Say hi.", **GREEDY) == first and len(opened) == 1
+        stream = c.stream("Write a very long essay.", max_tokens=400, min_tokens=400, temperature=0.0)
+        next(stream)
+        stream.close()  # cancels it with its stream: none of its late responses reach the next request
+        assert c.generate("Say hi.", **GREEDY) == first and len(opened) == 2
+
+
 def _running_requests(triton) -> float:
     import urllib.request
 

@@ -97,3 +97,18 @@ def test_mixed_steps_give_the_same_events_as_separate_prefill_steps(folder, over
     assert mixed == separate
     # Requests 2 (30 tokens) and 3 (4) join a running batch, each in a decode step of its own (one per step).
     assert fed.count("mixed") == 2 and "mixed" not in fed_separate
+
+
+def test_cpu_engine_emits_the_first_token_before_computing_the_next_step(folder):
+    """Without overlap by default on CPU: a prompt's first token is not held back by the decode step after it."""
+    runner = ModelRunner(folder, device="cpu")
+    steps_run = []
+    execute = runner.execute
+    runner.execute = lambda schedule, feed=None: steps_run.append(1) or execute(schedule, feed)
+    engine = Engine(runner, folder.config.limits)
+    first_seen_after = []
+    sink = lambda event: (first_seen_after.append(len(steps_run)) if not first_seen_after else None) or True  # noqa: E731
+    engine.submit([9707, 11, 1879], SamplingParams(max_tokens=4), sink)
+    while engine.step():
+        pass
+    assert not engine.overlap and first_seen_after == [1] and len(steps_run) == 4

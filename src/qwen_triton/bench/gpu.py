@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..config import EngineLimits
-from ..loadtest import Job, result_dict, run_jobs, run_steady_window
+from ..loadtest import Job, result_dict, run_jobs, run_steady_window, ttft_samples_ms
 from ..serving.launcher import Ports, TritonServer
 from ..tools.fill_templates import fill_repository, values_for_engine
 from ..tools.random_checkpoint import QWEN_7B
@@ -79,6 +79,14 @@ def c64_with_prefill_steps_only(engine_dir: Path, work: Path, jobs: list[Job]) -
                                              processes=CLIENT_PROCESSES))
 
 
+def engine_alone_first_token(engine_dir: Path, prompt_len: int = 512) -> dict:
+    """bench.prefill on the same engine, without Triton: the engine's share of time to first token. In its own
+    process, so its GPU memory is free again before the server sizes its KV cache."""
+    out = subprocess.run([sys.executable, "-m", "qwen_triton.bench.prefill", "--engine-dir", str(engine_dir),
+                          "--prompt-len", str(prompt_len)], check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+
+
 def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_requests: int) -> dict:
     server, ports = _server(engine_dir, work)
     with server:
@@ -86,7 +94,7 @@ def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_reques
         blocks = free_kv_blocks(ports)
         run_jobs(url, 4, [Job(WORD * 64, 16, True)] * 8)  # warm-up
         bs1 = run_jobs(url, 1, [Job(WORD * 32, 256, True)] * 3)
-        ttft = [run_jobs(url, 1, [Job(WORD * 512, 1, True)]).latency_ms_p50 for _ in range(8)]
+        ttft = ttft_samples_ms(url, Job(WORD * 512, 1, True), repeats=8)
         c64 = run_steady_window(url, 64, c64_jobs, C64_WARMUP_S, C64_WINDOW_S, processes=CLIENT_PROCESSES)
         # The same lengths as a fixed list of requests: the figure includes the ramp-down at the end.
         c64_fixed = run_jobs(url, 64, c64_jobs[:c64_requests], processes=CLIENT_PROCESSES)
@@ -119,6 +127,7 @@ def main(argv=None):
     hf = {} if args.skip_hf else json.loads(subprocess.run(
         [args.hf_python, "-m", "qwen_triton.bench.hf_baseline", "--engine-dir", str(engine_dir)],
         check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1])
+    engine_alone = engine_alone_first_token(engine_dir)
     c64_jobs = [Job(WORD * i, o, True) for i, o in load_lengths(args.lengths)]  # raw prompts of i tokens
     served = serve_and_load(engine_dir, work, c64_jobs, args.c64_requests)
     if not args.skip_prefill_steps_baseline:
@@ -131,6 +140,8 @@ def main(argv=None):
         "model": "random weights, Qwen-7B shape (4096 hidden, 32 layers, 32 heads, MLP 11008, vocab 151936), fp16",
         "decode_bs1_tok_s": round(1000 / served["bs1"]["itl_ms_mean"], 2),
         "ttft_512_ms": round(statistics.median(served["ttft_512_samples_ms"]), 2),
+        "ttft_512_method": "first text of a 1-token request, one client stream kept open, median of 8",
+        "engine_alone_ttft_512": engine_alone,
         "c64_output_tok_s": served["c64"]["output_tok_s"], "c64_failed_requests": served["c64"]["failed"],
         "hf_bs1_tok_s": hf.get("hf_bs1_tok_s"), "hf_bs32_tok_s": hf.get("hf_bs32_tok_s"),
         "copy_bandwidth_gb_s": round(bandwidth, 1), "bandwidth_floor_bs1_tok_s": round(floor, 1),

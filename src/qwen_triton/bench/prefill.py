@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from ..config import load_engine_folder
 from ..runtime.engine import Engine
 from ..runtime.model_runner import ModelRunner
 from ..runtime.request import SamplingParams
@@ -32,7 +33,7 @@ def first_token_ms(engine: Engine, prompt_len: int) -> float:
 
 
 def kernel_ms(runner: ModelRunner, prompt_len: int, table: bool = False) -> float:
-    engine = Engine(runner, LIMITS)
+    engine = Engine(runner, runner.config.limits)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         engine.submit(list(range(1000, 1000 + prompt_len)), SamplingParams(max_tokens=1), lambda e: True)
         while engine.step():
@@ -47,10 +48,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prompt-len", type=int, nargs="+", default=[16, 128, 512, 1024])
     parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--engine-dir", help="an engine folder (default: a random Qwen-7B-shape one, made here)")
     args = parser.parse_args(argv)
-    folder = make_random_engine(Path(tempfile.mkdtemp()) / "engine", QWEN_7B, LIMITS)
+    folder = (load_engine_folder(args.engine_dir) if args.engine_dir
+              else make_random_engine(Path(tempfile.mkdtemp()) / "engine", QWEN_7B, LIMITS))
     runner = ModelRunner(folder, device="cuda")
-    engine = Engine(runner, LIMITS)
+    engine = Engine(runner, runner.config.limits)
     engine.start()
     for n in args.prompt_len:
         first_token_ms(engine, n)  # shapes seen once (cuBLAS heuristics, allocator)

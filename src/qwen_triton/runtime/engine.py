@@ -60,9 +60,11 @@ class _InFlight:
 
 class Engine:
     def __init__(self, runner, limits: EngineLimits, sampler: Sampler | None = None,
-                 on_stats: Callable[[EngineStats], None] | None = None, overlap: bool = True):
+                 on_stats: Callable[[EngineStats], None] | None = None, overlap: bool | None = None):
         self.runner = runner
-        self.overlap = overlap
+        # Default: overlap on CUDA only. A CPU step computes while it is launched, so launching step N+1
+        # before settling step N gains nothing and delays step N's tokens (a prompt's first token by a step).
+        self.overlap = overlap if overlap is not None else getattr(getattr(runner, "device", None), "type", "") == "cuda"
         self._inflight: _InFlight | None = None
         self._host_ring = HostRing()  # sampled ids come back through it; at most two flights use it at once
         self.limits = limits
