@@ -87,6 +87,30 @@ def engine_alone_first_token(engine_dir: Path, prompt_len: int = 512) -> dict:
     return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
 
+def _model_stats(url: str) -> dict:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        stats = client.get_inference_statistics(as_json=True)["model_stats"]
+    finally:
+        client.close()
+    keys = ("queue", "compute_input", "compute_infer", "compute_output", "success")
+    return {m["name"]: {k: (int(m["inference_stats"][k].get("count", 0)), int(m["inference_stats"][k].get("ns", 0)))
+                        for k in keys} for m in stats}
+
+
+def per_request_ms(before: dict, after: dict) -> dict:
+    """Triton's statistics between two snapshots: mean ms per request of each model and phase."""
+    out = {}
+    for model, phases in after.items():
+        count = phases["success"][0] - before[model]["success"][0]
+        if count:
+            out[model] = {phase: round((ns - before[model][phase][1]) / count / 1e6, 3)
+                          for phase, (_, ns) in phases.items()}
+    return out
+
+
 def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_requests: int) -> dict:
     server, ports = _server(engine_dir, work)
     with server:
@@ -94,12 +118,16 @@ def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_reques
         blocks = free_kv_blocks(ports)
         run_jobs(url, 4, [Job(WORD * 64, 16, True)] * 8)  # warm-up
         bs1 = run_jobs(url, 1, [Job(WORD * 32, 256, True)] * 3)
-        ttft = ttft_samples_ms(url, Job(WORD * 512, 1, True), repeats=8)
+        ttft_samples_ms(url, Job(WORD * 512, 1, True), repeats=0)  # first 512-token prompt: not in the stats
+        stats_before = _model_stats(url)
+        ttft = ttft_samples_ms(url, Job(WORD * 512, 1, True), repeats=8)  # the stats count all 9 requests
+        ttft_stats = per_request_ms(stats_before, _model_stats(url))
         c64 = run_steady_window(url, 64, c64_jobs, C64_WARMUP_S, C64_WINDOW_S, processes=CLIENT_PROCESSES)
         # The same lengths as a fixed list of requests: the figure includes the ramp-down at the end.
         c64_fixed = run_jobs(url, 64, c64_jobs[:c64_requests], processes=CLIENT_PROCESSES)
         c64_one_process = run_steady_window(url, 64, c64_jobs, 3.0, 10.0)  # what one client process can drive
     return {"kv_blocks": blocks, "bs1": result_dict(bs1), "ttft_512_samples_ms": ttft,
+            "ttft_512_triton_stats_ms": ttft_stats,
             "c64": result_dict(c64), "c64_window": {"warmup_s": C64_WARMUP_S, "window_s": C64_WINDOW_S},
             "c64_client_processes": CLIENT_PROCESSES, "c64_fixed_requests": result_dict(c64_fixed),
             "c64_one_client_process": result_dict(c64_one_process)}
