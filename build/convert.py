@@ -18,11 +18,13 @@ def main(argv=None):
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--mixed-prefill-tokens", type=int, default=512,
                         help="longest prompt that joins a running decode step (GPU); 0: prefill steps only")
+    parser.add_argument("--mixed-max-waiting", type=int, default=0,
+                        help="mix only while at most this many prompts wait, else prefill them together; 0: no cap")
     args = parser.parse_args(argv)
     try:
         limits = EngineLimits(dtype=args.dtype, max_batch_size=args.max_batch_size, max_input_len=args.max_input_len,
                               max_seq_len=args.max_seq_len, block_size=args.block_size,
-                              mixed_prefill_tokens=args.mixed_prefill_tokens,
+                              mixed_prefill_tokens=args.mixed_prefill_tokens, mixed_max_waiting=args.mixed_max_waiting,
                               max_num_batched_tokens=args.max_num_batched_tokens or max(4096, args.max_input_len))
         convert_checkpoint(args.hf_dir, args.out, limits, progress=print)
     except ConfigError as exc:

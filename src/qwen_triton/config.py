@@ -61,6 +61,9 @@ class EngineLimits:
     # Longest prompt that joins a running decode step instead of stalling it for a prefill step of its own
     # (CUDA graphs with the paged kernel only); 0: never.
     mixed_prefill_tokens: int = 512
+    # Mix only while at most this many prompts wait (0: any number). A longer queue gets one prefill step for
+    # all of it, so a burst of arrivals waits one step instead of one mixed step per prompt.
+    mixed_max_waiting: int = 0
 
     def __post_init__(self):
         _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
@@ -68,6 +71,7 @@ class EngineLimits:
         _require(self.max_num_batched_tokens >= self.max_input_len, "max_num_batched_tokens < max_input_len")
         _require(self.max_batch_size > 0 and self.block_size > 0, "max_batch_size and block_size must be > 0")
         _require(self.mixed_prefill_tokens >= 0, "mixed_prefill_tokens must be >= 0")
+        _require(self.mixed_max_waiting >= 0, "mixed_max_waiting must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,26 @@ def test_short_waiting_prompt_joins_a_decode_step_one_per_step():
     assert out.is_prefill and out.prefill == (long_one, short_b)
 
 
+def test_a_queue_longer_than_mixed_max_waiting_gets_one_prefill_step():
+    scheduler = make_scheduler(mixed_prefill_tokens=12, mixed_max_waiting=2)
+    running, a, b, c = make_requests(4)
+    scheduler.add(running)
+    scheduler.commit(scheduler.schedule())
+    running.output_ids.append(7)
+    for seq in (a, b, c):
+        scheduler.add(seq)
+    out = scheduler.schedule()  # three wait, more than 2: one prefill step for all of them
+    assert out.is_prefill and out.prefill == (a, b, c) and not out.decode
+    scheduler.commit(out)
+    for seq in out.sequences:
+        seq.output_ids.append(7)
+    late = make_requests(1)[0]
+    scheduler.add(late)
+    scheduler.finish(c)  # room for one more in the batch of 4
+    out = scheduler.schedule()  # one waits: it joins the decode step
+    assert out.is_mixed and out.prefill == (late,) and len(out.decode) == 3
+
+
 def test_no_mixing_when_disabled_or_without_kv_room():
     scheduler = make_scheduler(mixed_prefill_tokens=0)
     running, waiting = make_requests(2)

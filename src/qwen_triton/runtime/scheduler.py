@@ -4,7 +4,8 @@ chunking), so a preempted sequence is recomputed whole.
 
 Mixed steps (mixed_prefill_tokens > 0, when the runner can run them): while sequences are decoding, the
 next waiting one joins a decode step if it has at most mixed_prefill_tokens tokens, so the running
-sequences do not stall for a prefill step of their own. A longer one, or an idle engine, gets a prefill step."""
+sequences do not stall for a prefill step of their own. A longer one, an idle engine, or more than
+mixed_max_waiting waiting prompts (when set) get a prefill step."""
 from __future__ import annotations
 
 from collections import deque
@@ -59,8 +60,10 @@ class Scheduler:
         return self._decode()
 
     def _can_mix(self) -> bool:
+        queue_cap = self.limits.mixed_max_waiting
         return (0 < len(self.running) < self.limits.max_batch_size and bool(self.waiting)
                 and len(self.waiting[0]) <= self.mixed_prefill_tokens
+                and (queue_cap == 0 or len(self.waiting) <= queue_cap)
                 and any(self._wants_decode(seq) for seq in self.running))
 
     def _admit(self, max_seqs: int | None = None) -> list[Sequence]:
