@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import gc
 import itertools
 import json
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -91,7 +93,11 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup-s", type=float, default=5.0)
     parser.add_argument("--window-s", type=float, default=15.0)
     parser.add_argument("--max-waiting", type=int, default=1, help="mixed_max_waiting of the second variant")
+    parser.add_argument("--out", help="also append the result lines here (JSONL, after a line naming the run)")
     args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    lines = [{"command": "python -m qwen_triton.bench.engine_load " + " ".join(given),
+              "gpu": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat()}]
     lengths = load_lengths(args.lengths)
     root = Path(tempfile.mkdtemp(prefix="qwen-engine-load-"))
     variants = {"mixed steps": LIMITS,
@@ -101,10 +107,13 @@ def main(argv=None) -> None:
     for i, (name, limits) in enumerate(variants.items()):
         engine_dir = root / f"engine-{i}"
         make_random_engine(engine_dir, QWEN_7B, limits)
-        print(json.dumps({"scheduling": name, "concurrency": args.concurrency, **measure(engine_dir, args, lengths)}),
-              flush=True)
+        lines.append({"scheduling": name, "concurrency": args.concurrency, **measure(engine_dir, args, lengths)})
+        print(json.dumps(lines[-1]), flush=True)
         gc.collect()  # the runner (weights, KV cache, graphs) goes before the next one is made
         torch.cuda.empty_cache()
+    if args.out:
+        with open(args.out, "a") as out:
+            out.writelines(json.dumps(line) + "\n" for line in lines)
 
 
 if __name__ == "__main__":
