@@ -39,13 +39,11 @@ def test_steady_window_counts_only_tokens_inside_the_window(triton):
 
 
 def test_ttft_samples_and_triton_statistics_over_them(triton):
-    from qwen_triton.bench.gpu import _model_stats, per_request_ms
+    from qwen_triton.bench.gpu import with_triton_stats
     from qwen_triton.loadtest import Job, ttft_samples_ms
 
     url = f"127.0.0.1:{triton.ports.grpc}"
-    before = _model_stats(url)
-    samples = ttft_samples_ms(url, Job(" the" * 64, 1, True), repeats=3)
-    stats = per_request_ms(before, _model_stats(url))
+    samples, stats = with_triton_stats(url, lambda: ttft_samples_ms(url, Job(" the" * 64, 1, True), repeats=3))
     assert len(samples) == 3 and all(0 < s < 10_000 for s in samples)
     assert set(stats) == {"ensemble", "preprocessing", "tensorrt_llm", "postprocessing"}
     # 4 requests (one not sampled); the ensemble holds each at least as long as its preprocessing
