@@ -15,9 +15,13 @@ def main(argv=None):
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--once", default=None, help="send one message, print the answer and exit")
     args = parser.parse_args(argv)
-    client = QwenClient(args.url)
-    history: list[list[str]] = []
     print("Qwen chat over Triton gRPC. Empty line or Ctrl-D quits; /reset clears the history.", file=sys.stderr)
+    with QwenClient(args.url) as client:  # closes its gRPC stream (a non-daemon thread) on the way out
+        return _chat(client, args)
+
+
+def _chat(client: QwenClient, args) -> int:
+    history: list[list[str]] = []
     while True:
         query = args.once if args.once is not None else _read("user> ")
         if not query:

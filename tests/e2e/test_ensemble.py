@@ -1,8 +1,11 @@
 """End to end through a real tritonserver: contract, streaming, concurrency, cancellation, bad input."""
 import json
 import queue
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from qwen_triton.client import QwenClient, build_request
 from qwen_triton.schema import POSTPROCESSING, PREPROCESSING, TENSORRT_LLM
 
 pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
 GREEDY = dict(temperature=0.0, max_tokens=24)
 
 
@@ -187,3 +191,11 @@ def test_unary_call_to_preprocessing_reports_invalid_argument(triton):
         _infer(grpc, PREPROCESSING, {"text_input": np.array([b"hi"], dtype=np.object_),
                                      "history": np.array([b"[1, 2"], dtype=np.object_)})
     assert "INVALID_ARGUMENT" in str(info.value.status()) and "history:" in info.value.message()
+
+
+def test_chat_cli_answers_two_turns_and_exits(triton):
+    run = subprocess.run([sys.executable, "-m", "client.chat", "--url", f"127.0.0.1:{triton.ports.grpc}",
+                          "--max-tokens", "8", "--temperature", "0"], input="Hello\nAnd again?\n\n",
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("assistant> ") == 2 and run.stderr.count("output tokens]") == 2
