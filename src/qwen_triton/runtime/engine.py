@@ -64,7 +64,8 @@ class Engine:
         self.runner = runner
         # Default: overlap on CUDA only. A CPU step computes while it is launched, so launching step N+1
         # before settling step N gains nothing and delays step N's tokens (a prompt's first token by a step).
-        self.overlap = overlap if overlap is not None else getattr(getattr(runner, "device", None), "type", "") == "cuda"
+        on_cuda = getattr(getattr(runner, "device", None), "type", "") == "cuda"
+        self.overlap = on_cuda if overlap is None else overlap
         self._inflight: _InFlight | None = None
         self._host_ring = HostRing()  # sampled ids come back through it; at most two flights use it at once
         self.limits = limits
