@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import tritonclient.grpc as grpcclient
+
 from .client import QwenClient
 from .schema import ENSEMBLE
 from .serving.launcher import perf_analyzer_binary, perf_analyzer_env
@@ -177,6 +179,36 @@ def ttft_samples_ms(url: str, job: Job, repeats: int) -> list[float]:
     if failures:
         raise RuntimeError(f"time-to-first-token request failed: {failures[0]}")
     return [round(1000 * s.ttft_s, 2) for s in samples[1:]]
+
+
+def triton_model_stats(url: str) -> dict:
+    """Triton's cumulative statistics: {model: {phase: (count, ns)}}."""
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        stats = client.get_inference_statistics(as_json=True)["model_stats"]
+    finally:
+        client.close()
+    keys = ("queue", "compute_input", "compute_infer", "compute_output", "success")
+    return {m["name"]: {k: (int(m["inference_stats"][k].get("count", 0)), int(m["inference_stats"][k].get("ns", 0)))
+                        for k in keys} for m in stats}
+
+
+def per_request_ms(before: dict, after: dict) -> dict:
+    """Triton's statistics between two snapshots: mean ms per request of each model and phase."""
+    out = {}
+    for model, phases in after.items():
+        count = phases["success"][0] - before[model]["success"][0]
+        if count:
+            out[model] = {phase: round((ns - before[model][phase][1]) / count / 1e6, 3)
+                          for phase, (_, ns) in phases.items()}
+    return out
+
+
+def with_triton_stats(url: str, run):
+    """run() -> (its result, Triton's per-model statistics per request over it)."""
+    before = triton_model_stats(url)
+    result = run()
+    return result, per_request_ms(before, triton_model_stats(url))
 
 
 def run_streaming_load(url: str, concurrency: int, requests_per_worker: int, max_tokens: int,

@@ -39,7 +39,7 @@ def test_steady_window_counts_only_tokens_inside_the_window(triton):
 
 
 def test_ttft_samples_and_triton_statistics_over_them(triton):
-    from qwen_triton.bench.gpu import with_triton_stats
+    from qwen_triton.loadtest import with_triton_stats
     from qwen_triton.loadtest import Job, ttft_samples_ms
 
     url = f"127.0.0.1:{triton.ports.grpc}"

@@ -1,5 +1,5 @@
-"""bench.gpu's Triton statistics arithmetic: the mean per request between two snapshots, per model and phase."""
-from qwen_triton.bench.gpu import per_request_ms
+"""The load tests' Triton statistics arithmetic: the mean per request between two snapshots, per model and phase."""
+from qwen_triton.loadtest import per_request_ms
 
 
 def _snapshot(success_count, ns):

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..config import EngineLimits
-from ..loadtest import Job, result_dict, run_jobs, run_steady_window, ttft_samples_ms
+from ..loadtest import Job, result_dict, run_jobs, run_steady_window, ttft_samples_ms, with_triton_stats
 from ..serving.launcher import Ports, TritonServer
 from ..tools.fill_templates import fill_repository, values_for_engine
 from ..tools.random_checkpoint import QWEN_7B
@@ -70,13 +70,16 @@ def _server(engine_dir: Path, work: Path) -> tuple[TritonServer, Ports]:
     return TritonServer(repo, ports, log_file=work / f"server-{engine_dir.name}.log", exit_timeout_s=5), ports
 
 
+def c64_window(url: str, jobs: list[Job]):
+    return run_steady_window(url, 64, jobs, C64_WARMUP_S, C64_WINDOW_S, processes=CLIENT_PROCESSES)
+
+
 def c64_with_prefill_steps_only(engine_dir: Path, work: Path, jobs: list[Job]) -> dict:
     """The baseline of mixed steps, same run: the c64 window on an engine whose prompts always get a prefill
     step of their own (mixed_prefill_tokens 0)."""
     server, ports = _server(engine_dir, work)
     with server:
-        return result_dict(run_steady_window(f"127.0.0.1:{ports.grpc}", 64, jobs, C64_WARMUP_S, C64_WINDOW_S,
-                                             processes=CLIENT_PROCESSES))
+        return result_dict(c64_window(f"127.0.0.1:{ports.grpc}", jobs))
 
 
 def engine_alone_first_token(engine_dir: Path, prompt_len: int = 512) -> dict:
@@ -85,37 +88,6 @@ def engine_alone_first_token(engine_dir: Path, prompt_len: int = 512) -> dict:
     out = subprocess.run([sys.executable, "-m", "qwen_triton.bench.prefill", "--engine-dir", str(engine_dir),
                           "--prompt-len", str(prompt_len)], check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-
-
-def _model_stats(url: str) -> dict:
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(url)
-    try:
-        stats = client.get_inference_statistics(as_json=True)["model_stats"]
-    finally:
-        client.close()
-    keys = ("queue", "compute_input", "compute_infer", "compute_output", "success")
-    return {m["name"]: {k: (int(m["inference_stats"][k].get("count", 0)), int(m["inference_stats"][k].get("ns", 0)))
-                        for k in keys} for m in stats}
-
-
-def per_request_ms(before: dict, after: dict) -> dict:
-    """Triton's statistics between two snapshots: mean ms per request of each model and phase."""
-    out = {}
-    for model, phases in after.items():
-        count = phases["success"][0] - before[model]["success"][0]
-        if count:
-            out[model] = {phase: round((ns - before[model][phase][1]) / count / 1e6, 3)
-                          for phase, (_, ns) in phases.items()}
-    return out
-
-
-def with_triton_stats(url: str, run):
-    """run() -> (its result, Triton's per-model statistics per request over it)."""
-    before = _model_stats(url)
-    result = run()
-    return result, per_request_ms(before, _model_stats(url))
 
 
 def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_requests: int) -> dict:
@@ -128,8 +100,7 @@ def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_reques
         ttft_samples_ms(url, Job(WORD * 512, 1, True), repeats=0)  # first 512-token prompt: not in the stats
         # Statistics over all 9 TTFT requests; over the c64 run with its warm-up (where requests wait).
         ttft, ttft_stats = with_triton_stats(url, lambda: ttft_samples_ms(url, Job(WORD * 512, 1, True), repeats=8))
-        c64, c64_stats = with_triton_stats(url, lambda: run_steady_window(
-            url, 64, c64_jobs, C64_WARMUP_S, C64_WINDOW_S, processes=CLIENT_PROCESSES))
+        c64, c64_stats = with_triton_stats(url, lambda: c64_window(url, c64_jobs))
         # The same lengths as a fixed list of requests: the figure includes the ramp-down at the end.
         c64_fixed = run_jobs(url, 64, c64_jobs[:c64_requests], processes=CLIENT_PROCESSES)
         c64_one_process = run_steady_window(url, 64, c64_jobs, 3.0, 10.0)  # what one client process can drive
