@@ -124,3 +124,16 @@ def test_llm_reports_engine_occupancy_as_gauges(llm):
     while gauges["waiting"].value() != 7:
         assert time.monotonic() < deadline, "the reporter thread did not publish"
         time.sleep(0.01)
+
+
+def test_llm_observes_time_to_first_response_once_per_request(preprocessing, llm):
+    histogram = llm.service.engine.on_stats.publish.first_response
+    before = len(histogram.observed)
+    requests = [_llm_request(preprocessing, "Hi", streaming=True, temperature=0.0) for _ in range(2)]
+    started = time.perf_counter()
+    llm.execute(requests)
+    assert all(r.get_response_sender().done.wait(60) for r in requests)
+    elapsed = time.perf_counter() - started
+    new = histogram.observed[before:]
+    assert len(new) == 2 and all(0 < s <= elapsed for s in new)
+    assert list(histogram.buckets) == sorted(histogram.buckets)

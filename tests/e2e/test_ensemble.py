@@ -14,6 +14,8 @@ from tritonclient.utils import InferenceServerException
 
 from qwen_triton.client import QwenClient, build_request
 from qwen_triton.schema import POSTPROCESSING, PREPROCESSING, TENSORRT_LLM
+from qwen_triton.server_metrics import gauge, histogram, histogram_delta_ms, scrape
+from qwen_triton.serving.responses import FIRST_RESPONSE_METRIC
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,12 +147,15 @@ def test_a_client_keeps_its_stream_and_opens_a_new_one_after_an_early_stop(trito
 
 
 def _running_requests(triton) -> float:
-    import urllib.request
+    return gauge(scrape(triton.ports.metrics), "qwen_engine_running_requests")
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{triton.ports.metrics}/metrics", timeout=5).read().decode()
-    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("qwen_engine_running_requests")]
-    assert values, "engine metric missing"
-    return values[0]
+
+def test_time_to_first_response_histogram_counts_each_request(triton, client):
+    before = histogram(scrape(triton.ports.metrics), FIRST_RESPONSE_METRIC)
+    for _ in range(3):
+        assert list(client.stream("Say hi.", **dict(GREEDY, max_tokens=4)))
+    delta = histogram_delta_ms(before, histogram(scrape(triton.ports.metrics), FIRST_RESPONSE_METRIC))
+    assert delta["count"] == 3 and delta["mean_ms"] > 0 and delta["p90_ms_at_most"] is not None
 
 
 BAD_INPUTS = [

@@ -124,17 +124,22 @@ class MetricFamily:
         self.name, self.description, self.kind = name, description, kind
         self.metrics: list[Metric] = []
 
-    def Metric(self, labels=None):  # noqa: N802 (the real API's name)
-        metric = Metric(labels or {}, weakref.ref(self))
+    def Metric(self, labels=None, buckets=None):  # noqa: N802 (the real API's name)
+        if (buckets is None) == (self.kind == self.HISTOGRAM):  # as the real stub: buckets iff a histogram
+            raise TritonError("Failed to create metric. " + ("Missing required" if buckets is None else "Unexpected")
+                              + " buckets.")
+        metric = Metric(labels or {}, weakref.ref(self), buckets)
         self.metrics.append(metric)
         return metric
 
 
 class Metric:
-    def __init__(self, labels: dict, family: "weakref.ref[MetricFamily]"):
+    def __init__(self, labels: dict, family: "weakref.ref[MetricFamily]", buckets: list | None = None):
         self.labels = labels
         self._family = family
         self._value = 0.0
+        self.buckets = buckets
+        self.observed: list[float] = []
 
     def set(self, value: float) -> None:
         if self._family() is None:  # as the real backend: the family must outlive its metrics
@@ -143,6 +148,11 @@ class Metric:
 
     def increment(self, value: float) -> None:
         self._value += value
+
+    def observe(self, value: float) -> None:
+        if self.buckets is None:
+            raise TritonError("observe() on a metric that is not a histogram")
+        self.observed.append(float(value))
 
     def value(self) -> float:
         return self._value

@@ -118,3 +118,22 @@ def test_close_sends_what_was_posted(tokenizer):
     feed(make_stream(tokenizer, box, responder), tokenizer.encode(" a b c"))
     box.close()
     assert responder.done.is_set()
+
+
+def test_time_to_first_response_is_reported_once_and_cannot_break_the_request(tokenizer):
+    observed = []
+
+    def on_first_response(seconds):
+        observed.append(seconds)
+        raise RuntimeError("metric IPC failed")
+
+    box = Outbox(on_first_response)
+    responder = Responder(send_delay_s=0.01)
+    started = time.perf_counter()
+    stream = make_stream(tokenizer, box, responder)
+    time.sleep(0.03)  # the first response cannot leave sooner than this after submission
+    feed(stream, tokenizer.encode(" one two three four"))
+    assert responder.done.wait(5)
+    box.close()
+    assert len(observed) == 1 and 0.03 <= observed[0] <= time.perf_counter() - started
+    assert responder.responses[-1][1:] == (b"stop", True)  # the failing callback ended nothing

@@ -6,6 +6,7 @@ from qwen_triton.schema import TENSORRT_LLM
 from qwen_triton.serving.llm_service import LLMService
 from qwen_triton.serving.model_params import LLMModelParams
 from qwen_triton.serving.requests import LLMRequest
+from qwen_triton.serving.responses import FIRST_RESPONSE_BUCKETS_S, FIRST_RESPONSE_METRIC
 from qwen_triton.serving.triton_io import error_response, make_response, read_inputs
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -28,7 +29,8 @@ class SenderResponder:
 
 
 class EngineMetrics:
-    """Engine occupancy as Triton gauges on the metrics port (qwen_engine_*)."""
+    """Engine occupancy as Triton gauges on the metrics port (qwen_engine_*); time to first response as a
+    histogram (FIRST_RESPONSE_METRIC)."""
 
     FIELDS = {"running": "sequences in the running batch", "waiting": "sequences queued for admission",
               "free_kv_blocks": "free paged-KV-cache blocks"}
@@ -40,6 +42,13 @@ class EngineMetrics:
                                          description=text, kind=pb_utils.MetricFamily.GAUGE)
             for field, text in self.FIELDS.items()}
         self.gauges = {field: family.Metric(labels={}) for field, family in self.families.items()}
+        self.first_family = pb_utils.MetricFamily(
+            name=FIRST_RESPONSE_METRIC, kind=pb_utils.MetricFamily.HISTOGRAM,
+            description="seconds from a request reaching tensorrt_llm to its first response leaving it")
+        self.first_response = self.first_family.Metric(labels={}, buckets=list(FIRST_RESPONSE_BUCKETS_S))
+
+    def observe_first_response(self, seconds):
+        self.first_response.observe(seconds)
 
     def __call__(self, stats):
         for field, gauge in self.gauges.items():
@@ -49,7 +58,9 @@ class EngineMetrics:
 class TritonPythonModel:
     def initialize(self, args):
         params = LLMModelParams.from_config(args["model_config"])
-        self.service = LLMService.from_params(params, on_stats=EngineMetrics())
+        metrics = EngineMetrics()
+        self.service = LLMService.from_params(params, on_stats=metrics,
+                                              on_first_response=metrics.observe_first_response)
         self.logger = pb_utils.Logger
         self.logger.log_info(f"tensorrt_llm: runtime={params.runtime} engine={params.engine_dir}")
 

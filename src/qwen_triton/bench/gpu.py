@@ -13,14 +13,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import torch
 
 from ..config import EngineLimits
 from ..loadtest import Job, result_dict, run_jobs, run_steady_window, ttft_samples_ms, with_triton_stats
+from ..server_metrics import gauge, histogram, histogram_delta_ms, scrape
 from ..serving.launcher import Ports, TritonServer
+from ..serving.responses import FIRST_RESPONSE_METRIC
 from ..tools.fill_templates import fill_repository, values_for_engine
 from ..tools.random_checkpoint import QWEN_7B
 from ..tools.random_engine import make_random_engine
@@ -57,8 +58,16 @@ def decode_bytes_per_step(engine_dir: Path) -> int:
 
 
 def free_kv_blocks(ports: Ports) -> int:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{ports.metrics}/metrics", timeout=5).read().decode()
-    return int(next(float(l.split()[-1]) for l in text.splitlines() if l.startswith("qwen_engine_free_kv_blocks")))
+    return int(gauge(scrape(ports.metrics), "qwen_engine_free_kv_blocks"))
+
+
+def with_server_stats(ports: Ports, run):
+    """run() -> (its result, {"triton": per-model statistics per request, "first_response": the tensorrt_llm
+    model's time from a request's arrival to its first response, over the requests run() made})."""
+    before = histogram(scrape(ports.metrics), FIRST_RESPONSE_METRIC)
+    result, triton = with_triton_stats(f"127.0.0.1:{ports.grpc}", run)
+    first = histogram_delta_ms(before, histogram(scrape(ports.metrics), FIRST_RESPONSE_METRIC))
+    return result, {"triton": triton, "first_response": first}
 
 
 def _server(engine_dir: Path, work: Path) -> tuple[TritonServer, Ports]:
@@ -99,14 +108,15 @@ def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_reques
         bs1 = run_jobs(url, 1, [Job(WORD * 32, 256, True)] * 3)
         ttft_samples_ms(url, Job(WORD * 512, 1, True), repeats=0)  # first 512-token prompt: not in the stats
         # Statistics over all 9 TTFT requests; over the c64 run with its warm-up (where requests wait).
-        ttft, ttft_stats = with_triton_stats(url, lambda: ttft_samples_ms(url, Job(WORD * 512, 1, True), repeats=8))
-        c64, c64_stats = with_triton_stats(url, lambda: c64_window(url, c64_jobs))
+        ttft, ttft_stats = with_server_stats(ports, lambda: ttft_samples_ms(url, Job(WORD * 512, 1, True), repeats=8))
+        c64, c64_stats = with_server_stats(ports, lambda: c64_window(url, c64_jobs))
         # The same lengths as a fixed list of requests: the figure includes the ramp-down at the end.
         c64_fixed = run_jobs(url, 64, c64_jobs[:c64_requests], processes=CLIENT_PROCESSES)
         c64_one_process = run_steady_window(url, 64, c64_jobs, 3.0, 10.0)  # what one client process can drive
     return {"kv_blocks": blocks, "bs1": result_dict(bs1), "ttft_512_samples_ms": ttft,
-            "ttft_512_triton_stats_ms": ttft_stats,
-            "c64": result_dict(c64), "c64_triton_stats_ms": c64_stats,
+            "ttft_512_triton_stats_ms": ttft_stats["triton"], "ttft_512_first_response_ms": ttft_stats["first_response"],
+            "c64": result_dict(c64), "c64_triton_stats_ms": c64_stats["triton"],
+            "c64_first_response_ms": c64_stats["first_response"],
             "c64_window": {"warmup_s": C64_WARMUP_S, "window_s": C64_WINDOW_S},
             "c64_client_processes": CLIENT_PROCESSES, "c64_fixed_requests": result_dict(c64_fixed),
             "c64_one_client_process": result_dict(c64_one_process)}

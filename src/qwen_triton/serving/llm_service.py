@@ -6,6 +6,8 @@ pb_utils: a Responder does the I/O, on the Outbox's thread.
 from __future__ import annotations
 
 import logging
+from typing import Callable
+
 from ..config import GenerationDefaults, load_engine_folder
 from ..runtime.request import SamplingParams
 from ..text.detokenizer import TextStream
@@ -21,17 +23,18 @@ logger = logging.getLogger(__name__)
 
 
 class LLMService:
-    def __init__(self, engine: LLMEngine, tokenizer: QwenTokenizer, defaults: GenerationDefaults):
+    def __init__(self, engine: LLMEngine, tokenizer: QwenTokenizer, defaults: GenerationDefaults,
+                 on_first_response: Callable[[float], None] | None = None):
         self.engine = engine
         self.tokenizer = tokenizer
         self.defaults = defaults
-        self.outbox = Outbox()
+        self.outbox = Outbox(on_first_response)
 
     @classmethod
-    def from_params(cls, params: LLMModelParams, on_stats=None) -> "LLMService":
+    def from_params(cls, params: LLMModelParams, on_stats=None, on_first_response=None) -> "LLMService":
         folder = load_engine_folder(params.engine_dir)
         engine = start_engine(params, folder, on_stats)
-        return cls(engine, QwenTokenizer.load(folder.path), folder.generation)
+        return cls(engine, QwenTokenizer.load(folder.path), folder.generation, on_first_response)
 
     def sampling_params(self, request: LLMRequest) -> SamplingParams:
         d = self.defaults

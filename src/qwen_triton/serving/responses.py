@@ -3,14 +3,15 @@
 The engine thread only runs the incremental detokenizer and appends released ids (ResponseStream.__call__).
 One Outbox thread sends: a request whose ids pile up while earlier responses are being sent gets them
 merged into its next response, so under load there are fewer, larger responses instead of a backlog.
-The same thread polls client cancellation (an IPC round trip per request) every CANCEL_POLL_S.
+The same thread polls client cancellation (an IPC round trip per request) every CANCEL_POLL_S, and reports
+each request's time from submission to its first response sent (on_first_response, an IPC for a metric).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -21,6 +22,10 @@ from .requests import LLMRequest
 
 logger = logging.getLogger(__name__)
 CANCEL_POLL_S = 0.1  # as tensorrtllm_backend's cancellation_check_period_ms
+# Histogram on Triton's metrics port: submission -> first response sent by the tensorrt_llm model (the engine's
+# queue and prefill, the detokenizer, the outbox). The ensemble's pre- and postprocessing are not in it.
+FIRST_RESPONSE_METRIC = "qwen_time_to_first_response_seconds"
+FIRST_RESPONSE_BUCKETS_S = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
 class Responder(Protocol):
@@ -48,6 +53,8 @@ class ResponseStream:
         self._error: BaseException | None = None
         self._stopped_by_client = False  # cancelled, or a response could not be sent
         self._done = False  # the final response (or the failure) has been sent
+        self._submitted_s = time.perf_counter()
+        self._first_sent = False  # only the outbox thread reads or writes it
         outbox.register(self)
 
     def __call__(self, event: TokenEvent) -> bool:
@@ -93,6 +100,9 @@ class ResponseStream:
                 self.responder.fail(error)
             elif ids or finish is not None:
                 self.responder.send(self._outputs(ids, finish), final=finish is not None)
+                if not self._first_sent:
+                    self._first_sent = True
+                    self.outbox.first_response_sent(time.perf_counter() - self._submitted_s)
         except Exception:
             logger.exception("could not send a response; ending the request")
             self._stopped_by_client = True
@@ -116,7 +126,8 @@ class ResponseStream:
 class Outbox:
     """The sending thread. Streams posted while it sends are flushed together on its next pass."""
 
-    def __init__(self):
+    def __init__(self, on_first_response: Callable[[float], None] | None = None):
+        self._on_first_response = on_first_response  # seconds from submission; called on this thread
         self._cond = threading.Condition()
         self._ready: dict[ResponseStream, None] = {}  # insertion-ordered set
         self._live: set[ResponseStream] = set()
@@ -155,6 +166,14 @@ class Outbox:
                 next_poll = time.monotonic() + CANCEL_POLL_S
             if closing and not ready:
                 return
+
+    def first_response_sent(self, seconds: float) -> None:
+        if self._on_first_response is None:
+            return
+        try:
+            self._on_first_response(seconds)
+        except Exception:  # a metric must never end a request
+            logger.exception("first-response callback failed")
 
     @staticmethod
     def _poll(stream: ResponseStream) -> None:
