@@ -8,7 +8,8 @@ import pytest
 from qwen_triton.runtime.engine import TokenEvent
 from qwen_triton.runtime.request import FinishReason
 from qwen_triton.serving.requests import LLMRequest
-from qwen_triton.serving.responses import CANCEL_POLL_S, Outbox, ResponseStream
+from qwen_triton.serving.outbox import CANCEL_POLL_S, Outbox
+from qwen_triton.serving.responses import ResponseStream
 from qwen_triton.text.detokenizer import TextStream
 from qwen_triton.text.tokenizer import QwenTokenizer
 from qwen_triton.vocab import IM_END_ID, STOP_TOKEN_IDS

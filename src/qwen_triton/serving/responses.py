@@ -1,27 +1,26 @@
 """From engine events to Triton responses, with the I/O off the engine thread.
 
 The engine thread only runs the incremental detokenizer and appends released ids (ResponseStream.__call__).
-One Outbox thread sends: a request whose ids pile up while earlier responses are being sent gets them
-merged into its next response, so under load there are fewer, larger responses instead of a backlog.
-The same thread polls client cancellation (an IPC round trip per request) every CANCEL_POLL_S, and reports
-each request's time from submission to its first response sent (on_first_response, an IPC for a metric).
+The Outbox's threads send (outbox.py): a request whose ids pile up while its earlier response is being sent
+gets them merged into its next response, so under load there are fewer, larger responses instead of a
+backlog. Each request's time from submission to its first response sent goes to on_first_response.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from ..runtime.engine import TokenEvent
 from ..runtime.request import FinishReason
 from ..text.detokenizer import TextStream
+from .outbox import Outbox
 from .requests import LLMRequest
 
 logger = logging.getLogger(__name__)
-CANCEL_POLL_S = 0.1  # as tensorrtllm_backend's cancellation_check_period_ms
 # Histogram on Triton's metrics port: submission -> first response sent by the tensorrt_llm model (the engine's
 # queue and prefill, the detokenizer, the outbox). The ensemble's pre- and postprocessing are not in it.
 FIRST_RESPONSE_METRIC = "qwen_time_to_first_response_seconds"
@@ -35,7 +34,7 @@ class Responder(Protocol):
 
 
 class ResponseStream:
-    """One request. __call__ runs on the engine thread (False: end the request now); flush() on the outbox's."""
+    """One request. __call__ runs on the engine thread (False: end the request now); flush() on a sender's."""
 
     def __init__(self, request: LLMRequest, stop_ids: frozenset[int], text: TextStream, responder: Responder,
                  outbox: "Outbox"):
@@ -54,7 +53,7 @@ class ResponseStream:
         self._stopped_by_client = False  # cancelled, or a response could not be sent
         self._done = False  # the final response (or the failure) has been sent
         self._submitted_s = time.perf_counter()
-        self._first_sent = False  # only the outbox thread reads or writes it
+        self._first_sent = False  # written by the one sender flushing this stream; read racily for priority
         outbox.register(self)
 
     def __call__(self, event: TokenEvent) -> bool:
@@ -79,7 +78,7 @@ class ResponseStream:
             self._pending.extend(released)
             self._finish = finish
         if finish is not None or (self.streaming and released):
-            self.outbox.post(self)
+            self.outbox.post(self, first=not self._first_sent)
         return finish is None
 
     def _end(self, finish: FinishReason | None = None, error: BaseException | None = None) -> bool:
@@ -121,70 +120,3 @@ class ResponseStream:
             "num_input_tokens": np.asarray([self.num_input_tokens], dtype=np.int32),
             "num_output_tokens": np.asarray([self.num_output_tokens], dtype=np.int32),
         }
-
-
-class Outbox:
-    """The sending thread. Streams posted while it sends are flushed together on its next pass."""
-
-    def __init__(self, on_first_response: Callable[[float], None] | None = None):
-        self._on_first_response = on_first_response  # seconds from submission; called on this thread
-        self._cond = threading.Condition()
-        self._ready: dict[ResponseStream, None] = {}  # insertion-ordered set
-        self._live: set[ResponseStream] = set()
-        self._closing = False
-        self._thread = threading.Thread(target=self._loop, name="qwen-outbox", daemon=True)
-        self._thread.start()
-
-    def register(self, stream: ResponseStream) -> None:
-        with self._cond:
-            self._live.add(stream)
-
-    def unregister(self, stream: ResponseStream) -> None:
-        with self._cond:
-            self._live.discard(stream)
-
-    def post(self, stream: ResponseStream) -> None:
-        with self._cond:
-            self._ready[stream] = None
-            self._cond.notify()
-
-    def _loop(self) -> None:
-        next_poll = time.monotonic() + CANCEL_POLL_S
-        while True:
-            with self._cond:
-                if not self._ready and not self._closing:
-                    self._cond.wait(max(0.0, next_poll - time.monotonic()))
-                ready, self._ready = list(self._ready), {}
-                closing = self._closing
-                poll = time.monotonic() >= next_poll
-                live = list(self._live) if poll else []
-            for stream in ready:
-                stream.flush()
-            if poll:
-                for stream in live:
-                    self._poll(stream)
-                next_poll = time.monotonic() + CANCEL_POLL_S
-            if closing and not ready:
-                return
-
-    def first_response_sent(self, seconds: float) -> None:
-        if self._on_first_response is None:
-            return
-        try:
-            self._on_first_response(seconds)
-        except Exception:  # a metric must never end a request
-            logger.exception("first-response callback failed")
-
-    @staticmethod
-    def _poll(stream: ResponseStream) -> None:
-        try:
-            stream.poll_cancelled()
-        except Exception:
-            logger.exception("cancellation check failed")
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Sends what is posted, then stops."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-        self._thread.join(timeout)
