@@ -13,6 +13,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", default=None, choices=RUNTIMES, help="default: torch")
     p.add_argument("--device", default=None, help="override the device: cpu, cuda, cuda:1 (default: auto)")
     p.add_argument("--dtype", default=None, help="override the engine dtype")
+    p.add_argument("--cpu-threads", type=int, default=None,
+                   help="torch threads for the torch runtime on CPU (default 0: the usable cores less one)")
     p.add_argument("--max-batch-size", type=int, default=None, help="default: the engine's max_batch_size")
     p.add_argument("--preprocessing-instance-count", type=int, default=None)
     p.add_argument("--postprocessing-instance-count", type=int, default=None)
@@ -22,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None):
     args = parser().parse_args(argv)
     values = values_for_engine(
-        args.engine_dir, runtime=args.runtime, device=args.device, dtype=args.dtype,
+        args.engine_dir, runtime=args.runtime, device=args.device, dtype=args.dtype, cpu_threads=args.cpu_threads,
         max_batch_size=args.max_batch_size, preprocessing_instance_count=args.preprocessing_instance_count,
         postprocessing_instance_count=args.postprocessing_instance_count)
     for path in fill_repository(args.model_repository, values, args.output_dir):

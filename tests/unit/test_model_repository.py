@@ -71,3 +71,42 @@ def test_trtllm_runtime_refuses_a_device_or_dtype_override():
     assert LLMModelParams(runtime="tensorrt_llm", engine_dir="/e").runtime == "tensorrt_llm"
     with pytest.raises(ConfigError, match="fixed when a TensorRT-LLM engine is built"):
         LLMModelParams(runtime="tensorrt_llm", engine_dir="/e", device="cuda")
+
+
+def _llm_config(**values):
+    return {"parameters": {key: {"string_value": value}
+                           for key, value in {"runtime": "torch", "engine_dir": "/e", **values}.items()}}
+
+
+def test_cpu_threads_default_leaves_one_core_for_the_serving_path(monkeypatch):
+    params = LLMModelParams.from_config(_llm_config(cpu_threads=""))
+    assert params.cpu_threads == 0
+    for cores, expected in ((set(range(8)), 7), ({0, 1}, 1), ({0}, 1)):
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid, cores=cores: cores)
+        assert params.torch_cpu_threads() == expected
+    assert LLMModelParams.from_config(_llm_config(cpu_threads="3")).torch_cpu_threads() == 3
+
+
+@pytest.mark.parametrize("value", ["two", "-1", "1.5"])
+def test_cpu_threads_must_be_a_count(value):
+    with pytest.raises(ConfigError, match="cpu_threads"):
+        LLMModelParams.from_config(_llm_config(cpu_threads=value))
+    with pytest.raises(ConfigError, match="cpu_threads"):
+        TemplateValues(engine_dir="/e", max_batch_size=1, cpu_threads=-1)
+
+
+def test_the_torch_runtime_on_cpu_uses_the_configured_threads(tiny_engine):
+    import torch
+
+    from qwen_triton.config import load_engine_folder
+    from qwen_triton.serving.runtimes import start_engine
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    engine = start_engine(LLMModelParams(runtime="torch", engine_dir=str(tiny_engine), device="cpu", cpu_threads=1),
+                          load_engine_folder(tiny_engine), on_stats=None)
+    try:
+        assert torch.get_num_threads() == 1
+    finally:
+        engine.shutdown()
+        torch.set_num_threads(before)

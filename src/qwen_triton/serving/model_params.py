@@ -5,6 +5,7 @@ The one place config.pbtxt values are parsed: an unfilled `${...}` placeholder f
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -47,8 +48,11 @@ class LLMModelParams:
     engine_dir: str
     device: str = ""  # "" -> the runtime picks (cuda when available)
     dtype: str = ""  # "" -> the engine's dtype (float16 on CUDA for a float32 engine)
+    cpu_threads: int = 0  # torch threads when the torch runtime runs on the CPU; 0 -> default_cpu_threads()
 
     def __post_init__(self):
+        if self.cpu_threads < 0:
+            raise ConfigError(f"parameter cpu_threads must be >= 0 (0: automatic), got {self.cpu_threads}")
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"parameter runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if self.runtime == "tensorrt_llm" and (self.device or self.dtype):
@@ -59,4 +63,23 @@ class LLMModelParams:
     def from_config(cls, model_config: dict | str) -> "LLMModelParams":
         params = parse_parameters(model_config)
         return cls(runtime=_required(params, "runtime"), engine_dir=_required(params, "engine_dir"),
-                   device=params.get("device", ""), dtype=params.get("dtype", ""))
+                   device=params.get("device", ""), dtype=params.get("dtype", ""),
+                   cpu_threads=_count(params, "cpu_threads"))
+
+    def torch_cpu_threads(self) -> int:
+        return self.cpu_threads or default_cpu_threads()
+
+
+def _count(params: dict[str, str], key: str) -> int:
+    value = params.get(key, "").strip() or "0"
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"config.pbtxt parameter {key!r} must be an integer, got {value!r}") from None
+
+
+def default_cpu_threads() -> int:
+    """The cores this process may use, less one: the engine's step would otherwise compete with Triton, the
+    pre- and postprocessing stubs and the response sends for the last core (2-core CPU machine, eight
+    streams, same session: 243 tok/s with one thread, 185 with two; one stream about equal)."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)

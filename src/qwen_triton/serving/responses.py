@@ -1,7 +1,7 @@
 """From engine events to Triton responses, with the I/O off the engine thread.
 
 The engine thread only runs the incremental detokenizer and appends released ids (ResponseStream.__call__).
-The Outbox's threads send (outbox.py): a request whose ids pile up while its earlier response is being sent
+The Outbox's one thread sends (outbox.py): a request whose ids pile up while its earlier response is being sent
 gets them merged into its next response, so under load there are fewer, larger responses instead of a
 backlog. Each request's time from submission to its first response sent goes to on_first_response.
 """

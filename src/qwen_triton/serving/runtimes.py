@@ -32,6 +32,10 @@ def start_engine(params: LLMModelParams, folder: EngineFolder, on_stats: StatsCa
     from ..runtime.model_runner import ModelRunner  # torch import only when this runtime is chosen
 
     runner = ModelRunner(folder, device=params.device or None, dtype=params.dtype or None)
+    if runner.device.type == "cpu":
+        import torch
+
+        torch.set_num_threads(params.torch_cpu_threads())
     engine = Engine(runner, folder.config.limits, on_stats=on_stats)
     engine.start()
     return engine

@@ -22,6 +22,7 @@ class TemplateValues:
     runtime: str = "torch"
     device: str = ""
     dtype: str = ""
+    cpu_threads: int = 0  # 0: automatic (LLMModelParams.torch_cpu_threads)
     preprocessing_instance_count: int = 1
     postprocessing_instance_count: int = 1
 
@@ -30,6 +31,8 @@ class TemplateValues:
             raise ConfigError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if min(self.max_batch_size, self.preprocessing_instance_count, self.postprocessing_instance_count) <= 0:
             raise ConfigError("max_batch_size and instance counts must be > 0")
+        if self.cpu_threads < 0:
+            raise ConfigError("cpu_threads must be >= 0 (0: automatic)")
 
 
 def values_for_engine(engine_dir: str | Path, **overrides) -> TemplateValues:
