@@ -20,11 +20,14 @@ def main(argv=None):
                         help="longest prompt that joins a running decode step (GPU); 0: prefill steps only")
     parser.add_argument("--mixed-max-waiting", type=int, default=0,
                         help="mix only while at most this many prompts wait, else prefill them together; 0: no cap")
+    parser.add_argument("--kv-cache-free-gpu-mem-fraction", type=float, default=0.85,
+                        help="share of the GPU memory free after the weights that the KV cache takes")
     args = parser.parse_args(argv)
     try:
         limits = EngineLimits(dtype=args.dtype, max_batch_size=args.max_batch_size, max_input_len=args.max_input_len,
                               max_seq_len=args.max_seq_len, block_size=args.block_size,
                               mixed_prefill_tokens=args.mixed_prefill_tokens, mixed_max_waiting=args.mixed_max_waiting,
+                              kv_cache_free_gpu_mem_fraction=args.kv_cache_free_gpu_mem_fraction,
                               max_num_batched_tokens=args.max_num_batched_tokens or max(4096, args.max_input_len))
         convert_checkpoint(args.hf_dir, args.out, limits, progress=print)
     except ConfigError as exc:

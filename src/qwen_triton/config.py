@@ -64,6 +64,9 @@ class EngineLimits:
     # Mix only while at most this many prompts wait (0: any number). A longer queue gets one prefill step for
     # all of it, so a burst of arrivals waits one step instead of one mixed step per prompt.
     mixed_max_waiting: int = 0
+    # Share of the GPU memory free once the weights are loaded that the paged KV cache takes (TensorRT-LLM's
+    # name); the rest is for activations and CUDA graphs. The cache never exceeds max_batch_size x max_seq_len.
+    kv_cache_free_gpu_mem_fraction: float = 0.85
 
     def __post_init__(self):
         _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
@@ -72,6 +75,8 @@ class EngineLimits:
         _require(self.max_batch_size > 0 and self.block_size > 0, "max_batch_size and block_size must be > 0")
         _require(self.mixed_prefill_tokens >= 0, "mixed_prefill_tokens must be >= 0")
         _require(self.mixed_max_waiting >= 0, "mixed_max_waiting must be >= 0")
+        _require(0 < self.kv_cache_free_gpu_mem_fraction <= 1,
+                 f"kv_cache_free_gpu_mem_fraction must be in (0, 1], got {self.kv_cache_free_gpu_mem_fraction}")
 
 
 @dataclass(frozen=True)

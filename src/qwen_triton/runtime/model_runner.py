@@ -16,7 +16,6 @@ from .schedule import ScheduleOutput
 from .staging import PinnedStaging
 from .token_feed import TokenFeed
 
-GPU_MEMORY_FRACTION = 0.85  # of the memory free after weights, given to the KV cache
 # More prompts at once prefill eagerly in one batch: a replay per prompt reads the weights once each, which
 # outgrows the host cost of one eager batch's launches.
 MAX_PREFILL_REPLAYS = 4
@@ -94,7 +93,7 @@ class ModelRunner:
         free, _ = torch.cuda.mem_get_info(self.device)
         element = torch.tensor([], dtype=self.dtype).element_size()
         bytes_per_block = 2 * m.num_hidden_layers * self.block_size * m.num_key_value_heads * m.head_dim * element
-        budget = int(free * GPU_MEMORY_FRACTION) // bytes_per_block - 1  # minus the scratch block
+        budget = int(free * limits.kv_cache_free_gpu_mem_fraction) // bytes_per_block - 1  # minus the scratch block
         if budget < per_seq:
             raise ConfigError(f"KV cache: {budget} blocks fit in {free / 2**30:.1f} GiB free, one sequence of "
                               f"max_seq_len {limits.max_seq_len} needs {per_seq}; lower max_seq_len or free memory")
