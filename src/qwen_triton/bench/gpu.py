@@ -122,7 +122,7 @@ def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_reques
             "c64_one_client_process": result_dict(c64_one_process)}
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out-dir", default="benchmarks/results")
     parser.add_argument("--lengths", default="benchmarks/sharegpt_lengths.json")
@@ -133,7 +133,11 @@ def main(argv=None):
     parser.add_argument("--skip-tests", action="store_true", help="do not run tests/gpu and tests/fidelity first")
     parser.add_argument("--hf-python", default=sys.executable,
                         help="interpreter with transformers for the baseline (the GPU host's own, not the bundle's)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
     gpu = torch.cuda.get_device_name()
     tests = {} if args.skip_tests else run_suites(args.hf_python)  # before the figures, on an idle GPU
     work = Path(tempfile.mkdtemp(prefix="qwen-bench-"))
