@@ -48,9 +48,14 @@ def test_cuda_graph_decode_matches_eager(folder, dtype):
     assert (logits_g - logits_e).abs().max().item() < (1e-3 if dtype == "float32" else 1e-2)
 
 
-@pytest.mark.parametrize("splits", [1, 4, 16, None])  # one pass, split over the context (flash-decoding), auto
+# One pass; split evenly over the context (flash-decoding); chunks of at most 1 or 2 tiles per program, so long
+# sequences get more programs and short ones leave programs empty; the default for the shapes.
+LAUNCHES = [(1, 128, 0), (4, 128, 0), (16, 64, 0), (8, 16, 1), (4, 16, 2), None]
+
+
+@pytest.mark.parametrize("launch", LAUNCHES)
 @pytest.mark.parametrize("heads,kv_heads", [(8, 8), (8, 2)])
-def test_paged_decode_kernel_matches_sdpa_over_gathered_blocks(heads, kv_heads, splits):
+def test_paged_decode_kernel_matches_sdpa_over_gathered_blocks(heads, kv_heads, launch):
     from qwen_triton.models import paged_attention
 
     if paged_attention.triton is None:
@@ -62,7 +67,10 @@ def test_paged_decode_kernel_matches_sdpa_over_gathered_blocks(heads, kv_heads, 
     q = torch.randn(B, heads, D, device="cuda", dtype=torch.float16)
     lens = torch.tensor([1, 15, 16, 17, 100, 128], device="cuda")  # tile edges, a full table
     tables = torch.randperm(num_blocks, device="cuda")[: B * 8].view(B, 8)
-    out = paged_attention.decode(q, k_cache, v_cache, tables, lens, splits=splits)
+    if launch is not None:
+        splits, tile, chunk = launch
+        launch = paged_attention.Launch(splits, tile, paged_attention.WARPS, chunk)
+    out = paged_attention.decode(q, k_cache, v_cache, tables, lens, launch)
     keys = k_cache[tables].view(B, 8 * block_size, kv_heads, D).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
     values = v_cache[tables].view(B, 8 * block_size, kv_heads, D).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
     mask = (torch.arange(8 * block_size, device="cuda")[None, :] < lens[:, None])[:, None, None, :]

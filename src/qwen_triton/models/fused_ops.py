@@ -11,6 +11,8 @@ import torch
 try:
     import triton
     import triton.language as tl
+
+    from . import pdl
 except ImportError:  # CPU-only installs
     triton = None
 
@@ -22,7 +24,8 @@ def available(x: torch.Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, x_stride, n_cols, eps, BLOCK: tl.constexpr):
+    def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, x_stride, n_cols, eps, BLOCK: tl.constexpr, PDL: tl.constexpr):
+        pdl.wait_then_release(PDL)
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         mask = cols < n_cols
@@ -33,8 +36,10 @@ if triton is not None:
         tl.store(out_ptr + row * n_cols + cols, w * normed.to(w.dtype), mask=mask)
 
     @triton.jit
-    def _add_rms_norm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, x_stride, n_cols, eps, BLOCK: tl.constexpr):
+    def _add_rms_norm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, x_stride, n_cols, eps, BLOCK: tl.constexpr,
+                             PDL: tl.constexpr):
         # res_out = x + res (rounded to the dtype, as torch's add); out = rms_norm(res_out) as above.
+        pdl.wait_then_release(PDL)
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         mask = cols < n_cols
@@ -48,8 +53,9 @@ if triton is not None:
         tl.store(out_ptr + row * n_cols + cols, w * normed.to(w.dtype), mask=mask)
 
     @triton.jit
-    def _silu_mul_kernel(gate_up_ptr, out_ptr, n_cols, BLOCK: tl.constexpr):
+    def _silu_mul_kernel(gate_up_ptr, out_ptr, n_cols, BLOCK: tl.constexpr, PDL: tl.constexpr):
         # out = silu(gate) * up over a (T, 2 * n_cols) [gate | up] row, each op rounded as torch rounds it.
+        pdl.wait_then_release(PDL)
         row = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < n_cols
@@ -61,9 +67,11 @@ if triton is not None:
 
     @triton.jit
     def _rope_write_kv_kernel(qkv_ptr, cos_ptr, sin_ptr, slots_ptr, q_ptr, k_ptr, k_cache_ptr, v_cache_ptr,
-                              qkv_stride, NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr):
+                              qkv_stride, NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+                              PDL: tl.constexpr):
         # Program (token, head) rotates q's head; the first NUM_KV_HEADS of a token's programs also rotate k's head
         # and write k and v to the token's cache slot (cache rows: (slot, kv head), D wide).
+        pdl.wait_then_release(PDL)
         token = tl.program_id(0)
         head = tl.program_id(1)
         half = tl.arange(0, HEAD_DIM // 2)
@@ -110,7 +118,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x (T, N) with unit stride along N -> (T, N) in weight's dtype."""
     T, N = x.shape
     out = torch.empty((T, N), dtype=weight.dtype, device=x.device)
-    _rms_norm_kernel[(T,)](x, weight, out, x.stride(0), N, eps, BLOCK=triton.next_power_of_2(N), num_warps=8)
+    _rms_norm_kernel[(T,)](x, weight, out, x.stride(0), N, eps, BLOCK=triton.next_power_of_2(N), num_warps=8,
+                          **pdl.launch_kwargs(x.device))
     return out
 
 
@@ -124,7 +133,8 @@ def rope_write_kv(qkv: torch.Tensor, num_heads: int, num_kv_heads: int, cos: tor
     q = torch.empty((T, num_heads, D), dtype=qkv.dtype, device=qkv.device)
     k = torch.empty((T, num_kv_heads, D), dtype=qkv.dtype, device=qkv.device)
     _rope_write_kv_kernel[(T, num_heads)](qkv, cos.contiguous(), sin.contiguous(), slot_mapping, q, k, k_cache, v_cache,
-                                          qkv.stride(0), NUM_HEADS=num_heads, NUM_KV_HEADS=num_kv_heads, HEAD_DIM=D)
+                                          qkv.stride(0), NUM_HEADS=num_heads, NUM_KV_HEADS=num_kv_heads, HEAD_DIM=D,
+                                          **pdl.launch_kwargs(qkv.device))
     return q, k, qkv[:, (num_heads + num_kv_heads) * D:].view(T, num_kv_heads, D)
 
 
@@ -134,7 +144,7 @@ def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, 
     out = torch.empty((T, N), dtype=weight.dtype, device=x.device)
     total = torch.empty((T, N), dtype=x.dtype, device=x.device)
     _add_rms_norm_kernel[(T,)](x, residual, weight, out, total, x.stride(0), N, eps,
-                               BLOCK=triton.next_power_of_2(N), num_warps=8)
+                               BLOCK=triton.next_power_of_2(N), num_warps=8, **pdl.launch_kwargs(x.device))
     return out, total
 
 
@@ -143,5 +153,6 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     T, two_i = gate_up.shape
     out = torch.empty((T, two_i // 2), dtype=gate_up.dtype, device=gate_up.device)
     block = 1024
-    _silu_mul_kernel[(T, triton.cdiv(two_i // 2, block))](gate_up, out, two_i // 2, BLOCK=block, num_warps=4)
+    _silu_mul_kernel[(T, triton.cdiv(two_i // 2, block))](gate_up, out, two_i // 2, BLOCK=block, num_warps=4,
+                                                          **pdl.launch_kwargs(gate_up.device))
     return out

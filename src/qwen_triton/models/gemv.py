@@ -10,6 +10,8 @@ import torch
 try:
     import triton
     import triton.language as tl
+
+    from . import pdl
 except ImportError:  # CPU-only installs
     triton = None
 
@@ -27,8 +29,10 @@ if triton is not None:
 
     @triton.jit
     def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, x_stride, k_per_split,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr):
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     PDL: tl.constexpr):
         # out[split, m, n] = sum over k in this split of x[m, k] * w[n, k]  (+ bias[n] when one split)
+        pdl.wait_then_release(PDL)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         split = tl.program_id(1)
         rm = tl.arange(0, BLOCK_M)
@@ -61,7 +65,8 @@ if triton is not None:
 
     @triton.jit
     def _sum_splits_kernel(parts_ptr, bias_ptr, out_ptr, MN, N, SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                           BLOCK: tl.constexpr):
+                           BLOCK: tl.constexpr, PDL: tl.constexpr):
+        pdl.wait_then_release(PDL)
         offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         live = offsets < MN
         total = tl.zeros((BLOCK,), tl.float32)
@@ -84,15 +89,16 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     out = torch.empty((M, N), dtype=x.dtype, device=x.device)
     parts = out if splits == 1 else torch.empty((splits, M, N), dtype=torch.float32, device=x.device)
     block_m = 1 if M == 1 else 16
+    pdl_args = pdl.launch_kwargs(x.device)
     _gemv_kernel[(triton.cdiv(N, block_n), splits)](
         x, weight, bias if bias is not None else weight, parts, M, N, K, x.stride(0), k_per_split,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, HAS_BIAS=bias is not None and splits == 1,
-        num_warps=warps)
+        num_warps=warps, **pdl_args)
     if splits > 1:
         block = 1024
         _sum_splits_kernel[(triton.cdiv(M * N, block),)](
             parts, bias if bias is not None else weight, out, M * N, N, SPLITS=splits, HAS_BIAS=bias is not None,
-            BLOCK=block, num_warps=4)
+            BLOCK=block, num_warps=4, **pdl_args)
     return out
 
 

@@ -3,11 +3,15 @@ reads only its live blocks (online softmax), so cost follows real context length
 Shapes are static, so it runs inside CUDA graphs. Without Triton or CUDA the caller uses its SDPA path."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 try:
     import triton
     import triton.language as tl
+
+    from . import pdl
 except ImportError:  # CPU-only installs: torch's CPU wheel carries no Triton
     triton = None
 
@@ -19,29 +23,53 @@ def available(q: torch.Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _decode_kernel(q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, out_ptr, m_ptr, l_ptr, scale, table_stride,
+    def _decode_kernel(q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, out_ptr, acc_ptr, m_ptr, l_ptr, scale, table_stride,
                        NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
-                       BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr, SPLITS: tl.constexpr):
+                       BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr, SPLITS: tl.constexpr, CHUNK_TILES: tl.constexpr,
+                       PDL: tl.constexpr):
+        # Program (sequence, head, split) reads tiles [first, first + per_split) of its sequence. A sequence read
+        # by one program gets its output here; otherwise each live split stores its partial state (acc, m, l)
+        # for _combine_kernel. Programs past the sequence's last tile read and write nothing.
+        pdl.wait_then_release(PDL)
         seq = tl.program_id(0)
         head = tl.program_id(1)
         split = tl.program_id(2)
-        kv_head = head // (NUM_HEADS // NUM_KV_HEADS)
+        length = tl.load(lens_ptr + seq).to(tl.int32)
+        per_split = _tiles_per_split(length, TILE, SPLITS, CHUNK_TILES)
+        num_tiles = tl.cdiv(length, TILE)
+        first = split * per_split
+        if first < num_tiles:
+            dims = tl.arange(0, HEAD_DIM)
+            row = seq * NUM_HEADS + head
+            q = tl.load(q_ptr + row * HEAD_DIM + dims).to(tl.float32)  # (D,)
+            acc, m_i, l_i = _attend(q, k_ptr, v_ptr, tables_ptr + seq * table_stride, length, first,
+                                    tl.minimum(first + per_split, num_tiles), scale,
+                                    head // (NUM_HEADS // NUM_KV_HEADS), NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE, TILE)
+            if SPLITS == 1:  # decided at compile time: no partial state is written at all
+                tl.store(out_ptr + row * HEAD_DIM + dims, (acc / l_i).to(out_ptr.dtype.element_ty))
+            elif per_split >= num_tiles:
+                tl.store(out_ptr + row * HEAD_DIM + dims, (acc / l_i).to(out_ptr.dtype.element_ty))
+            else:
+                part = row * SPLITS + split
+                tl.store(acc_ptr + part * HEAD_DIM + dims, acc)
+                tl.store(m_ptr + part, m_i)
+                tl.store(l_ptr + part, l_i)
+
+    @triton.jit
+    def _attend(q, k_ptr, v_ptr, table_ptr, length, first, end, scale, kv_head, NUM_KV_HEADS: tl.constexpr,
+                HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr):
+        # Online softmax over tiles [first, end): (acc (D,), running max m, running sum l), all float32.
         dims = tl.arange(0, HEAD_DIM)
         offsets = tl.arange(0, TILE)
-        q = tl.load(q_ptr + (seq * NUM_HEADS + head) * HEAD_DIM + dims).to(tl.float32)  # (D,)
-        length = tl.load(lens_ptr + seq)
-        num_tiles = tl.cdiv(length, TILE)
-        per_split = tl.cdiv(num_tiles, SPLITS)  # split s reads tiles [s * per_split, (s + 1) * per_split)
         m_i = tl.full([], float("-inf"), tl.float32)
         l_i = tl.full([], 0.0, tl.float32)
         acc = tl.zeros([HEAD_DIM], dtype=tl.float32)
         # TILE tokens (several KV blocks) per iteration: each token finds its own block, so more bytes are
         # in flight per program than with one 16-token block at a time.
-        for tile in range(split * per_split, tl.minimum((split + 1) * per_split, num_tiles)):
+        for tile in range(first, end):
             tokens = tile * TILE + offsets
             live = tokens < length
-            table_slots = tables_ptr + seq * table_stride + tokens // BLOCK_SIZE
-            physical = tl.load(table_slots, mask=live, other=0).to(tl.int64)
+            physical = tl.load(table_ptr + tokens // BLOCK_SIZE, mask=live, other=0).to(tl.int64)
             rows = (physical * BLOCK_SIZE + tokens % BLOCK_SIZE) * NUM_KV_HEADS + kv_head  # (TILE,)
             ptrs = rows[:, None] * HEAD_DIM + dims[None, :]  # (TILE, D)
             k = tl.load(k_ptr + ptrs, mask=live[:, None], other=0.0).to(tl.float32)
@@ -54,36 +82,62 @@ if triton is not None:
             acc = acc * alpha + tl.sum(p[:, None] * v, axis=0)
             l_i = l_i * alpha + tl.sum(p, axis=0)
             m_i = m_new
-        if SPLITS == 1:
-            tl.store(out_ptr + (seq * NUM_HEADS + head) * HEAD_DIM + dims, (acc / l_i).to(out_ptr.dtype.element_ty))
-        else:  # partial state; _combine_kernel merges the splits (an empty split has m = -inf, l = 0)
-            part = (seq * NUM_HEADS + head) * SPLITS + split
-            tl.store(out_ptr + part * HEAD_DIM + dims, acc)
-            tl.store(m_ptr + part, m_i)
-            tl.store(l_ptr + part, l_i)
+        return acc, m_i, l_i
 
     @triton.jit
-    def _combine_kernel(acc_ptr, m_ptr, l_ptr, out_ptr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
-                        SPLITS: tl.constexpr):
-        row = tl.program_id(0) * NUM_HEADS + tl.program_id(1)
-        parts = row * SPLITS + tl.arange(0, SPLITS)
-        dims = tl.arange(0, HEAD_DIM)
-        m = tl.load(m_ptr + parts)  # (S,); split 0 holds the first token, so the max is finite
-        weights = tl.exp(m - tl.max(m, axis=0))
-        acc = tl.load(acc_ptr + parts[:, None] * HEAD_DIM + dims[None, :])  # (S, D)
-        total = tl.sum(weights * tl.load(l_ptr + parts), axis=0)
-        tl.store(out_ptr + row * HEAD_DIM + dims, (tl.sum(weights[:, None] * acc, axis=0) / total)
-                 .to(out_ptr.dtype.element_ty))
+    def _tiles_per_split(length, TILE: tl.constexpr, SPLITS: tl.constexpr, CHUNK_TILES: tl.constexpr):
+        # Even: the sequence's tiles shared among SPLITS programs. Chunked: at most CHUNK_TILES per program, so a
+        # long sequence gets more programs and no program outlasts the others by more than one chunk.
+        if CHUNK_TILES > 0:
+            return CHUNK_TILES
+        return tl.cdiv(tl.cdiv(length, TILE), SPLITS)
+
+    @triton.jit
+    def _combine_kernel(acc_ptr, m_ptr, l_ptr, lens_ptr, out_ptr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+                        TILE: tl.constexpr, SPLITS: tl.constexpr, SPLITS_POW2: tl.constexpr,
+                        CHUNK_TILES: tl.constexpr, PDL: tl.constexpr):
+        # Merges the live splits of one (sequence, head); one live split wrote the output itself.
+        pdl.wait_then_release(PDL)
+        seq = tl.program_id(0)
+        row = seq * NUM_HEADS + tl.program_id(1)
+        length = tl.load(lens_ptr + seq).to(tl.int32)
+        live = tl.cdiv(tl.cdiv(length, TILE), _tiles_per_split(length, TILE, SPLITS, CHUNK_TILES))
+        if live > 1:
+            index = tl.arange(0, SPLITS_POW2)
+            parts = row * SPLITS + index
+            written = index < live
+            dims = tl.arange(0, HEAD_DIM)
+            m = tl.load(m_ptr + parts, mask=written, other=float("-inf"))  # (S,); split 0 is live: the max is finite
+            weights = tl.exp(m - tl.max(m, axis=0))
+            acc = tl.load(acc_ptr + parts[:, None] * HEAD_DIM + dims[None, :], mask=written[:, None], other=0.0)
+            total = tl.sum(weights * tl.load(l_ptr + parts, mask=written, other=0.0), axis=0)
+            tl.store(out_ptr + row * HEAD_DIM + dims, (tl.sum(weights[:, None] * acc, axis=0) / total)
+                     .to(out_ptr.dtype.element_ty))
 
 
 # Measured on an H200 with each call reading its own cache (python -m qwen_triton.bench.attention, Qwen-7B heads,
 # scattered blocks, benchmarks/results/attention_h200.jsonl): about 4 programs per SM, 2 warps each, read fastest
 # at every batch up to 16 and context 512 / 2,000 (batch 4, context 2,000: 40 us where 2 splits of 4 warps took
-# 107); 64-token tiles with 8 or more splits, else 128 (at batch 64 without splits 128 reads 4.0 TB/s where 64
-# read 2.6).
+# 107); 64-token tiles with 8 or more splits, else 128. Where that gives one program per (sequence, head) (batch
+# 16 and up), contexts differ under load and the longest sequences' programs ran alone at the end: chunks of
+# CHUNK_TILES tiles per program instead (see Launch).
 PROGRAMS_PER_SM = 4
 MAX_SPLITS = 16
 WARPS = 2
+CHUNK_TILES = 4
+CHUNK_TILE = 64
+
+
+@dataclass(frozen=True)
+class Launch:
+    splits: int  # programs per (sequence, head)
+    tile: int  # tokens per loop iteration (at least the block size)
+    warps: int
+    chunk_tiles: int = 0  # 0: a sequence's tiles shared evenly by the splits; else at most this many per program
+
+    def __post_init__(self):
+        if self.splits < 1 or self.tile < 1 or self.warps < 1 or self.chunk_tiles < 0:
+            raise ValueError(f"bad attention launch {self}")
 
 
 def num_splits(batch: int, heads: int, device: torch.device) -> int:
@@ -94,27 +148,38 @@ def num_splits(batch: int, heads: int, device: torch.device) -> int:
     return 1 if wanted <= 1 else min(MAX_SPLITS, 1 << (wanted.bit_length() - 1))
 
 
+def default_launch(batch: int, heads: int, max_tokens: int, device: torch.device) -> Launch:
+    """max_tokens: the most a sequence can hold (block table width x block size); fixed by the shapes, so the
+    launch is graph-safe."""
+    splits = num_splits(batch, heads, device)
+    if splits > 1:
+        return Launch(splits, 64 if splits >= 8 else 128, WARPS)
+    return Launch(-(-max_tokens // (CHUNK_TILES * CHUNK_TILE)), CHUNK_TILE, WARPS, CHUNK_TILES)
+
+
 def decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
-           context_lens: torch.Tensor, splits: int | None = None,
-           launch: tuple[int, int] | None = None) -> torch.Tensor:
-    """q (B, H, D); caches (num_blocks, block_size, Hkv, D); block_tables (B, max_blocks); -> (B, H, D).
-    splits: programs per (sequence, head), default num_splits(); fixed by the shapes, so graph-safe.
-    launch: (tile tokens, warps), default by splits (above)."""
+           context_lens: torch.Tensor, launch: Launch | None = None) -> torch.Tensor:
+    """q (B, H, D); caches (num_blocks, block_size, Hkv, D); block_tables (B, max_blocks); -> (B, H, D)."""
     B, H, D = q.shape
     _, block_size, num_kv_heads, _ = k_cache.shape
-    splits = splits or num_splits(B, H, q.device)
-    tile, num_warps = launch or (64 if splits >= 8 else 128, WARPS)
+    launch = launch or default_launch(B, H, block_tables.shape[1] * block_size, q.device)
+    splits, tile = launch.splits, max(launch.tile, block_size)
+    if launch.chunk_tiles and splits * launch.chunk_tiles * tile < block_tables.shape[1] * block_size:
+        raise ValueError(f"{launch} does not cover block tables of {block_tables.shape[1]} blocks")
     out = torch.empty_like(q)
+    pdl_args = pdl.launch_kwargs(q.device)
     if splits == 1:
-        partial, m, l = out, out, out  # m and l are unused with one split
+        partial, m, l = out, out, out  # unused: one split writes the output
     else:
         partial = torch.empty(B, H, splits, D, dtype=torch.float32, device=q.device)
         m = torch.empty(B, H, splits, dtype=torch.float32, device=q.device)
         l = torch.empty_like(m)
-    _decode_kernel[(B, H, splits)](q.contiguous(), k_cache, v_cache, block_tables, context_lens, partial, m, l,
+    _decode_kernel[(B, H, splits)](q.contiguous(), k_cache, v_cache, block_tables, context_lens, out, partial, m, l,
                                    D ** -0.5, block_tables.stride(0), NUM_HEADS=H, NUM_KV_HEADS=num_kv_heads,
-                                   HEAD_DIM=D, BLOCK_SIZE=block_size, TILE=max(tile, block_size),
-                                   SPLITS=splits, num_warps=num_warps)
+                                   HEAD_DIM=D, BLOCK_SIZE=block_size, TILE=tile, SPLITS=splits,
+                                   CHUNK_TILES=launch.chunk_tiles, num_warps=launch.warps, **pdl_args)
     if splits > 1:
-        _combine_kernel[(B, H)](partial, m, l, out, NUM_HEADS=H, HEAD_DIM=D, SPLITS=splits)
+        _combine_kernel[(B, H)](partial, m, l, context_lens, out, NUM_HEADS=H, HEAD_DIM=D, TILE=tile, SPLITS=splits,
+                                SPLITS_POW2=triton.next_power_of_2(splits), CHUNK_TILES=launch.chunk_tiles,
+                                **pdl_args)
     return out
