@@ -14,13 +14,21 @@ def test_small_batches_split_each_context_evenly(monkeypatch, batch, even):
     assert launch.splits == even and launch.chunk_tiles == 0
 
 
-@pytest.mark.parametrize("max_tokens", [16, 256, 257, 2048, 32768])
+@pytest.mark.parametrize("max_tokens", [16, 256, 257, 2048])
 def test_large_batches_read_chunks_that_cover_the_longest_table(monkeypatch, max_tokens):
     monkeypatch.setattr(paged_attention, "num_splits", lambda b, h, device: 1)
     launch = paged_attention.default_launch(64, 32, max_tokens, torch.device("cuda"))
     chunk_tokens = launch.chunk_tiles * launch.tile
     assert launch.chunk_tiles > 0
     assert launch.splits * chunk_tokens >= max_tokens > (launch.splits - 1) * chunk_tokens  # no grid row always empty
+
+
+@pytest.mark.parametrize("batch", [16, 32, 64, 128])
+def test_long_tables_do_not_grow_the_grid_past_the_cap(monkeypatch, batch):
+    monkeypatch.setattr(paged_attention, "num_splits", lambda b, h, device: 1)
+    launch = paged_attention.default_launch(batch, 32, 32768, torch.device("cuda"))
+    assert launch.chunk_tiles > 0 and launch.splits >= 1
+    assert launch.splits * batch * 32 <= max(paged_attention.MAX_CHUNK_PROGRAMS, batch * 32)
 
 
 @pytest.mark.parametrize("bad", [dict(splits=0), dict(tile=0), dict(warps=0), dict(chunk_tiles=-1)])

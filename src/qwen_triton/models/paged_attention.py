@@ -86,11 +86,13 @@ if triton is not None:
 
     @triton.jit
     def _tiles_per_split(length, TILE: tl.constexpr, SPLITS: tl.constexpr, CHUNK_TILES: tl.constexpr):
-        # Even: the sequence's tiles shared among SPLITS programs. Chunked: at most CHUNK_TILES per program, so a
-        # long sequence gets more programs and no program outlasts the others by more than one chunk.
+        # Even: the sequence's tiles shared among SPLITS programs. Chunked: CHUNK_TILES per program, so a long
+        # sequence gets more programs and none outlasts the others by more than a chunk; a sequence longer than
+        # SPLITS chunks is shared evenly (the grid is capped, see default_launch).
+        even = tl.cdiv(tl.cdiv(length, TILE), SPLITS)
         if CHUNK_TILES > 0:
-            return CHUNK_TILES
-        return tl.cdiv(tl.cdiv(length, TILE), SPLITS)
+            return tl.maximum(even, CHUNK_TILES)
+        return even
 
     @triton.jit
     def _combine_kernel(acc_ptr, m_ptr, l_ptr, lens_ptr, out_ptr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -126,6 +128,9 @@ MAX_SPLITS = 16
 WARPS = 2
 CHUNK_TILES = 4
 CHUNK_TILE = 64
+# Programs past a sequence's end still cost a launch slot each: at most this many programs per chunked launch
+# (batch 64 x 32 heads x 8 splits, measured above; a longer max_seq_len shares long sequences evenly instead).
+MAX_CHUNK_PROGRAMS = 16384
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,8 @@ class Launch:
     splits: int  # programs per (sequence, head)
     tile: int  # tokens per loop iteration (at least the block size)
     warps: int
-    chunk_tiles: int = 0  # 0: a sequence's tiles shared evenly by the splits; else at most this many per program
+    # 0: a sequence's tiles shared evenly by the splits; else this many per program, or the even share when more
+    chunk_tiles: int = 0
 
     def __post_init__(self):
         if self.splits < 1 or self.tile < 1 or self.warps < 1 or self.chunk_tiles < 0:
@@ -154,7 +160,8 @@ def default_launch(batch: int, heads: int, max_tokens: int, device: torch.device
     splits = num_splits(batch, heads, device)
     if splits > 1:
         return Launch(splits, 64 if splits >= 8 else 128, WARPS)
-    return Launch(-(-max_tokens // (CHUNK_TILES * CHUNK_TILE)), CHUNK_TILE, WARPS, CHUNK_TILES)
+    splits = min(-(-max_tokens // (CHUNK_TILES * CHUNK_TILE)), max(1, MAX_CHUNK_PROGRAMS // (batch * heads)))
+    return Launch(splits, CHUNK_TILE, WARPS, CHUNK_TILES)
 
 
 def decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
@@ -164,8 +171,6 @@ def decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_
     _, block_size, num_kv_heads, _ = k_cache.shape
     launch = launch or default_launch(B, H, block_tables.shape[1] * block_size, q.device)
     splits, tile = launch.splits, max(launch.tile, block_size)
-    if launch.chunk_tiles and splits * launch.chunk_tiles * tile < block_tables.shape[1] * block_size:
-        raise ValueError(f"{launch} does not cover block tables of {block_tables.shape[1]} blocks")
     out = torch.empty_like(q)
     pdl_args = pdl.launch_kwargs(q.device)
     if splits == 1:
