@@ -1,6 +1,7 @@
-"""Decode attention over the paged KV cache as one Triton kernel on CUDA: each (sequence, head) program
-reads only its live blocks (online softmax), so cost follows real context lengths, not the padded table.
-Shapes are static, so it runs inside CUDA graphs. Without Triton or CUDA the caller uses its SDPA path."""
+"""Decode attention over the paged KV cache as Triton kernels on CUDA: each (sequence, head, split) program
+reads only live blocks of its share of the context (online softmax), so cost follows real context lengths,
+not the padded table; a second kernel merges the splits. Launches depend on shapes only, so they run inside
+CUDA graphs. Without Triton or CUDA the caller uses its SDPA path."""
 from __future__ import annotations
 
 from dataclasses import dataclass
