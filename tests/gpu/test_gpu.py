@@ -51,7 +51,7 @@ def test_cuda_graph_decode_matches_eager(folder, dtype):
 # One pass; split evenly over the context (flash-decoding); chunks of 1 or 2 tiles per program, so long sequences
 # get more programs and short ones leave programs empty; chunks too few for the table (shared evenly beyond);
 # the default for the shapes.
-LAUNCHES = [(1, 128, 0), (4, 128, 0), (16, 64, 0), (8, 16, 1), (4, 16, 2), (2, 16, 1), None]
+LAUNCHES = [(1, 128, 0), (4, 128, 0), (16, 64, 0), (8, 32, 0), (8, 16, 1), (4, 16, 2), (2, 16, 1), None]
 
 
 @pytest.mark.parametrize("launch", LAUNCHES)

@@ -7,7 +7,7 @@ from qwen_triton.bench.attention import served_contexts
 from qwen_triton.models import paged_attention, pdl
 
 
-@pytest.mark.parametrize("batch,even", [(1, 16), (4, 4), (8, 2)])
+@pytest.mark.parametrize("batch,even", [(1, 32), (4, 8), (8, 4)])
 def test_small_batches_split_each_context_evenly(monkeypatch, batch, even):
     monkeypatch.setattr(paged_attention, "num_splits", lambda b, h, device: even)
     launch = paged_attention.default_launch(batch, 32, 2048, torch.device("cuda"))
@@ -15,8 +15,9 @@ def test_small_batches_split_each_context_evenly(monkeypatch, batch, even):
 
 
 @pytest.mark.parametrize("max_tokens", [16, 256, 257, 2048])
-def test_large_batches_read_chunks_that_cover_the_longest_table(monkeypatch, max_tokens):
-    monkeypatch.setattr(paged_attention, "num_splits", lambda b, h, device: 1)
+@pytest.mark.parametrize("even", [1, 2])  # too few programs per (sequence, head) to share each context evenly
+def test_large_batches_read_chunks_that_cover_the_longest_table(monkeypatch, max_tokens, even):
+    monkeypatch.setattr(paged_attention, "num_splits", lambda b, h, device: even)
     launch = paged_attention.default_launch(64, 32, max_tokens, torch.device("cuda"))
     chunk_tokens = launch.chunk_tiles * launch.tile
     assert launch.chunk_tiles > 0

@@ -28,15 +28,19 @@ def served_contexts(batch: int, seed: int = 0) -> list[int]:
     return [prompt + rng.randrange(out) + 1 for prompt, out in picks]
 
 
-def _launches(args, batch: int, heads: int, table_tokens: int):
+def _launches(args, batch: int, heads: int, table_tokens: int) -> list:
     default = paged_attention.default_launch(batch, heads, table_tokens, torch.device("cuda"))
+    launches = []
     for splits, tile, warps, chunk in itertools.product(args.splits, args.tiles, args.warps, args.chunks):
         if not splits:
-            yield default
+            launch = default
         elif chunk:
-            yield paged_attention.Launch(-(-table_tokens // (tile * chunk)), tile, warps, chunk)
+            launch = paged_attention.Launch(-(-table_tokens // (tile * chunk)), tile, warps, chunk)
         else:
-            yield paged_attention.Launch(splits, tile, warps)
+            launch = paged_attention.Launch(splits, tile, warps)
+        if launch not in launches:  # the default once, however many tiles and warps were asked for
+            launches.append(launch)
+    return launches
 
 
 def main(argv=None) -> None:

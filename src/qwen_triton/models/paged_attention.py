@@ -27,7 +27,7 @@ if triton is not None:
     def _decode_kernel(q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, out_ptr, acc_ptr, m_ptr, l_ptr, scale, table_stride,
                        NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
                        BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr, SPLITS: tl.constexpr, CHUNK_TILES: tl.constexpr,
-                       PDL: tl.constexpr):
+                       PDL: tl.constexpr, STAGES: tl.constexpr):
         # Program (sequence, head, split) reads tiles [first, first + per_split) of its sequence. A sequence read
         # by one program gets its output here; otherwise each live split stores its partial state (acc, m, l)
         # for _combine_kernel. Programs past the sequence's last tile read and write nothing.
@@ -45,7 +45,8 @@ if triton is not None:
             q = tl.load(q_ptr + row * HEAD_DIM + dims).to(tl.float32)  # (D,)
             acc, m_i, l_i = _attend(q, k_ptr, v_ptr, tables_ptr + seq * table_stride, length, first,
                                     tl.minimum(first + per_split, num_tiles), scale,
-                                    head // (NUM_HEADS // NUM_KV_HEADS), NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE, TILE)
+                                    head // (NUM_HEADS // NUM_KV_HEADS), NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE, TILE,
+                                    STAGES)
             if SPLITS == 1:  # decided at compile time: no partial state is written at all
                 tl.store(out_ptr + row * HEAD_DIM + dims, (acc / l_i).to(out_ptr.dtype.element_ty))
             elif per_split >= num_tiles:
@@ -58,23 +59,28 @@ if triton is not None:
 
     @triton.jit
     def _attend(q, k_ptr, v_ptr, table_ptr, length, first, end, scale, kv_head, NUM_KV_HEADS: tl.constexpr,
-                HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr):
+                HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr, STAGES: tl.constexpr):
         # Online softmax over tiles [first, end): (acc (D,), running max m, running sum l), all float32.
+        # TILE tokens (several KV blocks) per iteration: each token finds its own block, so more bytes are in
+        # flight per program than with one 16-token block at a time. The next tile's block ids are loaded
+        # while this tile computes, and the compiler pipelines the K/V loads STAGES deep, so a tile's reads no
+        # longer wait on its table read.
         dims = tl.arange(0, HEAD_DIM)
         offsets = tl.arange(0, TILE)
         m_i = tl.full([], float("-inf"), tl.float32)
         l_i = tl.full([], 0.0, tl.float32)
         acc = tl.zeros([HEAD_DIM], dtype=tl.float32)
-        # TILE tokens (several KV blocks) per iteration: each token finds its own block, so more bytes are
-        # in flight per program than with one 16-token block at a time.
-        for tile in range(first, end):
+        tokens = first * TILE + offsets
+        physical = tl.load(table_ptr + tokens // BLOCK_SIZE, mask=tokens < length, other=0).to(tl.int64)
+        for tile in tl.range(first, end, num_stages=STAGES):
             tokens = tile * TILE + offsets
             live = tokens < length
-            physical = tl.load(table_ptr + tokens // BLOCK_SIZE, mask=live, other=0).to(tl.int64)
             rows = (physical * BLOCK_SIZE + tokens % BLOCK_SIZE) * NUM_KV_HEADS + kv_head  # (TILE,)
             ptrs = rows[:, None] * HEAD_DIM + dims[None, :]  # (TILE, D)
-            k = tl.load(k_ptr + ptrs, mask=live[:, None], other=0.0).to(tl.float32)
-            scores = tl.sum(k * q[None, :], axis=1) * scale
+            k = tl.load(k_ptr + ptrs, mask=live[:, None], other=0.0)
+            ahead = tokens + TILE
+            physical = tl.load(table_ptr + ahead // BLOCK_SIZE, mask=ahead < length, other=0).to(tl.int64)
+            scores = tl.sum(k.to(tl.float32) * q[None, :], axis=1) * scale
             scores = tl.where(live, scores, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(scores, axis=0))
             p = tl.exp(scores - m_new)
@@ -119,16 +125,20 @@ if triton is not None:
 
 
 # Measured on an H200 with each call reading its own cache (python -m qwen_triton.bench.attention, Qwen-7B heads,
-# scattered blocks, benchmarks/results/attention_h200.jsonl): about 4 programs per SM, 2 warps each, read fastest
-# at every batch up to 16 and context 512 / 2,000 (batch 4, context 2,000: 40 us where 2 splits of 4 warps took
-# 107); 64-token tiles with 8 or more splits, else 128. Where that gives one program per (sequence, head) (batch
-# 16 and up), contexts differ under load and the longest sequences' programs ran alone at the end: chunks of
-# CHUNK_TILES tiles per program instead (see Launch).
-PROGRAMS_PER_SM = 4
-MAX_SPLITS = 16
+# scattered blocks, benchmarks/results/attention_pipelined_h200.jsonl): with the loads pipelined, about 8
+# programs per SM of 32-token tiles, 2 warps each, read fastest at batch 1 and 4 (context 512 / 2,000; batch 4 at
+# 2,000: 38 us where 4 splits of 128-token tiles took 44 before pipelining, 63 after: a deep tile pipelined
+# takes too much shared memory). Where that gives fewer than MIN_EVEN_SPLITS programs per (sequence, head)
+# (batch 16 and up), contexts differ under load and the longest sequences' programs ran alone at the end: chunks
+# of CHUNK_TILES tiles per program instead (see Launch).
+PROGRAMS_PER_SM = 8
+MAX_SPLITS = 32
+MIN_EVEN_SPLITS = 4
+EVEN_TILE = 32
 WARPS = 2
 CHUNK_TILES = 4
 CHUNK_TILE = 64
+PIPELINE_STAGES = 2  # 3 was slower at every shape measured (batch 64, context 2,000: 735 us against 538)
 # Programs past a sequence's end still cost a launch slot each: at most this many programs per chunked launch
 # (batch 64 x 32 heads x 8 splits, measured above; a longer max_seq_len shares long sequences evenly instead).
 MAX_CHUNK_PROGRAMS = 16384
@@ -159,8 +169,8 @@ def default_launch(batch: int, heads: int, max_tokens: int, device: torch.device
     """max_tokens: the most a sequence can hold (block table width x block size); fixed by the shapes, so the
     launch is graph-safe."""
     splits = num_splits(batch, heads, device)
-    if splits > 1:
-        return Launch(splits, 64 if splits >= 8 else 128, WARPS)
+    if splits >= MIN_EVEN_SPLITS:
+        return Launch(splits, EVEN_TILE, WARPS)
     splits = min(-(-max_tokens // (CHUNK_TILES * CHUNK_TILE)), max(1, MAX_CHUNK_PROGRAMS // (batch * heads)))
     return Launch(splits, CHUNK_TILE, WARPS, CHUNK_TILES)
 
@@ -183,7 +193,8 @@ def decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_
     _decode_kernel[(B, H, splits)](q.contiguous(), k_cache, v_cache, block_tables, context_lens, out, partial, m, l,
                                    D ** -0.5, block_tables.stride(0), NUM_HEADS=H, NUM_KV_HEADS=num_kv_heads,
                                    HEAD_DIM=D, BLOCK_SIZE=block_size, TILE=tile, SPLITS=splits,
-                                   CHUNK_TILES=launch.chunk_tiles, num_warps=launch.warps, **pdl_args)
+                                   CHUNK_TILES=launch.chunk_tiles, num_warps=launch.warps, STAGES=PIPELINE_STAGES,
+                                   **pdl_args)
     if splits > 1:
         _combine_kernel[(B, H)](partial, m, l, context_lens, out, NUM_HEADS=H, HEAD_DIM=D, TILE=tile, SPLITS=splits,
                                 SPLITS_POW2=triton.next_power_of_2(splits), CHUNK_TILES=launch.chunk_tiles,
