@@ -50,8 +50,10 @@ def test_cuda_graph_decode_matches_eager(folder, dtype):
 
 # One pass; split evenly over the context (flash-decoding); chunks of 1 or 2 tiles per program, so long sequences
 # get more programs and short ones leave programs empty; chunks too few for the table (shared evenly beyond);
-# the default for the shapes.
-LAUNCHES = [(1, 128, 0), (4, 128, 0), (16, 64, 0), (8, 32, 0), (8, 16, 1), (4, 16, 2), (2, 16, 1), None]
+# each with and without the tile loop pipelined; the default for the shapes.
+LAUNCHES = [(splits, tile, chunk, stages) for splits, tile, chunk in
+            [(1, 128, 0), (4, 128, 0), (16, 64, 0), (8, 32, 0), (8, 16, 1), (4, 16, 2), (2, 16, 1)]
+            for stages in (1, 2)] + [None]
 
 
 @pytest.mark.parametrize("launch", LAUNCHES)
@@ -69,8 +71,8 @@ def test_paged_decode_kernel_matches_sdpa_over_gathered_blocks(heads, kv_heads, 
     lens = torch.tensor([1, 15, 16, 17, 100, 128], device="cuda")  # tile edges, a full table
     tables = torch.randperm(num_blocks, device="cuda")[: B * 8].view(B, 8)
     if launch is not None:
-        splits, tile, chunk = launch
-        launch = paged_attention.Launch(splits, tile, paged_attention.WARPS, chunk)
+        splits, tile, chunk, stages = launch
+        launch = paged_attention.Launch(splits, tile, paged_attention.WARPS, chunk, stages)
     out = paged_attention.decode(q, k_cache, v_cache, tables, lens, launch)
     keys = k_cache[tables].view(B, 8 * block_size, kv_heads, D).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)
     values = v_cache[tables].view(B, 8 * block_size, kv_heads, D).transpose(1, 2).repeat_interleave(heads // kv_heads, 1)

@@ -1,5 +1,6 @@
 """Decode-attention launch policy (no GPU needed): even context splits at small batch, chunks covering the
-whole block table at large batch; programmatic dependent launch stays off off Hopper-class CUDA devices."""
+whole block table at large batch, the tile loop pipelined only with Hopper-class shared memory; programmatic
+dependent launch stays off off Hopper-class CUDA devices."""
 import pytest
 import torch
 
@@ -7,32 +8,55 @@ from qwen_triton.bench.attention import served_contexts
 from qwen_triton.models import paged_attention, pdl
 
 
-@pytest.mark.parametrize("batch,even", [(1, 32), (4, 8), (8, 4)])
-def test_small_batches_split_each_context_evenly(monkeypatch, batch, even):
-    monkeypatch.setattr(paged_attention, "num_splits", lambda b, h, device: even)
+def _on_device(monkeypatch, policy, sms=132):
+    monkeypatch.setattr(paged_attention, "launch_policy", lambda device: policy)
+    monkeypatch.setattr(paged_attention, "sm_count", lambda device: sms)
+
+
+PIPELINED, UNPIPELINED = paged_attention.PIPELINED, paged_attention.UNPIPELINED
+
+
+@pytest.mark.parametrize("policy,batch,splits,tile", [
+    (PIPELINED, 1, 32, 32), (PIPELINED, 4, 8, 32), (PIPELINED, 8, 4, 32),
+    (UNPIPELINED, 1, 16, 64), (UNPIPELINED, 4, 4, 128), (UNPIPELINED, 8, 2, 128),
+])
+def test_small_batches_split_each_context_evenly(monkeypatch, policy, batch, splits, tile):
+    _on_device(monkeypatch, policy)
     launch = paged_attention.default_launch(batch, 32, 2048, torch.device("cuda"))
-    assert launch.splits == even and launch.chunk_tiles == 0
+    assert (launch.splits, launch.tile, launch.chunk_tiles, launch.stages) == (splits, tile, 0, policy.stages)
 
 
 @pytest.mark.parametrize("max_tokens", [16, 256, 257, 2048])
-@pytest.mark.parametrize("even", [1, 2])  # too few programs per (sequence, head) to share each context evenly
-def test_large_batches_read_chunks_that_cover_the_longest_table(monkeypatch, max_tokens, even):
-    monkeypatch.setattr(paged_attention, "num_splits", lambda b, h, device: even)
-    launch = paged_attention.default_launch(64, 32, max_tokens, torch.device("cuda"))
+@pytest.mark.parametrize("policy,batch", [(PIPELINED, 16), (PIPELINED, 64), (UNPIPELINED, 16)])
+def test_large_batches_read_chunks_that_cover_the_longest_table(monkeypatch, max_tokens, policy, batch):
+    _on_device(monkeypatch, policy)
+    launch = paged_attention.default_launch(batch, 32, max_tokens, torch.device("cuda"))
     chunk_tokens = launch.chunk_tiles * launch.tile
-    assert launch.chunk_tiles > 0
+    assert launch.chunk_tiles > 0 and launch.stages == policy.stages
     assert launch.splits * chunk_tokens >= max_tokens > (launch.splits - 1) * chunk_tokens  # no grid row always empty
 
 
 @pytest.mark.parametrize("batch", [16, 32, 64, 128])
 def test_long_tables_do_not_grow_the_grid_past_the_cap(monkeypatch, batch):
-    monkeypatch.setattr(paged_attention, "num_splits", lambda b, h, device: 1)
+    _on_device(monkeypatch, PIPELINED)
     launch = paged_attention.default_launch(batch, 32, 32768, torch.device("cuda"))
     assert launch.chunk_tiles > 0 and launch.splits >= 1
     assert launch.splits * batch * 32 <= max(paged_attention.MAX_CHUNK_PROGRAMS, batch * 32)
 
 
-@pytest.mark.parametrize("bad", [dict(splits=0), dict(tile=0), dict(warps=0), dict(chunk_tiles=-1)])
+def test_only_hopper_class_shared_memory_pipelines(monkeypatch):
+    class Props:
+        def __init__(self, shared):
+            self.shared_memory_per_multiprocessor = shared
+
+    for shared, policy in [(233472, PIPELINED), (167936, UNPIPELINED), (102400, UNPIPELINED)]:  # H200, A100, L4
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device, shared=shared: Props(shared))
+        assert paged_attention.launch_policy(torch.device("cuda")) is policy
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: object())  # a torch without the field
+    assert paged_attention.launch_policy(torch.device("cuda")) is UNPIPELINED
+
+
+@pytest.mark.parametrize("bad", [dict(splits=0), dict(tile=0), dict(warps=0), dict(chunk_tiles=-1), dict(stages=0)])
 def test_bad_launches_are_refused(bad):
     with pytest.raises(ValueError):
         paged_attention.Launch(**{"splits": 1, "tile": 64, "warps": 2, **bad})

@@ -31,13 +31,14 @@ def served_contexts(batch: int, seed: int = 0) -> list[int]:
 def _launches(args, batch: int, heads: int, table_tokens: int) -> list:
     default = paged_attention.default_launch(batch, heads, table_tokens, torch.device("cuda"))
     launches = []
-    for splits, tile, warps, chunk in itertools.product(args.splits, args.tiles, args.warps, args.chunks):
+    for splits, tile, warps, chunk, stages in itertools.product(args.splits, args.tiles, args.warps, args.chunks,
+                                                                args.stages):
         if not splits:
             launch = default
         elif chunk:
-            launch = paged_attention.Launch(-(-table_tokens // (tile * chunk)), tile, warps, chunk)
+            launch = paged_attention.Launch(-(-table_tokens // (tile * chunk)), tile, warps, chunk, stages)
         else:
-            launch = paged_attention.Launch(splits, tile, warps)
+            launch = paged_attention.Launch(splits, tile, warps, stages=stages)
         if launch not in launches:  # the default once, however many tiles and warps were asked for
             launches.append(launch)
     return launches
@@ -48,11 +49,12 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--context", type=int, nargs="+", default=[300, 1000, 2000])
     parser.add_argument("--splits", type=int, nargs="+", default=[0],
-                        help="programs per (sequence, head); 0: the default launch (tiles, warps, chunks ignored)")
+                        help="programs per (sequence, head); 0: the default launch (the other launch options ignored)")
     parser.add_argument("--tiles", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--warps", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--chunks", type=int, nargs="+", default=[0],
                         help="at most this many tiles per program (the grid covers the longest table); 0: even splits")
+    parser.add_argument("--stages", type=int, nargs="+", default=[2], help="tile-loop pipeline depth (1: none)")
     parser.add_argument("--served", action="store_true", help="contexts as under the served c64 load")
     parser.add_argument("--table-tokens", type=int, default=2048, help="block table width (max_seq_len in serving)")
     parser.add_argument("--min-bytes", type=int, default=256 << 20, help="cache copies per case (beyond the L2)")

@@ -124,23 +124,11 @@ if triton is not None:
                      .to(out_ptr.dtype.element_ty))
 
 
-# Measured on an H200 with each call reading its own cache (python -m qwen_triton.bench.attention, Qwen-7B heads,
-# scattered blocks, benchmarks/results/attention_pipelined_h200.jsonl): with the loads pipelined, about 8
-# programs per SM of 32-token tiles, 2 warps each, read fastest at batch 1 and 4 (context 512 / 2,000; batch 4 at
-# 2,000: 38 us where 4 splits of 128-token tiles took 44 before pipelining, 63 after: a deep tile pipelined
-# takes too much shared memory). Where that gives fewer than MIN_EVEN_SPLITS programs per (sequence, head)
-# (batch 16 and up), contexts differ under load and the longest sequences' programs ran alone at the end: chunks
-# of CHUNK_TILES tiles per program instead (see Launch).
-PROGRAMS_PER_SM = 8
-MAX_SPLITS = 32
-MIN_EVEN_SPLITS = 4
-EVEN_TILE = 32
 WARPS = 2
 CHUNK_TILES = 4
 CHUNK_TILE = 64
-PIPELINE_STAGES = 2  # 3 was slower at every shape measured (batch 64, context 2,000: 735 us against 538)
 # Programs past a sequence's end still cost a launch slot each: at most this many programs per chunked launch
-# (batch 64 x 32 heads x 8 splits, measured above; a longer max_seq_len shares long sequences evenly instead).
+# (batch 64 x 32 heads x 8 splits; a longer max_seq_len shares long sequences evenly instead).
 MAX_CHUNK_PROGRAMS = 16384
 
 
@@ -151,28 +139,64 @@ class Launch:
     warps: int
     # 0: a sequence's tiles shared evenly by the splits; else this many per program, or the even share when more
     chunk_tiles: int = 0
+    stages: int = 1  # software-pipeline depth of the tile loop; 1: none
 
     def __post_init__(self):
-        if self.splits < 1 or self.tile < 1 or self.warps < 1 or self.chunk_tiles < 0:
+        if self.splits < 1 or self.tile < 1 or self.warps < 1 or self.chunk_tiles < 0 or self.stages < 1:
             raise ValueError(f"bad attention launch {self}")
 
 
-def num_splits(batch: int, heads: int, device: torch.device) -> int:
-    """Programs per (sequence, head): the largest power of two that keeps to about PROGRAMS_PER_SM programs per
-    SM (flash-decoding at small batch), at least 1."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    wanted = PROGRAMS_PER_SM * sms // (batch * heads)
-    return 1 if wanted <= 1 else min(MAX_SPLITS, 1 << (wanted.bit_length() - 1))
+@dataclass(frozen=True)
+class LaunchPolicy:
+    """How default_launch shapes the grid on a class of device."""
+    programs_per_sm: int  # even splits: about this many programs per SM
+    max_splits: int
+    min_even_splits: int  # fewer programs than this per (sequence, head): chunks instead
+    even_tiles: tuple[int, int]  # tile with 8 or more even splits, with fewer
+    stages: int
+
+
+# Measured on an H200 with each call reading its own cache (python -m qwen_triton.bench.attention, Qwen-7B heads,
+# scattered blocks, benchmarks/results/attention_pipelined_h200.jsonl): with the tile loop pipelined, about 8
+# programs per SM of 32-token tiles, 2 warps each, read fastest at batch 1 to 8 (context 512 / 2,000; batch 4 at
+# 2,000: 38 us where 4 splits of 128-token tiles took 44 unpipelined, 63 pipelined); 3 stages were slower at
+# every shape (batch 64 at 2,000 tokens: 735 us against 538). Where even splits give too few programs (batch 16
+# and up), contexts differ under load and the longest sequences' programs ran alone at the end of the layer:
+# chunks of CHUNK_TILES tiles per program instead (see Launch). A pipelined 64-token chunk takes 33 KiB of
+# shared memory per program, so only devices with Hopper-class shared memory pipeline; the others keep the
+# launch measured before pipelining (benchmarks/results/attention_h200.jsonl: about 4 programs per SM).
+PIPELINED = LaunchPolicy(programs_per_sm=8, max_splits=32, min_even_splits=4, even_tiles=(32, 32), stages=2)
+UNPIPELINED = LaunchPolicy(programs_per_sm=4, max_splits=16, min_even_splits=2, even_tiles=(64, 128), stages=1)
+PIPELINE_MIN_SHARED_BYTES = 200 * 1024  # per SM: H100 and H200 have 228 KiB, an A100 164, an L4 100
+
+
+def launch_policy(device: torch.device) -> LaunchPolicy:
+    props = torch.cuda.get_device_properties(device)
+    shared = getattr(props, "shared_memory_per_multiprocessor", 0)
+    return PIPELINED if shared >= PIPELINE_MIN_SHARED_BYTES else UNPIPELINED
+
+
+def sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def num_splits(batch: int, heads: int, sms: int, policy: LaunchPolicy) -> int:
+    """Programs per (sequence, head): the largest power of two that keeps to about policy.programs_per_sm
+    programs per SM (flash-decoding at small batch), at least 1."""
+    wanted = policy.programs_per_sm * sms // (batch * heads)
+    return 1 if wanted <= 1 else min(policy.max_splits, 1 << (wanted.bit_length() - 1))
 
 
 def default_launch(batch: int, heads: int, max_tokens: int, device: torch.device) -> Launch:
     """max_tokens: the most a sequence can hold (block table width x block size); fixed by the shapes, so the
     launch is graph-safe."""
-    splits = num_splits(batch, heads, device)
-    if splits >= MIN_EVEN_SPLITS:
-        return Launch(splits, EVEN_TILE, WARPS)
+    policy = launch_policy(device)
+    splits = num_splits(batch, heads, sm_count(device), policy)
+    if splits >= policy.min_even_splits:
+        tile = policy.even_tiles[0] if splits >= 8 else policy.even_tiles[1]
+        return Launch(splits, tile, WARPS, stages=policy.stages)
     splits = min(-(-max_tokens // (CHUNK_TILES * CHUNK_TILE)), max(1, MAX_CHUNK_PROGRAMS // (batch * heads)))
-    return Launch(splits, CHUNK_TILE, WARPS, CHUNK_TILES)
+    return Launch(splits, CHUNK_TILE, WARPS, CHUNK_TILES, policy.stages)
 
 
 def decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
@@ -193,7 +217,7 @@ def decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_
     _decode_kernel[(B, H, splits)](q.contiguous(), k_cache, v_cache, block_tables, context_lens, out, partial, m, l,
                                    D ** -0.5, block_tables.stride(0), NUM_HEADS=H, NUM_KV_HEADS=num_kv_heads,
                                    HEAD_DIM=D, BLOCK_SIZE=block_size, TILE=tile, SPLITS=splits,
-                                   CHUNK_TILES=launch.chunk_tiles, num_warps=launch.warps, STAGES=PIPELINE_STAGES,
+                                   CHUNK_TILES=launch.chunk_tiles, num_warps=launch.warps, STAGES=launch.stages,
                                    **pdl_args)
     if splits > 1:
         _combine_kernel[(B, H)](partial, m, l, context_lens, out, NUM_HEADS=H, HEAD_DIM=D, TILE=tile, SPLITS=splits,
