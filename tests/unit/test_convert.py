@@ -1,5 +1,5 @@
 """build/'s converter: v1 names and fusing (w2 = gate, w1 = up), Qwen2 QKV order, tied heads, limits, shards and
-.bin fallback, dtype, the strict loader, and the thin build/ entry points."""
+.bin fallback, dtype, the strict loader (and its CPU head layout), and the thin build/ entry points."""
 import importlib.util
 import json
 import shutil
@@ -84,6 +84,14 @@ def test_engine_folder_loads_into_the_model(qwen2):
     *_, root = qwen2
     model = load_model(load_engine_folder(root / "engine"), "cpu", torch.bfloat16)
     assert model.lm_head is None and model.model.embed_tokens.weight.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype,hidden_major", [(torch.float32, True), (torch.bfloat16, False)])
+def test_cpu_float32_head_is_stored_hidden_major_with_the_same_values(v1, dtype, hidden_major):
+    _, engine, root = v1
+    head = load_model(load_engine_folder(root / "engine"), "cpu", dtype).lm_head.weight
+    assert head.shape == engine["lm_head.weight"].shape and torch.equal(head, engine["lm_head.weight"].to(dtype))
+    assert head.t().is_contiguous() is hidden_major and head.is_contiguous() is not hidden_major
 
 
 def test_loader_names_what_is_missing(qwen2, tmp_path):

@@ -18,8 +18,25 @@ def _names(names: set[str], limit: int = 10) -> str:
 
 
 def load_model(folder: EngineFolder, device: torch.device | str, dtype: torch.dtype) -> QwenForCausalLM:
+    model = _load(folder, torch.device(device), dtype)
+    if model.lm_head is not None and torch.device(device).type == "cpu" and dtype == torch.float32:
+        _store_hidden_major(model.lm_head.weight)
+    return model
+
+
+@torch.no_grad()
+def _store_hidden_major(weight: torch.Tensor) -> None:
+    # Same (vocab, hidden) tensor, same values, stored as its transpose: for the few rows of a decode step
+    # MKL's float32 GEMM then streams contiguous vocab-long rows instead of computing vocab short dot products
+    # (the default 64-hidden engine's head, one thread of the 2-core build machine: 5.5 -> 2.4 ms at one row,
+    # 14.1 -> 5.1 at two; at 896 hidden 50 -> 33 ms). bfloat16 is slower this way (8.7 -> 12.0 ms), so it keeps
+    # the checkpoint's order.
+    weight.data = weight.data.t().contiguous().t()
+
+
+def _load(folder: EngineFolder, device: torch.device, dtype: torch.dtype) -> QwenForCausalLM:
     if folder.random_weights_seed is not None:
-        return random_model(folder, torch.device(device), dtype, folder.random_weights_seed)
+        return random_model(folder, device, dtype, folder.random_weights_seed)
     if not folder.weights.is_file():
         raise ConfigError(f"{folder.weights} not found: build the engine with python -m build.convert")
     with torch.device("meta"):  # no memory until the real tensors are assigned
