@@ -8,9 +8,15 @@ from qwen_triton.bench.attention import served_contexts
 from qwen_triton.models import paged_attention, pdl
 
 
-def _on_device(monkeypatch, policy, sms=132):
-    monkeypatch.setattr(paged_attention, "launch_policy", lambda device: policy)
-    monkeypatch.setattr(paged_attention, "sm_count", lambda device: sms)
+class Props:  # the fields of torch.cuda.get_device_properties the launch reads
+    def __init__(self, shared, sms=132):
+        self.shared_memory_per_multiprocessor = shared
+        self.multi_processor_count = sms
+
+
+def _on_device(monkeypatch, policy):
+    shared = 233472 if policy is paged_attention.PIPELINED else 167936  # an H200's, an A100's
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props(shared))
 
 
 PIPELINED, UNPIPELINED = paged_attention.PIPELINED, paged_attention.UNPIPELINED
@@ -44,16 +50,10 @@ def test_long_tables_do_not_grow_the_grid_past_the_cap(monkeypatch, batch):
     assert launch.splits * batch * 32 <= max(paged_attention.MAX_CHUNK_PROGRAMS, batch * 32)
 
 
-def test_only_hopper_class_shared_memory_pipelines(monkeypatch):
-    class Props:
-        def __init__(self, shared):
-            self.shared_memory_per_multiprocessor = shared
-
+def test_only_hopper_class_shared_memory_pipelines():
     for shared, policy in [(233472, PIPELINED), (167936, UNPIPELINED), (102400, UNPIPELINED)]:  # H200, A100, L4
-        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device, shared=shared: Props(shared))
-        assert paged_attention.launch_policy(torch.device("cuda")) is policy
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: object())  # a torch without the field
-    assert paged_attention.launch_policy(torch.device("cuda")) is UNPIPELINED
+        assert paged_attention.launch_policy(Props(shared)) is policy
+    assert paged_attention.launch_policy(object()) is UNPIPELINED  # a torch without the field
 
 
 @pytest.mark.parametrize("bad", [dict(splits=0), dict(tile=0), dict(warps=0), dict(chunk_tiles=-1), dict(stages=0)])

@@ -170,14 +170,10 @@ UNPIPELINED = LaunchPolicy(programs_per_sm=4, max_splits=16, min_even_splits=2, 
 PIPELINE_MIN_SHARED_BYTES = 200 * 1024  # per SM: H100 and H200 have 228 KiB, an A100 164, an L4 100
 
 
-def launch_policy(device: torch.device) -> LaunchPolicy:
-    props = torch.cuda.get_device_properties(device)
-    shared = getattr(props, "shared_memory_per_multiprocessor", 0)
+def launch_policy(props) -> LaunchPolicy:
+    """props: torch.cuda.get_device_properties(device)."""
+    shared = getattr(props, "shared_memory_per_multiprocessor", 0)  # absent in older torch: no pipelining
     return PIPELINED if shared >= PIPELINE_MIN_SHARED_BYTES else UNPIPELINED
-
-
-def sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def num_splits(batch: int, heads: int, sms: int, policy: LaunchPolicy) -> int:
@@ -190,8 +186,9 @@ def num_splits(batch: int, heads: int, sms: int, policy: LaunchPolicy) -> int:
 def default_launch(batch: int, heads: int, max_tokens: int, device: torch.device) -> Launch:
     """max_tokens: the most a sequence can hold (block table width x block size); fixed by the shapes, so the
     launch is graph-safe."""
-    policy = launch_policy(device)
-    splits = num_splits(batch, heads, sm_count(device), policy)
+    props = torch.cuda.get_device_properties(device)
+    policy = launch_policy(props)
+    splits = num_splits(batch, heads, props.multi_processor_count, policy)
     if splits >= policy.min_even_splits:
         tile = policy.even_tiles[0] if splits >= 8 else policy.even_tiles[1]
         return Launch(splits, tile, WARPS, stages=policy.stages)

@@ -18,8 +18,9 @@ def _names(names: set[str], limit: int = 10) -> str:
 
 
 def load_model(folder: EngineFolder, device: torch.device | str, dtype: torch.dtype) -> QwenForCausalLM:
-    model = _load(folder, torch.device(device), dtype)
-    if model.lm_head is not None and torch.device(device).type == "cpu" and dtype == torch.float32:
+    device = torch.device(device)
+    model = _load(folder, device, dtype)
+    if model.lm_head is not None and device.type == "cpu" and dtype == torch.float32:
         _store_hidden_major(model.lm_head.weight)
     return model
 
