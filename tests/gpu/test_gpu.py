@@ -82,6 +82,26 @@ def test_paged_decode_kernel_matches_sdpa_over_gathered_blocks(heads, kv_heads, 
     assert (out.float() - ref).abs().max().item() < 2e-3
 
 
+def test_paged_decode_merges_in_the_last_split_and_leaves_the_counters_at_zero():
+    from qwen_triton.models import paged_attention
+
+    if paged_attention.triton is None:
+        pytest.skip("no Triton")
+    torch.manual_seed(0)
+    B, H, D, block_size = 4, 8, 64, 16
+    k_cache = torch.randn(64, block_size, H, D, device="cuda", dtype=torch.float16)
+    v_cache = torch.randn_like(k_cache)
+    q = torch.randn(B, H, D, device="cuda", dtype=torch.float16)
+    lens = torch.tensor([1, 40, 200, 256], device="cuda")  # one split, a few, all
+    tables = torch.randperm(64, device="cuda")[: B * 16].view(B, 16)
+    launches = [paged_attention.Launch(8, 32, paged_attention.WARPS), paged_attention.Launch(4, 16, 2, 1, 2)]
+    for launch in launches:
+        first = paged_attention.decode(q, k_cache, v_cache, tables, lens, launch)
+        for _ in range(3):  # each launch starts from the counters the one before left
+            assert torch.equal(paged_attention.decode(q, k_cache, v_cache, tables, lens, launch), first)
+        assert int(paged_attention.split_counters(q.device, B * H).abs().sum()) == 0
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_fused_rms_norm_and_rope_with_cache_write_match_the_torch_expressions(dtype):
     from qwen_triton.models import fused_ops

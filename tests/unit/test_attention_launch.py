@@ -78,3 +78,12 @@ def test_served_contexts_follow_the_shipped_lengths():
     assert contexts == served_contexts(64)  # seeded
     assert len(contexts) == 64 and min(contexts) >= 9 and max(contexts) <= 2048
     assert 250 < sum(contexts) / 64 < 550  # a running request is past its prompt (mean ~200) into its output
+
+
+def test_split_counters_are_zero_shared_per_device_and_grow_to_the_rows_asked():
+    cpu = torch.device("cpu")
+    counters = paged_attention.split_counters(cpu, 64)
+    assert counters.dtype == torch.int32 and int(counters.abs().sum()) == 0
+    assert paged_attention.split_counters(cpu, 32) is counters  # every launch on the device shares it
+    grown = paged_attention.split_counters(cpu, counters.numel() + 1)
+    assert grown.numel() > counters.numel() and int(grown.abs().sum()) == 0

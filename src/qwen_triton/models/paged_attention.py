@@ -1,7 +1,7 @@
 """Decode attention over the paged KV cache as Triton kernels on CUDA: each (sequence, head, split) program
 reads only live blocks of its share of the context (online softmax), so cost follows real context lengths,
-not the padded table; a second kernel merges the splits. Launches depend on shapes only, so they run inside
-CUDA graphs. Without Triton or CUDA the caller uses its SDPA path."""
+not the padded table; the split that finishes last merges the splits, in the same launch. Launches depend on
+shapes only, so they run inside CUDA graphs. Without Triton or CUDA the caller uses its SDPA path."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,13 +24,15 @@ def available(q: torch.Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _decode_kernel(q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, out_ptr, acc_ptr, m_ptr, l_ptr, scale, table_stride,
-                       NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
-                       BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr, SPLITS: tl.constexpr, CHUNK_TILES: tl.constexpr,
-                       PDL: tl.constexpr, STAGES: tl.constexpr):
+    def _decode_kernel(q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, out_ptr, acc_ptr, m_ptr, l_ptr, counters_ptr, scale,
+                       table_stride, NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+                       BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr, SPLITS: tl.constexpr, SPLITS_POW2: tl.constexpr,
+                       CHUNK_TILES: tl.constexpr, PDL: tl.constexpr, STAGES: tl.constexpr):
         # Program (sequence, head, split) reads tiles [first, first + per_split) of its sequence. A sequence read
         # by one program gets its output here; otherwise each live split stores its partial state (acc, m, l)
-        # for _combine_kernel. Programs past the sequence's last tile read and write nothing.
+        # and counts itself done on the (sequence, head)'s counter; the one that counts last merges them (no
+        # second launch: 32 fewer per step) and sets the counter back to 0, the state every launch starts from.
+        # Programs past the sequence's last tile read and write nothing.
         pdl.wait_then_release(PDL)
         seq = tl.program_id(0)
         head = tl.program_id(1)
@@ -56,6 +58,13 @@ if triton is not None:
                 tl.store(acc_ptr + part * HEAD_DIM + dims, acc)
                 tl.store(m_ptr + part, m_i)
                 tl.store(l_ptr + part, l_i)
+                # Every thread's stores before the counter's release (acq_rel, device scope); the last split's
+                # acquire then sees all live splits' partials.
+                tl.debug_barrier()
+                live = tl.cdiv(num_tiles, per_split)
+                if tl.atomic_add(counters_ptr + row, 1, sem="acq_rel", scope="gpu") == live - 1:
+                    tl.store(counters_ptr + row, 0)
+                    _merge(acc_ptr, m_ptr, l_ptr, out_ptr, row, live, HEAD_DIM, SPLITS, SPLITS_POW2)
 
     @triton.jit
     def _attend(q, k_ptr, v_ptr, table_ptr, length, first, end, scale, kv_head, NUM_KV_HEADS: tl.constexpr,
@@ -102,26 +111,20 @@ if triton is not None:
         return even
 
     @triton.jit
-    def _combine_kernel(acc_ptr, m_ptr, l_ptr, lens_ptr, out_ptr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
-                        TILE: tl.constexpr, SPLITS: tl.constexpr, SPLITS_POW2: tl.constexpr,
-                        CHUNK_TILES: tl.constexpr, PDL: tl.constexpr):
-        # Merges the live splits of one (sequence, head); one live split wrote the output itself.
-        pdl.wait_then_release(PDL)
-        seq = tl.program_id(0)
-        row = seq * NUM_HEADS + tl.program_id(1)
-        length = tl.load(lens_ptr + seq).to(tl.int32)
-        live = tl.cdiv(tl.cdiv(length, TILE), _tiles_per_split(length, TILE, SPLITS, CHUNK_TILES))
-        if live > 1:
-            index = tl.arange(0, SPLITS_POW2)
-            parts = row * SPLITS + index
-            written = index < live
-            dims = tl.arange(0, HEAD_DIM)
-            m = tl.load(m_ptr + parts, mask=written, other=float("-inf"))  # (S,); split 0 is live: the max is finite
-            weights = tl.exp(m - tl.max(m, axis=0))
-            acc = tl.load(acc_ptr + parts[:, None] * HEAD_DIM + dims[None, :], mask=written[:, None], other=0.0)
-            total = tl.sum(weights * tl.load(l_ptr + parts, mask=written, other=0.0), axis=0)
-            tl.store(out_ptr + row * HEAD_DIM + dims, (tl.sum(weights[:, None] * acc, axis=0) / total)
-                     .to(out_ptr.dtype.element_ty))
+    def _merge(acc_ptr, m_ptr, l_ptr, out_ptr, row, live, HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr,
+               SPLITS_POW2: tl.constexpr):
+        # Other programs wrote the partials: loaded through L2 (.cg), never from this SM's stale L1.
+        index = tl.arange(0, SPLITS_POW2)
+        parts = row * SPLITS + index
+        written = index < live
+        dims = tl.arange(0, HEAD_DIM)
+        m = tl.load(m_ptr + parts, mask=written, other=float("-inf"), cache_modifier=".cg")  # (S,); split 0 live
+        weights = tl.exp(m - tl.max(m, axis=0))
+        acc = tl.load(acc_ptr + parts[:, None] * HEAD_DIM + dims[None, :], mask=written[:, None], other=0.0,
+                      cache_modifier=".cg")  # (S, D)
+        total = tl.sum(weights * tl.load(l_ptr + parts, mask=written, other=0.0, cache_modifier=".cg"), axis=0)
+        tl.store(out_ptr + row * HEAD_DIM + dims, (tl.sum(weights[:, None] * acc, axis=0) / total)
+                 .to(out_ptr.dtype.element_ty))
 
 
 WARPS = 2
@@ -196,6 +199,24 @@ def default_launch(batch: int, heads: int, max_tokens: int, device: torch.device
     return Launch(splits, CHUNK_TILE, WARPS, CHUNK_TILES, policy.stages)
 
 
+_counters: dict[torch.device, torch.Tensor] = {}
+
+
+def split_counters(device: torch.device, rows: int) -> torch.Tensor:
+    """The device's int32 done-counters, one per (sequence, head) row, all 0 between launches (each launch's
+    last split resets its rows). Shared by every launch on the device: launches on one stream never overlap.
+    Grown only outside graph capture; a capture's warm-up run with the same shapes grows it first."""
+    cuda = device.type == "cuda"
+    if cuda and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    counters = _counters.get(device)
+    if counters is None or counters.numel() < rows:
+        if cuda and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("paged attention counters grown inside a CUDA graph capture; warm up first")
+        counters = _counters[device] = torch.zeros(max(rows, 4096), dtype=torch.int32, device=device)
+    return counters
+
+
 def decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
            context_lens: torch.Tensor, launch: Launch | None = None) -> torch.Tensor:
     """q (B, H, D); caches (num_blocks, block_size, Hkv, D); block_tables (B, max_blocks); -> (B, H, D)."""
@@ -206,18 +227,16 @@ def decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_
     out = torch.empty_like(q)
     pdl_args = pdl.launch_kwargs(q.device)
     if splits == 1:
-        partial, m, l = out, out, out  # unused: one split writes the output
+        partial, m, l, counters = out, out, out, out  # unused: one split writes the output
     else:
         partial = torch.empty(B, H, splits, D, dtype=torch.float32, device=q.device)
         m = torch.empty(B, H, splits, dtype=torch.float32, device=q.device)
         l = torch.empty_like(m)
+        counters = split_counters(q.device, B * H)
     _decode_kernel[(B, H, splits)](q.contiguous(), k_cache, v_cache, block_tables, context_lens, out, partial, m, l,
-                                   D ** -0.5, block_tables.stride(0), NUM_HEADS=H, NUM_KV_HEADS=num_kv_heads,
-                                   HEAD_DIM=D, BLOCK_SIZE=block_size, TILE=tile, SPLITS=splits,
+                                   counters, D ** -0.5, block_tables.stride(0), NUM_HEADS=H,
+                                   NUM_KV_HEADS=num_kv_heads, HEAD_DIM=D, BLOCK_SIZE=block_size, TILE=tile,
+                                   SPLITS=splits, SPLITS_POW2=triton.next_power_of_2(splits),
                                    CHUNK_TILES=launch.chunk_tiles, num_warps=launch.warps, STAGES=launch.stages,
                                    **pdl_args)
-    if splits > 1:
-        _combine_kernel[(B, H)](partial, m, l, context_lens, out, NUM_HEADS=H, HEAD_DIM=D, TILE=tile, SPLITS=splits,
-                                SPLITS_POW2=triton.next_power_of_2(splits), CHUNK_TILES=launch.chunk_tiles,
-                                **pdl_args)
     return out
