@@ -24,6 +24,9 @@ def test_gpu_table_matches_the_json(gpu):
     assert f"**{round(result['c64_output_tok_s']):,}**, {result['c64_failed_requests']} failed" in text
     assert f"{result['hf_bs1_tok_s']} / {round(result['hf_bs32_tok_s'])} tok/s" in text
     assert f"{result['ratio_decode_bs1_vs_hf_bs1']:.1f}x" in text
+    if "ratio_bs32_vs_hf_bs32" in result:  # runs from 2026-12-05 on
+        assert f"**{round(result['bs32_output_tok_s']):,}**" in text
+        assert f"{result['ratio_bs32_vs_hf_bs32']:.1f}x" in text
     assert f"{round(result['bandwidth_floor_bs1_tok_s'])} tok/s" in text
     assert f"| {result['max_concurrency_2048_tokens']} " in text
     assert (ROOT / f"benchmarks/results/{gpu}.png").stat().st_size > 10_000

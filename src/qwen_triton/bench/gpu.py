@@ -31,6 +31,7 @@ from .sharegpt import load_lengths
 CLIENT_PROCESSES = 8  # the c64 load comes from 8 processes x 8 streams (one Python process saturates first)
 WORD = " the"  # one Qwen token, so a prompt of n words is n tokens with apply_chat_template false
 C64_WARMUP_S, C64_WINDOW_S = 5.0, 20.0  # c64 throughput: output tokens arriving in the window, 64 in flight
+HF_PROMPT_LEN, HF_NEW_TOKENS = 32, 128  # bench.hf_baseline's defaults
 LIMITS = EngineLimits(dtype="float16", max_batch_size=64, max_input_len=1024, max_seq_len=2048,
                       max_num_batched_tokens=8192, block_size=16)
 
@@ -106,6 +107,9 @@ def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_reques
         blocks = free_kv_blocks(ports)
         run_jobs(url, 4, [Job(WORD * 64, 16, True)] * 8)  # warm-up
         bs1 = run_jobs(url, 1, [Job(WORD * 32, 256, True)] * 3)
+        # transformers' batch-32 setup (HF_PROMPT_LEN-token prompts, HF_NEW_TOKENS each, all sent at once):
+        # the like-for-like figure for its ratio; c64's ShareGPT-like load is not.
+        bs32 = run_jobs(url, 32, [Job(WORD * HF_PROMPT_LEN, HF_NEW_TOKENS, True)] * 32)
         ttft_samples_ms(url, Job(WORD * 512, 1, True), repeats=0)  # first 512-token prompt: not in the stats
         # Statistics over all 9 TTFT requests; over the c64 run with its warm-up (where requests wait).
         ttft, ttft_stats = with_server_stats(ports, lambda: ttft_samples_ms(url, Job(WORD * 512, 1, True), repeats=8))
@@ -113,7 +117,7 @@ def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_reques
         # The same lengths as a fixed list of requests: the figure includes the ramp-down at the end.
         c64_fixed = run_jobs(url, 64, c64_jobs[:c64_requests], processes=CLIENT_PROCESSES)
         c64_one_process = run_steady_window(url, 64, c64_jobs, 3.0, 10.0)  # what one client process can drive
-    return {"kv_blocks": blocks, "bs1": result_dict(bs1), "ttft_512_samples_ms": ttft,
+    return {"kv_blocks": blocks, "bs1": result_dict(bs1), "bs32_like_hf": result_dict(bs32), "ttft_512_samples_ms": ttft,
             "ttft_512_triton_stats_ms": ttft_stats["triton"], "ttft_512_first_response_ms": ttft_stats["first_response"],
             "c64": result_dict(c64), "c64_triton_stats_ms": c64_stats["triton"],
             "c64_first_response_ms": c64_stats["first_response"],
@@ -146,7 +150,8 @@ def main(argv=None):
     bandwidth = copy_bandwidth_gbs()
     floor = bandwidth * 1e9 / decode_bytes_per_step(engine_dir)
     hf = {} if args.skip_hf else json.loads(subprocess.run(
-        [args.hf_python, "-m", "qwen_triton.bench.hf_baseline", "--engine-dir", str(engine_dir)],
+        [args.hf_python, "-m", "qwen_triton.bench.hf_baseline", "--engine-dir", str(engine_dir),
+         "--prompt-len", str(HF_PROMPT_LEN), "--new-tokens", str(HF_NEW_TOKENS)],
         check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1])
     engine_alone = engine_alone_first_token(engine_dir)
     c64_jobs = [Job(WORD * i, o, True) for i, o in load_lengths(args.lengths)]  # raw prompts of i tokens
@@ -163,6 +168,7 @@ def main(argv=None):
         "ttft_512_ms": round(statistics.median(served["ttft_512_samples_ms"]), 2),
         "ttft_512_method": "first text of a 1-token request, one client stream kept open, median of 8",
         "engine_alone_ttft_512": engine_alone,
+        "bs32_output_tok_s": served["bs32_like_hf"]["output_tok_s"],
         "c64_output_tok_s": served["c64"]["output_tok_s"], "c64_failed_requests": served["c64"]["failed"],
         "hf_bs1_tok_s": hf.get("hf_bs1_tok_s"), "hf_bs32_tok_s": hf.get("hf_bs32_tok_s"),
         "copy_bandwidth_gb_s": round(bandwidth, 1), "bandwidth_floor_bs1_tok_s": round(floor, 1),
@@ -171,6 +177,7 @@ def main(argv=None):
     }
     if hf:
         result["ratio_decode_bs1_vs_hf_bs1"] = round(result["decode_bs1_tok_s"] / hf["hf_bs1_tok_s"], 2)
+        result["ratio_bs32_vs_hf_bs32"] = round(result["bs32_output_tok_s"] / hf["hf_bs32_tok_s"], 2)
     short = re.search(r"\b([A-Z]+\d{2,4})\b", gpu)
     out = Path(args.out_dir) / ((short.group(1) if short else "gpu").lower() + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,10 @@ def plot(result_file: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     left.plot(conc, tok_s, "o-", label="this project (Triton ensemble, gRPC streaming)")
     left.plot([1, 32], [r["hf_bs1_tok_s"], r["hf_bs32_tok_s"]], "s--", label="transformers generate (batch 1, 32)")
+    like_hf = served.get("bs32_like_hf")  # runs from 2026-12-05 on: transformers' batch-32 setup, served
+    if like_hf:
+        left.plot([32], [like_hf["output_tok_s"]], "D", label="this project, batch 32 as transformers'")
+        right.plot([32], [like_hf["itl_ms_mean"]], "D", label="batch 32 as transformers'")
     separate = served.get("c64_prefill_steps_only")  # the same run without mixed steps
     if separate:
         left.plot([64], [separate["output_tok_s"]], "x", ms=9, label="c64, prefill steps only (no mixed steps)")
