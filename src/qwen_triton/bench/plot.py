@@ -19,21 +19,23 @@ def plot(result_file: Path) -> Path:
     tok_s = [r["decode_bs1_tok_s"], r["c64_output_tok_s"]]
     itl = [served["bs1"]["itl_ms_mean"], served["c64"]["itl_ms_mean"]]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    left.plot(conc, tok_s, "o-", label="this project (Triton ensemble, gRPC streaming)")
-    left.plot([1, 32], [r["hf_bs1_tok_s"], r["hf_bs32_tok_s"]], "s--", label="transformers generate (batch 1, 32)")
+    left.plot(conc, tok_s, "o-", color="C0", label="this project (Triton ensemble, gRPC streaming)")
+    left.plot([1, 32], [r["hf_bs1_tok_s"], r["hf_bs32_tok_s"]], "s--", color="C1",
+              label="transformers generate (batch 1, 32)")
     like_hf = served.get("bs32_like_hf")  # runs from 2026-12-05 on: transformers' batch-32 setup, served
     if like_hf:
-        left.plot([32], [like_hf["output_tok_s"]], "D", label="this project, batch 32 as transformers'")
-        right.plot([32], [like_hf["itl_ms_mean"]], "D", label="batch 32 as transformers'")
+        left.plot([32], [like_hf["output_tok_s"]], "D", color="C2", label="this project, batch 32 as transformers'")
+        right.plot([32], [like_hf["itl_ms_mean"]], "D", color="C2", label="batch 32 as transformers'")
     separate = served.get("c64_prefill_steps_only")  # the same run without mixed steps
     if separate:
-        left.plot([64], [separate["output_tok_s"]], "x", ms=9, label="c64, prefill steps only (no mixed steps)")
-        right.plot([64], [separate["itl_ms_mean"]], "x", ms=9, label="c64, prefill steps only")
+        left.plot([64], [separate["output_tok_s"]], "x", ms=9, color="C3",
+                  label="c64, prefill steps only (no mixed steps)")
+        right.plot([64], [separate["itl_ms_mean"]], "x", ms=9, color="C3", label="c64, prefill steps only")
     left.axhline(r["bandwidth_floor_bs1_tok_s"], color="grey", ls=":", label="batch-1 bandwidth floor")
     left.set(xscale="log", yscale="log", xlabel="concurrent requests", ylabel="output tokens/s",
              title="Throughput (output tokens only)")
     left.legend(fontsize=8)
-    right.plot(conc, itl, "o-", label="inter-token latency")
+    right.plot(conc, itl, "o-", color="C0", label="inter-token latency")
     right.axhline(1000 / r["bandwidth_floor_bs1_tok_s"], color="grey", ls=":", label="batch-1 floor (ms/token)")
     right.set(xscale="log", xlabel="concurrent requests", ylabel="ms", title=f"Latency (TTFT 512-token prompt: "
               f"{r['ttft_512_ms']:.0f} ms)")
