@@ -31,7 +31,7 @@ from .sharegpt import load_lengths
 CLIENT_PROCESSES = 8  # the c64 load comes from 8 processes x 8 streams (one Python process saturates first)
 WORD = " the"  # one Qwen token, so a prompt of n words is n tokens with apply_chat_template false
 C64_WARMUP_S, C64_WINDOW_S = 5.0, 20.0  # c64 throughput: output tokens arriving in the window, 64 in flight
-HF_PROMPT_LEN, HF_NEW_TOKENS = 32, 128  # bench.hf_baseline's defaults
+HF_PROMPT_LEN, HF_NEW_TOKENS = 32, 128  # passed to bench.hf_baseline and served alike (bs32_like_hf)
 LIMITS = EngineLimits(dtype="float16", max_batch_size=64, max_input_len=1024, max_seq_len=2048,
                       max_num_batched_tokens=8192, block_size=16)
 
@@ -117,7 +117,8 @@ def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_reques
         # The same lengths as a fixed list of requests: the figure includes the ramp-down at the end.
         c64_fixed = run_jobs(url, 64, c64_jobs[:c64_requests], processes=CLIENT_PROCESSES)
         c64_one_process = run_steady_window(url, 64, c64_jobs, 3.0, 10.0)  # what one client process can drive
-    return {"kv_blocks": blocks, "bs1": result_dict(bs1), "bs32_like_hf": result_dict(bs32), "ttft_512_samples_ms": ttft,
+    return {"kv_blocks": blocks, "bs1": result_dict(bs1), "bs32_like_hf": result_dict(bs32),
+            "ttft_512_samples_ms": ttft,
             "ttft_512_triton_stats_ms": ttft_stats["triton"], "ttft_512_first_response_ms": ttft_stats["first_response"],
             "c64": result_dict(c64), "c64_triton_stats_ms": c64_stats["triton"],
             "c64_first_response_ms": c64_stats["first_response"],

@@ -199,7 +199,9 @@ def default_launch(batch: int, heads: int, max_tokens: int, device: torch.device
     return Launch(splits, CHUNK_TILE, WARPS, CHUNK_TILES, policy.stages)
 
 
-_counters: dict[torch.device, torch.Tensor] = {}
+# Per device, every counter buffer made so far, the newest (largest) last. A grown buffer never frees the
+# ones before it: CUDA graphs captured with them keep their addresses and still run.
+_counters: dict[torch.device, list[torch.Tensor]] = {}
 
 
 def split_counters(device: torch.device, rows: int) -> torch.Tensor:
@@ -209,12 +211,12 @@ def split_counters(device: torch.device, rows: int) -> torch.Tensor:
     cuda = device.type == "cuda"
     if cuda and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    counters = _counters.get(device)
-    if counters is None or counters.numel() < rows:
+    made = _counters.setdefault(device, [])
+    if not made or made[-1].numel() < rows:
         if cuda and torch.cuda.is_current_stream_capturing():
             raise RuntimeError("paged attention counters grown inside a CUDA graph capture; warm up first")
-        counters = _counters[device] = torch.zeros(max(rows, 4096), dtype=torch.int32, device=device)
-    return counters
+        made.append(torch.zeros(max(rows, 4096), dtype=torch.int32, device=device))
+    return made[-1]
 
 
 def decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
