@@ -140,7 +140,7 @@ def test_fused_rms_norm_and_rope_with_cache_write_match_the_torch_expressions(dt
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("rows", [1, 3, 16])
+@pytest.mark.parametrize("rows", [1, 3, 16, 17, 64])
 @pytest.mark.parametrize("launch", [None, (4, 1024, 1, 4), (32, 128, 4, 4), (16, 64, 3, 8)])
 def test_gemv_matches_cublas_within_rounding(dtype, rows, launch):
     from qwen_triton.models import gemv

@@ -16,13 +16,21 @@ except ImportError:  # CPU-only installs
     triton = None
 
 
-MAX_ROWS = 16  # above this a step is no longer weight-streaming only; cuBLAS's GEMMs take over
+MAX_ROWS = 64  # above this (prefill, mixed steps) cuBLAS's GEMMs take over
+
+
+def max_rows(n: int, k: int) -> int:
+    # From 17 to 64 rows the Triton tiles beat cuBLAS on an H100 only where one side is longer than 4,096 (qkv,
+    # gate_up, down, lm_head); the square 4096 x 4096 o_proj stays with cuBLAS there.
+    # (benchmarks/results/gemv_bs32_64_h100.jsonl)
+    return MAX_ROWS if max(n, k) > 4096 else 16
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     # Half precision only: with float32 inputs tl.dot would round to TF32, where cuBLAS (torch's default) does not.
-    return (triton is not None and x.is_cuda and x.dim() == 2 and x.shape[0] <= MAX_ROWS and x.stride(1) == 1
-            and x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == x.dtype and weight.is_contiguous())
+    return (triton is not None and x.is_cuda and x.dim() == 2 and x.shape[0] <= max_rows(*weight.shape)
+            and x.stride(1) == 1 and x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == x.dtype
+            and weight.is_contiguous())
 
 
 if triton is not None:
@@ -88,7 +96,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     splits = triton.cdiv(K, k_per_split)
     out = torch.empty((M, N), dtype=x.dtype, device=x.device)
     parts = out if splits == 1 else torch.empty((splits, M, N), dtype=torch.float32, device=x.device)
-    block_m = 1 if M == 1 else 16
+    block_m = 1 if M == 1 else max(16, triton.next_power_of_2(M))
     pdl_args = pdl.launch_kwargs(x.device)
     _gemv_kernel[(triton.cdiv(N, block_n), splits)](
         x, weight, bias if bias is not None else weight, parts, M, N, K, x.stride(0), k_per_split,
@@ -103,11 +111,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 def choose_launch(M: int, N: int, K: int) -> tuple[int, int, int, int]:
-    """Fastest launches of `python -m qwen_triton.bench.gemv` on an H200 for Qwen-7B's shapes
-    (benchmarks/results/gemv_h200.jsonl). Batch 1: 4 rows x 1,024 columns per program for the narrow outputs
-    (o_proj, down_proj: 3.2 and 3.8 TB/s where cuBLAS reads 2.5 and 3.3), 16 x 256 for the wide ones. More
-    rows: 32-wide tensor-core tiles, K split in 4 for the narrow outputs."""
+    """Fastest launches of `python -m qwen_triton.bench.gemv` for Qwen-7B's shapes. Batch 1 (H200,
+    benchmarks/results/gemv_h200.jsonl): 4 rows x 1,024 columns per program for the narrow outputs (o_proj,
+    down_proj: 3.2 and 3.8 TB/s where cuBLAS reads 2.5 and 3.3), 16 x 256 for the wide ones. 2 to 16 rows:
+    32-wide tensor-core tiles, K split in 4 for the narrow outputs; 17 to 64 (H100): K split in 2 for down_proj
+    (the wide outputs unsplit read 2.7 to 2.9 TB/s, cuBLAS 2.5 to 2.8)."""
     narrow = N <= 4096
     if M == 1:
         return (4, 1024, 1, 4) if narrow else (16, 256, 1, 4)
-    return (32, 128, 4, 4) if narrow else (32, 128, 1, 4)
+    if narrow:
+        return (32, 128, 4 if M <= 16 else 2, 4)
+    return (32, 128, 1, 4)
