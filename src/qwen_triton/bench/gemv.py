@@ -35,11 +35,11 @@ def _measure(name, n, k, batch, launches, min_bytes):
             calls = [lambda w=w: F.linear(x, w) for w in weights]
             err = 0.0
         else:
-            calls = [lambda w=w: gemv.linear(x, w, launch=launch) for w in weights]
             try:
                 err = (gemv.linear(x, weights[0], launch=launch).float() - ref).abs().max().item()
             except gemv.triton.runtime.errors.OutOfResources:  # tiles too large for shared memory at this batch
                 continue
+            calls = [lambda w=w: gemv.linear(x, w, launch=launch) for w in weights]
         ms = graph_ms(calls)
         rows.append({"shape": name, "batch": batch, "variant": kind, "launch": launch, "us": round(ms * 1000, 2),
                      "tb_s": round(nbytes / ms / 1e9, 3), "max_err": err})

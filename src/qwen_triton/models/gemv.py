@@ -17,13 +17,14 @@ except ImportError:  # CPU-only installs
 
 
 MAX_ROWS = 64  # above this (prefill, mixed steps) cuBLAS's GEMMs take over
+MAX_ROWS_SQUARE = 16  # 4096 x 4096 (o_proj): cuBLAS from here on (max_rows)
 
 
 def max_rows(n: int, k: int) -> int:
     # From 17 to 64 rows the Triton tiles beat cuBLAS on an H100 only where one side is longer than 4,096 (qkv,
     # gate_up, down, lm_head); the square 4096 x 4096 o_proj stays with cuBLAS there.
     # (benchmarks/results/gemv_bs32_64_h100.jsonl)
-    return MAX_ROWS if max(n, k) > 4096 else 16
+    return MAX_ROWS if max(n, k) > 4096 else MAX_ROWS_SQUARE
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -120,5 +121,5 @@ def choose_launch(M: int, N: int, K: int) -> tuple[int, int, int, int]:
     if M == 1:
         return (4, 1024, 1, 4) if narrow else (16, 256, 1, 4)
     if narrow:
-        return (32, 128, 4 if M <= 16 else 2, 4)
+        return (32, 128, 4 if M <= MAX_ROWS_SQUARE else 2, 4)
     return (32, 128, 1, 4)
