@@ -133,6 +133,7 @@ PREPROCESSING = ModelSpec(
         TensorSpec("bad_words_list", "INT32", (2, -1)),
         TensorSpec("end_id", "INT32"),
         TensorSpec("pad_id", "INT32"),
+        TensorSpec("cancel_probe_ms", "INT32"),  # the ensemble's opt-in to cancellation probes (below)
     ),
 )
 
@@ -149,6 +150,13 @@ TENSORRT_LLM = ModelSpec(
         _opt("bad_words_list", "INT32", (2, -1)),
         *(_opt(TRTLLM_SAMPLING_NAMES[s.name], s.dtype) for s in SAMPLING_INPUTS),
         _opt("exclude_input_in_output", "BOOL"),
+        # Cancellation through the ensemble (docs/cancellation.md). cancel_probe_ms > 0: every response carries
+        # request_key, and a response holding only request_key is sent whenever the request has been silent
+        # that long, so the ensemble schedules a postprocessing step that can see its cancellation.
+        _opt("cancel_probe_ms", "INT32"),
+        # stop=true: not a generation; ends the running request whose request_key is given (cancelled).
+        _opt("stop", "BOOL"),
+        _opt("request_key", "UINT64"),
     ),
     outputs=(
         # Tokens released by this response: streaming sends deltas cut at UTF-8 boundaries,
@@ -156,6 +164,7 @@ TENSORRT_LLM = ModelSpec(
         TensorSpec("output_ids", "INT32", (-1,)),
         TensorSpec("sequence_length", "INT32"),
         *STATS_OUTPUTS,
+        TensorSpec("request_key", "UINT64"),  # only with cancel_probe_ms; alone in a probe
     ),
     decoupled=True,
 )
@@ -163,10 +172,16 @@ TENSORRT_LLM = ModelSpec(
 POSTPROCESSING = ModelSpec(
     name="postprocessing",
     inputs=(
-        TensorSpec("tokens_batch", "INT32", (-1,)),
-        TensorSpec("sequence_length", "INT32"),
+        # All but request_key are absent in a probe (a tensorrt_llm response with only request_key), which is
+        # answered with the final flag alone. The counts pass through: Triton's ensemble takes its outputs from
+        # one decoupled model only.
+        _opt("tokens_batch", "INT32", (-1,)),
+        _opt("sequence_length", "INT32"),
+        *(_opt(t.name, t.dtype, t.dims) for t in STATS_OUTPUTS),
+        _opt("request_key", "UINT64"),
     ),
-    outputs=(TensorSpec("text_output", "STRING"),),
+    outputs=(TensorSpec("text_output", "STRING"), *STATS_OUTPUTS),
+    decoupled=True,
 )
 
 ALL_MODELS = (PREPROCESSING, TENSORRT_LLM, POSTPROCESSING, ENSEMBLE)

@@ -56,16 +56,55 @@ def test_preprocessing_answers_a_bad_request_alone(preprocessing):
     assert ids[0] == 151644 and ids[-1] == 198  # <|im_start|> ... "assistant\n"
 
 
-def test_postprocessing_decodes_and_strips_stop_tokens(tiny_engine, model_py):
-    from qwen_triton.text.tokenizer import QwenTokenizer
-
+@pytest.fixture
+def postprocessing(tiny_engine, model_py):
     model = model_py("postprocessing").TritonPythonModel()
     model.initialize(_config("postprocessing", engine_dir=str(tiny_engine)))
+    return model
+
+
+def test_postprocessing_decodes_and_strips_stop_tokens(postprocessing):
+    from qwen_triton.text.tokenizer import QwenTokenizer
+
     ids = QwenTokenizer.load().encode("你好 world") + [151645, 151643]
     request = pb_utils.InferenceRequest([pb_utils.Tensor("tokens_batch", np.array([ids], dtype=np.int32)),
                                          pb_utils.Tensor("sequence_length", np.array([[len(ids)]], dtype=np.int32))])
-    (response,) = model.execute([request])
+    assert postprocessing.execute([request]) is None
+    sender = request.get_response_sender()
+    (response,) = sender.responses
+    assert sender.flags == [pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL]
     assert _out(response, "text_output")[0].decode() == "你好 world"
+
+
+def _post_request(key, tokens=None, cancelled=False):
+    tensors = [pb_utils.Tensor("request_key", np.array([[key]], dtype=np.uint64))]
+    if tokens is not None:
+        tensors += [pb_utils.Tensor("tokens_batch", np.array([tokens], dtype=np.int32)),
+                    pb_utils.Tensor("sequence_length", np.array([[len(tokens)]], dtype=np.int32))]
+    request = pb_utils.InferenceRequest(tensors)
+    request.get_response_sender().cancelled = cancelled
+    return request
+
+
+def test_postprocessing_stops_a_cancelled_request_once_and_answers_probes_with_the_flag_only(postprocessing,
+                                                                                             monkeypatch):
+    stops = []
+
+    def tensorrt_llm(request):
+        values = {t.name(): t.as_numpy() for t in request.inputs()}
+        stops.append((bool(values["stop"][0, 0]), int(values["request_key"][0, 0])))
+        return [pb_utils.InferenceResponse([])]
+
+    monkeypatch.setitem(pb_utils.BLS_MODELS, "tensorrt_llm", tensorrt_llm)
+    live_probe, probe, chunk, later = (_post_request(7), _post_request(9, cancelled=True),
+                                       _post_request(9, tokens=[100, 101], cancelled=True), _post_request(9, cancelled=True))
+    postprocessing.execute([live_probe, probe, chunk, later])
+    assert stops == [(True, 9)]  # the live request's probe stops nothing; request 9 is stopped once
+    for probe_request in (live_probe, probe, later):
+        sender = probe_request.get_response_sender()
+        assert sender.responses == [] and sender.flags == [pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL]
+    (response,) = chunk.get_response_sender().responses  # a cancelled step is still answered, never failed
+    assert not response.has_error() and _out(response, "text_output")[0]
 
 
 def _llm_request(preprocessing, text, **knobs):
@@ -110,6 +149,33 @@ def test_llm_cancellation_ends_the_request(preprocessing, llm):
     assert sender.done.wait(30)
     assert _out(sender.responses[-1], "finish_reason")[0] == b"cancelled"
     assert _out(sender.responses[-1], "num_output_tokens")[0] < 400
+
+
+def _responses_until_final(sender, timeout_s=30):
+    assert sender.done.wait(timeout_s)
+    return sender.responses
+
+
+def test_llm_probes_a_silent_ensemble_request_and_stops_it_by_its_key(preprocessing, llm):
+    request = _llm_request(preprocessing, "Hi", request_output_len=[480], min_tokens=[480], temperature=0.0)
+    sender = request.get_response_sender()
+    llm.execute([request])
+    deadline = time.monotonic() + 20
+    while not sender.responses:  # non-streaming: a probe is all it sends while it generates
+        assert time.monotonic() < deadline, "no probe from a silent request"
+        time.sleep(0.02)
+    (probe,) = sender.responses[:1]
+    assert [t.name() for t in probe.output_tensors()] == ["request_key"] and not sender.done.is_set()
+    key = int(_out(probe, "request_key")[0])
+    stop = _request(TENSORRT_LLM, input_ids=[0], input_lengths=np.int32(1), request_output_len=np.int32(1),
+                    stop=True, request_key=np.uint64(key))
+    llm.execute([stop])
+    acknowledged = _responses_until_final(stop.get_response_sender(), 5)
+    assert not any(r.has_error() for r in acknowledged)
+    final = _responses_until_final(sender, 5)[-1]
+    assert _out(final, "finish_reason")[0] == b"cancelled" and _out(final, "num_output_tokens")[0] < 480
+    assert int(_out(final, "request_key")[0]) == key
+    assert llm.service.engine.stats().running == 0
 
 
 def test_llm_reports_engine_occupancy_as_gauges(llm):

@@ -38,20 +38,21 @@ def _infer(grpc, spec, values):
     return grpc.infer(spec.name, inputs)
 
 
-def _stream_llm(grpc, values):
+def _stream(grpc, spec, values, output="output_ids"):
+    """Responses of a decoupled model that carry `output` (a probe, which carries only request_key, does not)."""
     replies = queue.Queue()
     grpc.start_stream(callback=lambda result, error: replies.put((result, error)))
     inputs = []
     for name, array in values.items():
-        tensor = grpcclient.InferInput(name, [1, *array.shape], TENSORRT_LLM.input(name).wire_dtype)
+        tensor = grpcclient.InferInput(name, [1, *array.shape], spec.input(name).wire_dtype)
         tensor.set_data_from_numpy(array[np.newaxis, ...])
         inputs.append(tensor)
-    grpc.async_stream_infer("tensorrt_llm", inputs, enable_empty_final_response=True)
+    grpc.async_stream_infer(spec.name, inputs, enable_empty_final_response=True)
     results = []
     while True:
         result, error = replies.get(timeout=60)
         assert error is None, error
-        if result.as_numpy("output_ids") is not None:
+        if result.as_numpy(output) is not None:
             results.append(result)
         if result.get_response().parameters["triton_final_response"].bool_param:
             grpc.stop_stream()
@@ -66,9 +67,9 @@ def test_ensemble_equals_the_three_models_called_by_hand(triton, client):
                                        "max_tokens": np.array([24], dtype=np.int32)})
     llm_inputs = {o.name: pre.as_numpy(o.name)[0] for o in PREPROCESSING.outputs}
     llm_inputs["temperature"] = np.array([0.0], dtype=np.float32)
-    (llm,) = _stream_llm(grpc, llm_inputs)
-    post = _infer(grpc, POSTPROCESSING, {"tokens_batch": llm.as_numpy("output_ids")[0],
-                                         "sequence_length": llm.as_numpy("sequence_length")[0]})
+    (llm,) = _stream(grpc, TENSORRT_LLM, llm_inputs)
+    (post,) = _stream(grpc, POSTPROCESSING, {"tokens_batch": llm.as_numpy("output_ids")[0],
+                                             "sequence_length": llm.as_numpy("sequence_length")[0]}, "text_output")
     assert post.as_numpy("text_output")[0, 0].decode() == via_ensemble.text
     assert llm.as_numpy("finish_reason")[0, 0].decode() == via_ensemble.finish_reason
     assert int(llm.as_numpy("num_input_tokens")[0, 0]) == via_ensemble.num_input_tokens == len(llm_inputs["input_ids"])

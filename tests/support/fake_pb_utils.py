@@ -79,13 +79,27 @@ class ResponseSender:
         return self.cancelled
 
 
+# BLS: the real stub sends an InferenceRequest built by a model to the server; here a test routes a model
+# name to a callable(request) -> iterable of InferenceResponse (what that model would send).
+BLS_MODELS: dict = {}
+
+
 class InferenceRequest:
     _ids = iter(range(1, 1 << 62))
 
-    def __init__(self, inputs: list[Tensor], request_id: str = ""):
-        self._inputs = inputs
+    def __init__(self, inputs: list[Tensor] = (), request_id: str = "", model_name: str = "",
+                 requested_output_names: list[str] = (), **_):
+        self._inputs = list(inputs)
         self._request_id = request_id or str(next(self._ids))
         self._sender = ResponseSender()
+        self.model_name = model_name
+        self.requested_output_names = list(requested_output_names)
+
+    def exec(self, decoupled: bool = False):
+        if self.model_name not in BLS_MODELS:
+            raise TritonError(f"Failed to open the requested model: {self.model_name!r}")
+        responses = list(BLS_MODELS[self.model_name](self))
+        return iter(responses) if decoupled else responses[0]
 
     def inputs(self):
         return self._inputs

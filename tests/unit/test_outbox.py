@@ -20,7 +20,7 @@ class Stream:
         self.log.append(self.name)
         self.flushes += 1
 
-    def poll_cancelled(self):
+    def poll(self):
         self.threads.add(threading.get_ident())
         self.polls += 1
 

@@ -51,7 +51,9 @@ def outbox():
 
 def make_stream(tokenizer, outbox, responder, streaming=True):
     request = LLMRequest(input_ids=(1, 2, 3), request_output_len=100, streaming=streaming)
-    return ResponseStream(request, frozenset(STOP_TOKEN_IDS), TextStream(tokenizer), responder, outbox)
+    stream = ResponseStream(request, frozenset(STOP_TOKEN_IDS), TextStream(tokenizer), responder, outbox)
+    outbox.register(stream)  # as LLMService.submit does before the engine may call it
+    return stream
 
 
 def feed(stream, tokens, final=True):

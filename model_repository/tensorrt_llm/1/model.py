@@ -5,7 +5,7 @@ import triton_python_backend_utils as pb_utils
 from qwen_triton.schema import TENSORRT_LLM
 from qwen_triton.serving.llm_service import LLMService
 from qwen_triton.serving.model_params import LLMModelParams
-from qwen_triton.serving.requests import LLMRequest
+from qwen_triton.serving.requests import parse_llm_inputs
 from qwen_triton.serving.responses import FIRST_RESPONSE_BUCKETS_S, FIRST_RESPONSE_METRIC
 from qwen_triton.serving.triton_io import error_response, make_response, read_inputs
 
@@ -68,9 +68,9 @@ class TritonPythonModel:
         for request in requests:
             responder = SenderResponder(request.get_response_sender())
             try:
-                self.service.submit(LLMRequest.from_inputs(read_inputs(request, TENSORRT_LLM)), responder)
+                self.service.handle(parse_llm_inputs(read_inputs(request, TENSORRT_LLM)), responder)
             except Exception as exc:  # answered per request; the engine keeps serving the others
-                responder.fail(exc)
+                self.service.refuse(responder, exc)
         return None
 
     def finalize(self):

@@ -6,6 +6,8 @@ pb_utils: a Responder does the I/O, on the Outbox's thread.
 from __future__ import annotations
 
 import logging
+import weakref
+from functools import partial
 from typing import Callable
 
 from ..config import GenerationDefaults, load_engine_folder
@@ -15,7 +17,9 @@ from ..text.tokenizer import QwenTokenizer
 from ..text.word_lists import from_word_list
 from ..vocab import STOP_TOKEN_IDS
 from .model_params import LLMModelParams
-from .requests import LLMRequest
+from .cancellation import new_request_key
+from .outbox import Reply
+from .requests import LLMRequest, StopRequest
 from .responses import Outbox, Responder, ResponseStream
 from .runtimes import LLMEngine, start_engine
 
@@ -29,6 +33,8 @@ class LLMService:
         self.tokenizer = tokenizer
         self.defaults = defaults
         self.outbox = Outbox(on_first_response)
+        # request_key -> its stream while it runs (a stream no one else holds is finished and drops out).
+        self._by_key: weakref.WeakValueDictionary[int, ResponseStream] = weakref.WeakValueDictionary()
 
     @classmethod
     def from_params(cls, params: LLMModelParams, on_stats=None, on_first_response=None) -> "LLMService":
@@ -53,11 +59,38 @@ class LLMService:
         words = from_word_list(request.stop_words_list, field="stop_words")
         return [text for text in (self.tokenizer.decode(w) for w in words) if text]
 
+    def handle(self, request: LLMRequest | StopRequest, responder: Responder) -> None:
+        if isinstance(request, StopRequest):
+            self.stop(request.request_key, responder)
+        else:
+            self.submit(request, responder)
+
     def submit(self, request: LLMRequest, responder: Responder) -> int:
         params = self.sampling_params(request)
         text = TextStream(self.tokenizer, self.stop_strings(request))
-        sink = ResponseStream(request, frozenset(params.stop_token_ids), text, responder, self.outbox)
-        return self.engine.submit(list(request.input_ids), params, sink)
+        key = new_request_key() if request.cancel_probe_ms > 0 else None
+        stream = ResponseStream(request, frozenset(params.stop_token_ids), text, responder, self.outbox, key)
+        self.outbox.register(stream)
+        try:
+            seq_id = self.engine.submit(list(request.input_ids), params, stream)
+        except BaseException:
+            self.outbox.unregister(stream)
+            raise
+        stream.on_cancel = partial(self.engine.abort, seq_id)
+        if key is not None:
+            self._by_key[key] = stream
+        return seq_id
+
+    def stop(self, key: int, responder: Responder) -> None:
+        """Ends the running request tagged `key` (unknown: already finished, nothing to do) and acknowledges."""
+        stream = self._by_key.get(key)
+        if stream is not None:
+            stream.cancel()
+        self.outbox.post(Reply(lambda: responder.send({}, final=True)))
+
+    def refuse(self, responder: Responder, exc: BaseException) -> None:
+        """A request that could not be submitted gets its error from the outbox thread, like every response."""
+        self.outbox.post(Reply(lambda: responder.fail(exc)))
 
     def shutdown(self) -> None:
         self.engine.shutdown()  # answers the requests in flight (cancelled) through the outbox

@@ -23,7 +23,23 @@ CANCEL_POLL_S = 0.1  # as tensorrtllm_backend's cancellation_check_period_ms
 
 class Flushable(Hashable, Protocol):
     def flush(self) -> None: ...  # sends what is pending; never raises
-    def poll_cancelled(self) -> None: ...
+    def poll(self) -> None: ...  # cancellation check (and probe) of a registered stream, every CANCEL_POLL_S
+
+
+class Reply:
+    """A one-shot answer outside any stream (a refusal, a stop's acknowledgement), sent on the outbox thread."""
+
+    def __init__(self, send: Callable[[], None]):
+        self._send = send
+
+    def flush(self) -> None:
+        try:
+            self._send()
+        except Exception:
+            logger.exception("could not send a reply")
+
+    def poll(self) -> None:
+        pass
 
 
 class Outbox:
@@ -82,7 +98,7 @@ class Outbox:
     @staticmethod
     def _poll(stream: Flushable) -> None:
         try:
-            stream.poll_cancelled()
+            stream.poll()
         except Exception:
             logger.exception("cancellation check failed")
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..schema import STATS_OUTPUTS
 from ..text.tokenizer import QwenTokenizer
+
+PASSED_THROUGH = tuple(t.name for t in STATS_OUTPUTS)  # tensorrt_llm's counts, on to the ensemble's outputs
 
 
 class Postprocessor:
@@ -18,3 +21,16 @@ class Postprocessor:
         # decode() skips every id >= 151643: eos, <|im_start|>, <|im_end|>, extras, padding.
         text = self.tokenizer.decode(ids.tolist())
         return {"text_output": np.asarray([text.encode("utf-8")], dtype=np.object_)}
+
+    def chunk(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """One postprocessing step's inputs -> its outputs (text, the counts passed through); None for a
+        cancellation probe, which carries no token ids."""
+        tokens = values.get("tokens_batch")
+        if tokens is None:
+            return None
+        length = values.get("sequence_length")
+        outputs = self(tokens, None if length is None else int(np.asarray(length).reshape(-1)[0]))
+        for name in PASSED_THROUGH:
+            if name in values:
+                outputs[name] = np.asarray(values[name]).reshape(1)
+        return outputs

@@ -12,6 +12,7 @@ from ..text.chat_template import DEFAULT_SYSTEM_PROMPT, build_prompt, parse_hist
 from ..text.tokenizer import QwenTokenizer
 from ..text.word_lists import encode_words, to_word_list
 from ..vocab import ENDOFTEXT_ID, IM_END_ID
+from .cancellation import CANCEL_PROBE_MS
 from .requests import ChatRequest
 
 
@@ -51,4 +52,5 @@ class Preprocessor:
             "bad_words_list": to_word_list(encode_words(self.tokenizer, list(request.bad_words))),
             "end_id": np.asarray([IM_END_ID if request.end_id is None else request.end_id], dtype=np.int32),
             "pad_id": np.asarray([ENDOFTEXT_ID if request.pad_id is None else request.pad_id], dtype=np.int32),
+            "cancel_probe_ms": np.asarray([CANCEL_PROBE_MS], dtype=np.int32),
         }

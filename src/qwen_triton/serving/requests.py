@@ -113,6 +113,7 @@ class LLMRequest:
     bad_words_list: np.ndarray | None = None
     sampling: dict = field(default_factory=dict)  # ensemble knob name -> value, only those sent
     exclude_input_in_output: bool = True
+    cancel_probe_ms: int = 0  # > 0: sent by the ensemble, which wants request_key and probes (cancellation.py)
 
     def __post_init__(self):
         if not self.input_ids:
@@ -138,4 +139,23 @@ class LLMRequest:
             bad_words_list=values.get("bad_words_list"),
             sampling=sampling,
             exclude_input_in_output=get_bool(values, "exclude_input_in_output", True),
+            cancel_probe_ms=max(0, get_int(values, "cancel_probe_ms", 0)),
         )
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """stop=true sent to tensorrt_llm: end the running request whose responses carry this request_key."""
+
+    request_key: int
+
+    @classmethod
+    def from_inputs(cls, values: dict[str, np.ndarray]) -> "StopRequest":
+        key = get_int(values, "request_key")
+        if key is None:
+            raise InvalidRequest("request_key", "is required with stop=true")
+        return cls(key)
+
+
+def parse_llm_inputs(values: dict[str, np.ndarray]) -> LLMRequest | StopRequest:
+    return StopRequest.from_inputs(values) if get_bool(values, "stop", False) else LLMRequest.from_inputs(values)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -34,11 +34,17 @@ class Responder(Protocol):
 
 
 class ResponseStream:
-    """One request. __call__ runs on the engine thread (False: end the request now); flush() on a sender's."""
+    """One request. __call__ runs on the engine thread (False: end the request now); flush() and poll() on the
+    outbox's. `key`: the request_key its responses carry when the ensemble asked for probes (cancellation.py).
+    The owner sets on_cancel (ends the request in the engine at once) and registers the stream with the outbox
+    before the engine may call it."""
 
     def __init__(self, request: LLMRequest, stop_ids: frozenset[int], text: TextStream, responder: Responder,
-                 outbox: "Outbox"):
+                 outbox: "Outbox", key: int | None = None):
         self.streaming = request.streaming
+        self.key = key
+        self.probe_s = request.cancel_probe_ms / 1000 if key is not None else 0.0
+        self.on_cancel: Callable[[], None] | None = None
         self.stop_ids = stop_ids
         self.text = text
         self.responder = responder
@@ -53,8 +59,8 @@ class ResponseStream:
         self._stopped_by_client = False  # cancelled, or a response could not be sent
         self._done = False  # the final response (or the failure) has been sent
         self._submitted_s = time.perf_counter()
+        self._last_sent_s = time.monotonic()  # outbox thread only: when a response (or probe) last left
         self._first_sent = False  # written by the one sender flushing this stream; read racily for priority
-        outbox.register(self)
 
     def __call__(self, event: TokenEvent) -> bool:
         if event.error is not None:
@@ -99,24 +105,46 @@ class ResponseStream:
                 self.responder.fail(error)
             elif ids or finish is not None:
                 self.responder.send(self._outputs(ids, finish), final=finish is not None)
+                self._last_sent_s = time.monotonic()
                 if not self._first_sent:
                     self._first_sent = True
                     self.outbox.first_response_sent(time.perf_counter() - self._submitted_s)
         except Exception:
             logger.exception("could not send a response; ending the request")
-            self._stopped_by_client = True
+            self.cancel()
         if self._done:
             self.outbox.unregister(self)
 
-    def poll_cancelled(self) -> None:
-        if not self._done and self.responder.is_cancelled():
-            self._stopped_by_client = True  # the engine thread ends the request at its next event
+    def cancel(self) -> None:
+        """The client is gone: the engine ends the request at once (on_cancel) or at its next event; the final
+        response says cancelled. Any thread; idempotent."""
+        if self._done or self._stopped_by_client:
+            return
+        self._stopped_by_client = True
+        if self.on_cancel is not None:
+            self.on_cancel()
+
+    def poll(self) -> None:
+        if self._done:
+            return
+        if self.responder.is_cancelled():
+            self.cancel()
+        elif self.probe_s and time.monotonic() - self._last_sent_s >= self.probe_s:
+            try:  # a probe: the ensemble schedules a postprocessing step that can see its cancellation
+                self.responder.send({"request_key": np.asarray([self.key], dtype=np.uint64)}, final=False)
+                self._last_sent_s = time.monotonic()
+            except Exception:
+                logger.exception("could not send a probe; ending the request")
+                self.cancel()
 
     def _outputs(self, ids: list[int], finish: FinishReason | None) -> dict[str, np.ndarray]:
-        return {
+        outputs = {
             "output_ids": np.asarray(ids, dtype=np.int32),
             "sequence_length": np.asarray([len(ids)], dtype=np.int32),
             "finish_reason": np.asarray([finish.value.encode() if finish else b""], dtype=np.object_),
             "num_input_tokens": np.asarray([self.num_input_tokens], dtype=np.int32),
             "num_output_tokens": np.asarray([self.num_output_tokens], dtype=np.int32),
         }
+        if self.key is not None:
+            outputs["request_key"] = np.asarray([self.key], dtype=np.uint64)
+        return outputs

@@ -11,7 +11,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ..errors import InvalidRequest
-from ..schema import ModelSpec
+from ..schema import TENSORRT_LLM, ModelSpec
 
 
 def read_inputs(request, spec: ModelSpec) -> dict[str, np.ndarray]:
@@ -44,3 +44,15 @@ def error_response(exc: BaseException):
     else:
         error = pb_utils.TritonError(f"{type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL)
     return pb_utils.InferenceResponse(output_tensors=[], error=error)
+
+
+def send_stop(key: int) -> None:
+    """BLS: asks tensorrt_llm to end the request tagged `key` (answered at once, with the final flag only).
+    input_ids, input_lengths and request_output_len are required by its config, so placeholders go along."""
+    values = {"input_ids": 0, "input_lengths": 1, "request_output_len": 1, "stop": True, "request_key": key}
+    inputs = [pb_utils.Tensor(name, np.asarray([[value]], dtype=TENSORRT_LLM.input(name).numpy_dtype))
+              for name, value in values.items()]
+    request = pb_utils.InferenceRequest(model_name=TENSORRT_LLM.name, inputs=inputs, requested_output_names=[])
+    for response in request.exec(decoupled=True):
+        if response.has_error():
+            raise RuntimeError(f"stop of request_key {key}: {response.error().message()}")
