@@ -67,6 +67,10 @@ class EngineLimits:
     # Share of the GPU memory free once the weights are loaded that the paged KV cache takes (TensorRT-LLM's
     # name); the rest is for activations and CUDA graphs. The cache never exceeds max_batch_size x max_seq_len.
     kv_cache_free_gpu_mem_fraction: float = 0.85
+    # A request's stop_words and bad_words: at most this many words each, each at most max_word_tokens ids
+    # (the bad words are indexed once per request, so their cost per token depends on neither).
+    max_words_per_list: int = 256
+    max_word_tokens: int = 32
 
     def __post_init__(self):
         _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
@@ -75,6 +79,8 @@ class EngineLimits:
         _require(self.max_batch_size > 0 and self.block_size > 0, "max_batch_size and block_size must be > 0")
         _require(self.mixed_prefill_tokens >= 0, "mixed_prefill_tokens must be >= 0")
         _require(self.mixed_max_waiting >= 0, "mixed_max_waiting must be >= 0")
+        _require(self.max_words_per_list > 0 and self.max_word_tokens > 0,
+                 "max_words_per_list and max_word_tokens must be > 0")
         _require(0 < self.kv_cache_free_gpu_mem_fraction <= 1,
                  f"kv_cache_free_gpu_mem_fraction must be in (0, 1], got {self.kv_cache_free_gpu_mem_fraction}")
 

@@ -106,6 +106,42 @@ def test_runner_failure_fails_that_step_only():
     assert len(good.tokens) == 3 and engine.stats().free_kv_blocks == 64
 
 
+def test_a_poison_request_in_a_shared_step_fails_alone():
+    runner = FakeRunner(fail_on_token=999)
+    engine = Engine(runner, LIMITS)
+    innocents = [Collector() for _ in range(3)]
+    poison = Collector()
+    for i, sink in enumerate(innocents[:2]):
+        engine.submit([i + 1], SamplingParams(max_tokens=4), sink)
+    engine.submit([999], SamplingParams(max_tokens=4), poison)  # joins the same prefill step
+    engine.submit([3], SamplingParams(max_tokens=4), innocents[2])
+    drain(engine)
+    assert poison.events[-1].finish_reason is FinishReason.ERROR and "boom" in poison.events[-1].error
+    assert all(len(s.tokens) == 4 and s.events[-1].finish_reason is FinishReason.LENGTH for s in innocents)
+    assert runner.batch_sizes[0] == 4  # they did share the step that failed
+    assert engine.stats().free_kv_blocks == 64 and engine.stats().running == 0
+
+
+def test_a_row_the_sampler_cannot_sample_fails_alone(monkeypatch):
+    engine = Engine(FakeRunner(), LIMITS)
+    original = engine.sampler._sample_row
+
+    def sample_row(row, seq):
+        if seq.prompt_ids == [999]:
+            raise IndexError("index 1000000000 is out of bounds")
+        return original(row, seq)
+
+    monkeypatch.setattr(engine.sampler, "_sample_row", sample_row)
+    params = SamplingParams(max_tokens=3, temperature=1.0, seed=1)
+    innocent, poison = Collector(), Collector()
+    engine.submit([1], params, innocent)
+    engine.submit([999], params, poison)
+    drain(engine)
+    assert poison.events[-1].finish_reason is FinishReason.ERROR and "out of bounds" in poison.events[-1].error
+    assert len(innocent.tokens) == 3 and innocent.events[-1].finish_reason is FinishReason.LENGTH
+    assert engine.stats().free_kv_blocks == 64
+
+
 def test_a_raising_sink_does_not_kill_the_loop():
     def explode(event):
         raise ValueError("client gone")

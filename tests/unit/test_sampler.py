@@ -103,3 +103,38 @@ def test_fast_path_respects_min_tokens():
     rows = logits({151645: 9.0, 7: 1.0}, {151645: 9.0, 7: 1.0})
     assert Sampler().sample(rows, [seq(min_tokens=2, max_tokens=4), seq(outputs=(1, 2), min_tokens=2, max_tokens=4)]) \
         == [7, 151645]
+
+
+def test_indexed_bad_words_ban_exactly_what_the_word_by_word_rule_bans():
+    import random
+
+    from qwen_triton.runtime.request import BannedWords
+
+    rng = random.Random(0)
+    words = tuple(tuple(rng.randrange(6) for _ in range(rng.randrange(1, 4))) for _ in range(40))
+    banned = BannedWords(words)
+    for _ in range(200):
+        output = [rng.randrange(6) for _ in range(rng.randrange(0, 5))]
+        naive = {w[-1] for w in words if len(output) >= len(w) - 1 and output[len(output) - len(w) + 1:] == list(w[:-1])}
+        assert set(banned.banned(output)) == naive
+
+
+def test_temperatures_too_small_to_divide_by_sample_greedily():
+    rows = torch.zeros(1, PADDED_VOCAB_SIZE)
+    rows[0, 5] = 3.0
+    for temperature in (1e-45, 1e-8):
+        assert Sampler().sample(rows, [seq(temperature=temperature, seed=0)]) == [5]
+
+
+def test_every_bit_of_a_uint64_seed_counts():
+    torch.manual_seed(0)
+    rows = torch.randn(1, PADDED_VOCAB_SIZE)
+
+    def draw(seed):
+        sampler = Sampler()
+        s = seq(temperature=1.0, seed=seed)
+        return [sampler.sample(rows, [s])[0] for _ in range(8)]
+
+    assert draw(2**64 - 1) != draw(2**63 - 1)
+    assert draw(5) != draw(2**40 + 5)  # torch's CPU generator would keep the low 32 bits only
+    assert draw(2**64 - 1) == draw(2**64 - 1)

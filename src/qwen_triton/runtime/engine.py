@@ -20,6 +20,7 @@ from typing import Callable
 from ..config import EngineLimits
 from .request import PENDING_TOKEN, FinishReason, SamplingParams, Sequence
 from .sampler import Sampler
+from .schedule import ScheduleOutput
 from .scheduler import Scheduler
 from .staging import HostRing
 from .token_feed import PendingTokens, TokenFeed
@@ -108,18 +109,21 @@ class Engine:
             self._settle_inflight()
             self._report_stats()
             return busy
-        seqs = schedule.sequences
-        on_device = self.overlap and all(self.sampler.on_device(seq) for seq in seqs)
+        on_device = self.overlap and all(self.sampler.on_device(seq) for seq in schedule.sequences)
         try:
-            logits = self.runner.execute(schedule, self._inflight.feed if self._inflight else None)
-            if on_device:
+            schedule, logits = self._execute_isolated(schedule)
+            seqs = schedule.sequences
+            if seqs and on_device:
                 device_tokens = self.sampler.sample_on_device(logits, seqs)
-            else:
-                tokens = self.sampler.sample(logits, seqs)
-        except Exception as exc:  # this step's requests fail; the loop and the others go on
-            logger.exception("engine step failed for %d sequences", len(seqs))
-            for seq in seqs:
-                self._finish(seq, FinishReason.ERROR, error=f"{type(exc).__name__}: {exc}")
+            elif seqs:
+                seqs, tokens = self._sample_isolated(logits, seqs)
+        except Exception as exc:  # what is left of this step fails; the loop and the others go on
+            logger.exception("engine step failed for %d sequences", len(schedule.sequences))
+            for seq in schedule.sequences:
+                self._fail(seq, exc)
+            return True
+        if not seqs:
+            self._report_stats()
             return True
         self.scheduler.commit(schedule)
         previous = self._inflight
@@ -132,6 +136,51 @@ class Engine:
                 self._settle(seq, len(seq.output_ids))
         self._report_stats()
         return True
+
+    def _execute_isolated(self, schedule: ScheduleOutput):
+        """runner.execute; when a step of several sequences raises, each runs alone, those that still raise
+        fail, and the rest run again together (a sequence's K/V writes are the same each time). One request
+        that breaks the forward pass fails alone. Returns (the schedule that ran, its logits)."""
+        feed = self._inflight.feed if self._inflight else None
+        try:
+            return schedule, self.runner.execute(schedule, feed)
+        except Exception:
+            if len(schedule.sequences) == 1:
+                raise
+            logger.exception("engine step of %d sequences failed; running each alone", len(schedule.sequences))
+        failed = set()
+        for seq in schedule.sequences:
+            alone = ScheduleOutput(prefill=(seq,)) if seq in schedule.prefill else ScheduleOutput(decode=(seq,))
+            try:
+                self.runner.execute(alone, feed)
+            except Exception as exc:
+                failed.add(seq.seq_id)
+                self._fail(seq, exc)
+        keep = lambda seqs: tuple(s for s in seqs if s.seq_id not in failed)  # noqa: E731
+        schedule = ScheduleOutput(prefill=keep(schedule.prefill), decode=keep(schedule.decode),
+                                  preempted=schedule.preempted)
+        return schedule, (None if schedule.is_empty else self.runner.execute(schedule, feed))
+
+    def _sample_isolated(self, logits, seqs) -> tuple[tuple[Sequence, ...], list[int]]:
+        """Sampler.sample; when it raises for several rows, row by row, and the rows that raise fail alone."""
+        try:
+            return seqs, self.sampler.sample(logits, seqs)
+        except Exception:
+            if len(seqs) == 1:
+                raise
+            logger.exception("sampling %d sequences failed; sampling each alone", len(seqs))
+        kept, tokens = [], []
+        for row, seq in enumerate(seqs):
+            try:
+                tokens += self.sampler.sample(logits[row:row + 1], [seq])
+                kept.append(seq)
+            except Exception as exc:
+                self._fail(seq, exc)
+        return tuple(kept), tokens
+
+    def _fail(self, seq: Sequence, exc: BaseException) -> None:
+        if not seq.is_finished:
+            self._finish(seq, FinishReason.ERROR, error=f"{type(exc).__name__}: {exc}")
 
     def _can_overlap(self) -> bool:
         return self.scheduler.can_decode_without_preemption() and all(

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from ..errors import InvalidRequest
 from ..vocab import STOP_TOKEN_IDS
+
+
+MIN_TEMPERATURE = 1e-5  # vLLM's _SAMPLING_EPS: lower temperatures sample greedily
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class SamplingParams:
     seed: int | None = None  # same seed -> same tokens, whatever else is in the batch
     stop_token_ids: tuple[int, ...] = STOP_TOKEN_IDS
     bad_words_ids: tuple[tuple[int, ...], ...] = ()  # token sequences never completed
+    banned: "BannedWords" = field(init=False, repr=False, compare=False)  # bad_words_ids, indexed
 
     def __post_init__(self):
         _check(self.max_tokens > 0, "max_tokens", f"must be > 0, got {self.max_tokens}")
@@ -39,15 +43,42 @@ class SamplingParams:
         _check(math.isfinite(self.frequency_penalty), "frequency_penalty", "must be finite")
         _check(self.seed is None or 0 <= self.seed < 2**64, "seed", "must fit in uint64")
         _check(all(len(w) > 0 for w in self.bad_words_ids), "bad_words", "empty bad word")
+        # Built here, on the thread that submits, so the engine thread only looks words up.
+        object.__setattr__(self, "banned", BannedWords(self.bad_words_ids))
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0 or self.top_k == 1
+        # Below MIN_TEMPERATURE, dividing the logits overflows to inf/nan; the limit of sampling is argmax.
+        return self.temperature < MIN_TEMPERATURE or self.top_k == 1
 
 
-def _check(ok: bool, field: str, message: str) -> None:
+def _check(ok: bool, name: str, message: str) -> None:
     if not ok:
-        raise InvalidRequest(field, message)
+        raise InvalidRequest(name, message)
+
+
+class BannedWords:
+    """Bad words indexed by what must precede their last id: the ids banned after some output cost one
+    lookup per distinct prefix length, however many words there are."""
+
+    def __init__(self, words: tuple[tuple[int, ...], ...]):
+        self.always = tuple(sorted({w[0] for w in words if len(w) == 1}))
+        after: dict[int, dict[tuple[int, ...], list[int]]] = {}  # prefix length -> prefix -> last ids
+        for word in words:
+            if len(word) > 1:
+                after.setdefault(len(word) - 1, {}).setdefault(tuple(word[:-1]), []).append(word[-1])
+        self.after = after
+
+    def __bool__(self) -> bool:
+        return bool(self.always or self.after)
+
+    def banned(self, output_ids: list[int]) -> list[int]:
+        """Ids whose sampling would complete a bad word right after output_ids."""
+        ids = list(self.always)
+        for length, table in self.after.items():
+            if len(output_ids) >= length:
+                ids.extend(table.get(tuple(output_ids[-length:]), ()))
+        return ids
 
 
 class SequenceStatus(Enum):

@@ -1,4 +1,4 @@
-"""Per-request logits processing and sampling. Each row has its own params and its own torch.Generator,
+"""Per-request logits processing and sampling. Each row has its own params and its own random generator,
 so a seeded request samples the same tokens whatever else shares its batch."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class Sampler:
     def __init__(self, vocab_size_limit: int = NUM_TOKENIZER_IDS, staging: PinnedStaging | None = None):
         self.vocab_size_limit = vocab_size_limit
         self.staging = staging  # the runner's: host-to-device copies without a sync
-        self._generators: dict[int, torch.Generator] = {}
+        self._generators: dict[int, random.Random] = {}
 
     def release(self, seq_id: int) -> None:
         self._generators.pop(seq_id, None)
@@ -75,16 +75,15 @@ class Sampler:
             probs = _top_p(probs, params.top_p)
         # Inverse CDF with one uniform draw: exact, and far cheaper than multinomial over 152k ids.
         cdf = torch.cumsum(probs, dim=-1)
-        u = torch.rand(1, generator=self._generator(seq)) * cdf[-1]
+        u = torch.tensor([self._generator(seq).random()], dtype=cdf.dtype) * cdf[-1]
         return min(int(torch.searchsorted(cdf, u, right=True)), probs.numel() - 1)
 
-    def _generator(self, seq: Sequence) -> torch.Generator:
+    def _generator(self, seq: Sequence) -> random.Random:
+        # random.Random takes every bit of a uint64 seed; torch.Generator's CPU engine keeps only the low 32.
         generator = self._generators.get(seq.seq_id)
         if generator is None:
-            generator = torch.Generator()
-            seed = seq.params.seed if seq.params.seed is not None else random.getrandbits(63)
-            generator.manual_seed(seed % (1 << 63))
-            self._generators[seq.seq_id] = generator
+            seed = seq.params.seed if seq.params.seed is not None else random.getrandbits(64)
+            generator = self._generators[seq.seq_id] = random.Random(seed)
         return generator
 
     @staticmethod
@@ -102,11 +101,9 @@ class Sampler:
 
     @staticmethod
     def _ban_words(row: torch.Tensor, seq: Sequence) -> None:
-        output = seq.output_ids
-        for word in seq.params.bad_words_ids:
-            prefix = list(word[:-1])
-            if not prefix or output[len(output) - len(prefix):] == prefix:
-                row[word[-1]] = float("-inf")
+        banned = seq.params.banned.banned(seq.output_ids)
+        if banned:
+            row[banned] = float("-inf")
 
 
 def _plain_greedy(seq: Sequence) -> bool:

@@ -10,11 +10,11 @@ import weakref
 from functools import partial
 from typing import Callable
 
-from ..config import GenerationDefaults, load_engine_folder
+from ..config import EngineConfig, GenerationDefaults, load_engine_folder
 from ..runtime.request import SamplingParams
 from ..text.detokenizer import TextStream
 from ..text.tokenizer import QwenTokenizer
-from ..text.word_lists import from_word_list
+from ..text.word_lists import check_ids, check_words, from_word_list
 from ..vocab import STOP_TOKEN_IDS
 from .model_params import LLMModelParams
 from .cancellation import new_request_key
@@ -27,10 +27,11 @@ logger = logging.getLogger(__name__)
 
 
 class LLMService:
-    def __init__(self, engine: LLMEngine, tokenizer: QwenTokenizer, defaults: GenerationDefaults,
-                 on_first_response: Callable[[float], None] | None = None):
+    def __init__(self, engine: LLMEngine, tokenizer: QwenTokenizer, config: EngineConfig,
+                 defaults: GenerationDefaults, on_first_response: Callable[[float], None] | None = None):
         self.engine = engine
         self.tokenizer = tokenizer
+        self.config = config
         self.defaults = defaults
         self.outbox = Outbox(on_first_response)
         # request_key -> its stream while it runs (a stream no one else holds is finished and drops out).
@@ -40,23 +41,33 @@ class LLMService:
     def from_params(cls, params: LLMModelParams, on_stats=None, on_first_response=None) -> "LLMService":
         folder = load_engine_folder(params.engine_dir)
         engine = start_engine(params, folder, on_stats)
-        return cls(engine, QwenTokenizer.load(folder.path), folder.generation, on_first_response)
+        return cls(engine, QwenTokenizer.load(folder.path), folder.config, folder.generation, on_first_response)
 
     def sampling_params(self, request: LLMRequest) -> SamplingParams:
-        d = self.defaults
+        """Defaults applied and every id checked against the engine, here, before the engine sees any of it."""
+        d, vocab = self.defaults, self.config.model.vocab_size
+        check_ids(request.input_ids, "input_ids", vocab)
+        for name, value in (("end_id", request.end_id), ("pad_id", request.pad_id)):
+            if value is not None:
+                check_ids((value,), name, vocab)
         knobs = {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p,
                  "repetition_penalty": d.repetition_penalty, **request.sampling}
         stop_ids = set(STOP_TOKEN_IDS) | ({request.end_id} if request.end_id is not None else set())
-        bad_words = ([] if request.bad_words_list is None
-                     else from_word_list(request.bad_words_list, field="bad_words"))
+        bad_words = self.words(request.bad_words_list, "bad_words")
         return SamplingParams(max_tokens=request.request_output_len, stop_token_ids=tuple(sorted(stop_ids)),
                               bad_words_ids=tuple(tuple(w) for w in bad_words), **knobs)
 
-    def stop_strings(self, request: LLMRequest) -> list[str]:
-        if request.stop_words_list is None:
+    def words(self, word_list, field: str) -> list[list[int]]:
+        if word_list is None:
             return []
+        words = from_word_list(word_list, field=field)
+        limits = self.config.limits
+        check_words(words, field, limits.max_words_per_list, limits.max_word_tokens, self.config.model.vocab_size)
+        return words
+
+    def stop_strings(self, request: LLMRequest) -> list[str]:
         # Word lists carry ids; the stop is matched on text, and decode(encode(s)) == s.
-        words = from_word_list(request.stop_words_list, field="stop_words")
+        words = self.words(request.stop_words_list, "stop_words")
         return [text for text in (self.tokenizer.decode(w) for w in words) if text]
 
     def handle(self, request: LLMRequest | StopRequest, responder: Responder) -> None:

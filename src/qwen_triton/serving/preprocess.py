@@ -10,7 +10,7 @@ from ..config import EngineFolder, load_engine_folder
 from ..errors import InvalidRequest
 from ..text.chat_template import DEFAULT_SYSTEM_PROMPT, build_prompt, parse_history
 from ..text.tokenizer import QwenTokenizer
-from ..text.word_lists import encode_words, to_word_list
+from ..text.word_lists import check_ids, check_words, encode_words, to_word_list
 from ..vocab import ENDOFTEXT_ID, IM_END_ID
 from .cancellation import CANCEL_PROBE_MS
 from .requests import ChatRequest
@@ -34,9 +34,23 @@ class Preprocessor:
         if system is None:
             system = history.system if history and history.system is not None else DEFAULT_SYSTEM_PROMPT
         turns = history.turns if history else []
-        return build_prompt(self.tokenizer, request.text_input, turns, system, self.folder.config.max_window_size)
+        config = self.folder.config
+        return build_prompt(self.tokenizer, request.text_input, turns, system, config.max_window_size,
+                            max_prompt_len=config.limits.max_input_len)
+
+    def word_list(self, words: tuple[str, ...], field: str) -> np.ndarray:
+        limits, vocab = self.folder.config.limits, self.folder.config.model.vocab_size
+        if len(words) > limits.max_words_per_list:  # before tokenizing them all
+            raise InvalidRequest(field, f"{len(words)} words; this engine accepts at most {limits.max_words_per_list}")
+        ids = encode_words(self.tokenizer, list(words))
+        check_words(ids, field, limits.max_words_per_list, limits.max_word_tokens, vocab)
+        return to_word_list(ids)
 
     def __call__(self, request: ChatRequest) -> dict[str, np.ndarray]:
+        vocab = self.folder.config.model.vocab_size
+        for name, value in (("end_id", request.end_id), ("pad_id", request.pad_id)):
+            if value is not None:
+                check_ids((value,), name, vocab)
         ids = self.prompt_ids(request)
         limits = self.folder.config.limits
         if len(ids) > limits.max_input_len:
@@ -48,8 +62,8 @@ class Preprocessor:
             "input_ids": np.asarray(ids, dtype=np.int32),
             "input_lengths": np.asarray([len(ids)], dtype=np.int32),
             "request_output_len": np.asarray([max_tokens], dtype=np.int32),
-            "stop_words_list": to_word_list(encode_words(self.tokenizer, list(request.stop_words))),
-            "bad_words_list": to_word_list(encode_words(self.tokenizer, list(request.bad_words))),
+            "stop_words_list": self.word_list(request.stop_words, "stop_words"),
+            "bad_words_list": self.word_list(request.bad_words, "bad_words"),
             "end_id": np.asarray([IM_END_ID if request.end_id is None else request.end_id], dtype=np.int32),
             "pad_id": np.asarray([ENDOFTEXT_ID if request.pad_id is None else request.pad_id], dtype=np.int32),
             "cancel_probe_ms": np.asarray([CANCEL_PROBE_MS], dtype=np.int32),

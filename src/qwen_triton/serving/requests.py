@@ -109,6 +109,7 @@ class LLMRequest:
     request_output_len: int
     streaming: bool = False
     end_id: int | None = None
+    pad_id: int | None = None  # checked, not used: the engine pads nothing a client sees
     stop_words_list: np.ndarray | None = None  # (2, N) word-list layout
     bad_words_list: np.ndarray | None = None
     sampling: dict = field(default_factory=dict)  # ensemble knob name -> value, only those sent
@@ -135,6 +136,7 @@ class LLMRequest:
             request_output_len=get_int(values, "request_output_len", 0),
             streaming=get_bool(values, "streaming", False),
             end_id=get_int(values, "end_id"),
+            pad_id=get_int(values, "pad_id"),
             stop_words_list=values.get("stop_words_list"),
             bad_words_list=values.get("bad_words_list"),
             sampling=sampling,

@@ -71,6 +71,8 @@ def parse_history(raw: str) -> ChatHistory:
         items = json.loads(raw)
     except (json.JSONDecodeError, TypeError) as exc:
         raise _bad(f"is not valid JSON ({exc})") from None
+    except RecursionError:  # json.loads of thousands of nested lists
+        raise _bad("is nested too deeply") from None
     if not isinstance(items, list):
         raise _bad(f"must be a JSON list, got {type(items).__name__}")
     if items and isinstance(items[0], dict):
@@ -79,8 +81,10 @@ def parse_history(raw: str) -> ChatHistory:
 
 
 def build_prompt(tokenizer: QwenTokenizer, query: str, history: Sequence[tuple[str, str]], system: str,
-                 max_window_size: int) -> list[int]:
-    """make_context(chat_format="chatml"): system, the newest history turns that fit the window, the query."""
+                 max_window_size: int, max_prompt_len: int | None = None) -> list[int]:
+    """make_context(chat_format="chatml"): system, the newest history turns that fit the window, the query.
+    max_prompt_len (the engine's max_input_len): turns are also dropped, oldest first, until the whole prompt
+    fits it, so a long chat is trimmed rather than refused."""
     if not query.strip():
         raise InvalidRequest("text_input", "must not be empty")
     newline = tokenizer.encode("\n")
@@ -95,6 +99,8 @@ def build_prompt(tokenizer: QwenTokenizer, query: str, history: Sequence[tuple[s
         return [IM_START_ID, *encode(role), *newline, *encode(content), IM_END_ID]
 
     system_tokens = message("system", system)
+    tail = [*newline, *message("user", query), *newline, IM_START_ID, *encode("assistant"), *newline]
+    room = None if max_prompt_len is None else max_prompt_len - len(system_tokens) - len(tail)
     kept: list[list[int]] = []  # newest first
     kept_len = 0
     for user, assistant in reversed(history):
@@ -103,10 +109,12 @@ def build_prompt(tokenizer: QwenTokenizer, query: str, history: Sequence[tuple[s
         # does not fit ends the walk: older, shorter turns are not picked up behind it.
         if len(system_tokens) + len(turn) + kept_len >= max_window_size:
             break
+        if room is not None and kept_len + len(turn) > room:
+            break
         kept.append(turn)
         kept_len += len(turn)
     prompt = list(system_tokens)
     for turn in reversed(kept):
         prompt += turn
-    prompt += [*newline, *message("user", query), *newline, IM_START_ID, *encode("assistant"), *newline]
+    prompt += tail
     return prompt

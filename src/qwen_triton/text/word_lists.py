@@ -41,3 +41,21 @@ def from_word_list(array: np.ndarray, field: str = "word_list") -> list[list[int
     if any(not s < e for s, e in zip(starts, ends)) or (ends and ends[-1] > len(ids)):
         raise InvalidRequest(field, f"word end offsets {ends} must increase strictly and stay within {len(ids)} ids")
     return [ids[s:e] for s, e in zip(starts, ends)]
+
+
+def check_ids(ids, field: str, vocab_size: int) -> None:
+    """Every id in [0, vocab_size), else InvalidRequest(field) naming the first one outside."""
+    bad = next((i for i in ids if not 0 <= i < vocab_size), None)
+    if bad is not None:
+        raise InvalidRequest(field, f"token id {bad} is outside the vocabulary [0, {vocab_size})")
+
+
+def check_words(words: list[list[int]], field: str, max_words: int, max_tokens: int, vocab_size: int) -> None:
+    """A word list within the engine's bounds (word count, ids per word) and vocabulary."""
+    if len(words) > max_words:
+        raise InvalidRequest(field, f"{len(words)} words; this engine accepts at most {max_words}")
+    longest = max((len(w) for w in words), default=0)
+    if longest > max_tokens:
+        raise InvalidRequest(field, f"a word of {longest} tokens; this engine accepts at most {max_tokens}")
+    for word in words:
+        check_ids(word, field, vocab_size)
