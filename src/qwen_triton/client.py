@@ -13,7 +13,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from .schema import ENSEMBLE
+from .schema import ENSEMBLE, TENSORRT_LLM
 
 
 def _array(name: str, value) -> np.ndarray:
@@ -128,3 +128,27 @@ class QwenClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def send_stop(url: str, request_key: int, timeout_s: float = 5.0) -> None:
+    """Asks tensorrt_llm (stop=true) to end the request tagged request_key; returns once it acknowledged."""
+    values = {"input_ids": 0, "input_lengths": 1, "request_output_len": 1, "stop": True, "request_key": request_key}
+    inputs = []
+    for name, value in values.items():
+        spec = TENSORRT_LLM.input(name)
+        tensor = grpcclient.InferInput(name, [1, 1], spec.wire_dtype)
+        tensor.set_data_from_numpy(np.array([[value]], dtype=spec.numpy_dtype))
+        inputs.append(tensor)
+    replies: queue.Queue = queue.Queue()
+    with grpcclient.InferenceServerClient(url) as grpc:
+        grpc.start_stream(callback=lambda result, error: replies.put((result, error)))
+        try:
+            grpc.async_stream_infer(TENSORRT_LLM.name, inputs, enable_empty_final_response=True)
+            while True:
+                result, error = replies.get(timeout=timeout_s)
+                if error is not None:
+                    raise error
+                if result.get_response().parameters["triton_final_response"].bool_param:
+                    return
+        finally:
+            grpc.stop_stream()

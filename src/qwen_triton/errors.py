@@ -12,3 +12,7 @@ class InvalidRequest(ValueError):
 
 class ConfigError(ValueError):
     """A deployment mistake (unfilled template, bad engine folder): fail loudly at load time."""
+
+
+class Unavailable(RuntimeError):
+    """The server cannot take this request now (shutting down); the client may retry elsewhere or later."""

@@ -16,6 +16,16 @@ from typing import Callable
 
 logger = logging.getLogger(__name__)
 CANCEL_PROBE_MS = 200  # longest silence of a request in the ensemble before tensorrt_llm probes it
+# The launcher puts a random key in tritonserver's environment (the models' stubs inherit it); a stop request
+# naming it drains tensorrt_llm: every running request ends cancelled and new ones are refused (shutdown).
+DRAIN_KEY_ENV = "QWEN_TRITON_DRAIN_KEY"
+
+
+def drain_key_from_env() -> int | None:
+    import os
+
+    value = os.environ.get(DRAIN_KEY_ENV, "")
+    return int(value) if value.isdigit() else None
 
 
 def new_request_key() -> int:

@@ -1,4 +1,5 @@
-"""Finds, starts, waits for and stops a real `tritonserver`; knows nothing about the models it serves.
+"""Finds, starts, waits for and stops a real `tritonserver`. Of the models it knows one thing: a stop request
+with the drain key (serving.cancellation) ends what tensorrt_llm runs, so a shutdown answers every request.
 
 Uses a `tritonserver` already on PATH (NGC container) or the one shipped in the nvidia-pytriton
 wheel. For the wheel's server it respects what ../shared/gpu-bundle/README.md verified: the
@@ -8,9 +9,10 @@ PATH and ignores PYTHONPATH), and servers get a short exit timeout.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
+import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,6 +22,16 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from .cancellation import DRAIN_KEY_ENV
+from .processes import children, die_with_parent, is_alive, kill_all
+
+logger = logging.getLogger(__name__)
+# Triton API groups that change the server or read its memory: callable only with this header
+# (admin-key: $QWEN_TRITON_ADMIN_KEY), on HTTP and gRPC alike.
+RESTRICTED_APIS = ("model-repository", "logging", "trace", "shared-memory")
+ADMIN_KEY_ENV = "QWEN_TRITON_ADMIN_KEY"
+ADMIN_HEADER = "admin-key"
 
 
 @dataclass(frozen=True)
@@ -122,36 +134,56 @@ def perf_analyzer_env() -> dict[str, str]:
 
 
 class TritonServer:
-    """One tritonserver process; use as a context manager or call start()/stop()."""
+    """One tritonserver process; use as a context manager or call start()/stop().
+
+    bind: the address every listener binds (loopback unless the deployment says otherwise). admin_key: the
+    value of the admin-key header that unlocks RESTRICTED_APIS (None: a random key nobody knows)."""
 
     def __init__(self, model_repository: str | Path, ports: Ports = Ports(), log_file: str | Path | None = None,
-                 exit_timeout_s: int = 5, verbose: int = 0, python_bin: str | Path | None = None):
+                 exit_timeout_s: int = 5, verbose: int = 0, python_bin: str | Path | None = None,
+                 bind: str = "127.0.0.1", admin_key: str | None = None):
         self.model_repository = Path(model_repository)
         self.python_bin = Path(python_bin) if python_bin else None
         self.ports = ports
         self.log_file = Path(log_file) if log_file else None
         self.exit_timeout_s = exit_timeout_s
         self.verbose = verbose
+        self.bind = bind
+        self.admin_key = admin_key or secrets.token_hex(16)
+        self.drain_key = secrets.randbits(63) | 1
         self.install = find_triton()
         self.process: subprocess.Popen | None = None
+        self.stubs: list[int] = []  # the models' stub processes, found once the server is ready
 
     def command(self) -> list[str]:
+        restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={self.admin_key}"
         cmd = [str(self.install.server), f"--model-repository={self.model_repository}",
+               f"--grpc-address={self.bind}", f"--http-address={self.bind}", f"--metrics-address={self.bind}",
                f"--grpc-port={self.ports.grpc}", f"--http-port={self.ports.http}",
                f"--metrics-port={self.ports.metrics}", f"--exit-timeout-secs={self.exit_timeout_s}",
-               f"--log-verbose={self.verbose}"]
+               f"--log-verbose={self.verbose}", f"--http-restricted-api={restricted}",
+               f"--grpc-restricted-protocol={restricted}"]
         if self.install.backend_dir is not None:
             cmd.append(f"--backend-directory={self.install.backend_dir}")
         return cmd
 
+    @property
+    def local_host(self) -> str:
+        """Where this machine reaches the listeners."""
+        return "127.0.0.1" if self.bind in ("0.0.0.0", "") else self.bind
+
     def start(self, ready_timeout_s: float = 180.0) -> "TritonServer":
-        out = open(self.log_file, "w") if self.log_file else None
-        self.process = subprocess.Popen(self.command(), env=self.install.env(self.python_bin), stdout=out, stderr=subprocess.STDOUT)
+        out = open(self.log_file, "a") if self.log_file else None
+        env = {**self.install.env(self.python_bin), DRAIN_KEY_ENV: str(self.drain_key)}
+        # A session of its own: a terminal's Ctrl-C reaches the launcher only, which drains first.
+        self.process = subprocess.Popen(self.command(), env=env, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True, preexec_fn=die_with_parent)
         self.wait_ready(ready_timeout_s)
+        self.stubs = children(self.process.pid)
         return self
 
     def is_ready(self) -> bool:
-        url = f"http://127.0.0.1:{self.ports.http}/v2/health/ready"
+        url = f"http://{self.local_host}:{self.ports.http}/v2/health/ready"
         try:
             with urllib.request.urlopen(url, timeout=2) as reply:
                 return reply.status == 200
@@ -174,15 +206,41 @@ class TritonServer:
             return "see the server output above"
         return "log tail:\n" + "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGINT)
+    def dead_stubs(self) -> list[int]:
+        """Stub processes of the running server that have died (the server never notices by itself)."""
+        return [pid for pid in self.stubs if not is_alive(pid)]
+
+    def drain(self, timeout_s: float = 5.0) -> bool:
+        """Ends every request tensorrt_llm runs (each answered cancelled) and refuses new ones, then waits
+        until nothing is in flight. False if the server could not be drained (no tensorrt_llm, a dead stub)."""
+        from ..client import send_stop
+        from ..server_metrics import gauge, scrape
+
+        deadline = time.monotonic() + timeout_s
         try:
-            self.process.wait(self.exit_timeout_s + 15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            send_stop(f"{self.local_host}:{self.ports.grpc}", self.drain_key, timeout_s=timeout_s)
+            while time.monotonic() < deadline:
+                metrics = scrape(self.ports.metrics, self.local_host)
+                if gauge(metrics, "qwen_engine_running_requests") + gauge(metrics, "qwen_engine_waiting_requests") == 0:
+                    return True
+                time.sleep(0.05)
+        except Exception as exc:  # a server that cannot drain is stopped all the same
+            logger.warning("could not drain tritonserver: %s", exc)
+        return False
+
+    def stop(self, graceful: bool = True) -> None:
+        """graceful: drain (when the stubs live), SIGINT, SIGKILL after the exit timeout. Otherwise (a broken
+        server) SIGKILL at once, so clients see their connections close now. No stub outlives it."""
+        if self.process is not None and self.process.poll() is None:
+            if graceful and not self.dead_stubs():
+                self.drain()
+            self.process.send_signal(signal.SIGINT if graceful else signal.SIGKILL)
+            try:
+                self.process.wait(self.exit_timeout_s + 15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        kill_all(pid for pid in self.stubs if is_alive(pid))
 
     def __enter__(self) -> "TritonServer":
         return self.start() if self.process is None else self
@@ -192,33 +250,9 @@ class TritonServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Start tritonserver on a model repository (foreground, Ctrl-C stops).")
-    parser.add_argument("--model-repository", default="model_repository")
-    parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("GRPC_PORT", 8001)))
-    parser.add_argument("--http-port", type=int, default=int(os.environ.get("HTTP_PORT", 8000)))
-    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("METRICS_PORT", 8002)))
-    parser.add_argument("--verbose", type=int, default=0)
-    args = parser.parse_args(argv)
-    server = TritonServer(args.model_repository, Ports(args.grpc_port, args.http_port, args.metrics_port),
-                          exit_timeout_s=10, verbose=args.verbose)
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+    from .supervisor import main as supervise
 
-    # Explicit handlers: a shell that backgrounds `make serve` starts it with SIGINT ignored.
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
-    print("starting:", " ".join(server.command()), flush=True)
-    server.start(ready_timeout_s=600)
-    print(f"ready: gRPC 127.0.0.1:{args.grpc_port}  HTTP {args.http_port}  metrics {args.metrics_port}; Ctrl-C stops",
-          flush=True)
-    try:
-        while server.process.poll() is None:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return server.process.returncode or 0
+    return supervise(argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from ..text.tokenizer import QwenTokenizer
 from ..text.word_lists import check_ids, check_words, from_word_list
 from ..vocab import STOP_TOKEN_IDS
 from .model_params import LLMModelParams
-from .cancellation import new_request_key
+from ..errors import Unavailable
+from .cancellation import drain_key_from_env, new_request_key
 from .outbox import Reply
 from .requests import LLMRequest, StopRequest
 from .responses import Outbox, Responder, ResponseStream
@@ -28,8 +29,11 @@ logger = logging.getLogger(__name__)
 
 class LLMService:
     def __init__(self, engine: LLMEngine, tokenizer: QwenTokenizer, config: EngineConfig,
-                 defaults: GenerationDefaults, on_first_response: Callable[[float], None] | None = None):
+                 defaults: GenerationDefaults, on_first_response: Callable[[float], None] | None = None,
+                 drain_key: int | None = None):
         self.engine = engine
+        self.drain_key = drain_key
+        self.draining = False
         self.tokenizer = tokenizer
         self.config = config
         self.defaults = defaults
@@ -41,7 +45,8 @@ class LLMService:
     def from_params(cls, params: LLMModelParams, on_stats=None, on_first_response=None) -> "LLMService":
         folder = load_engine_folder(params.engine_dir)
         engine = start_engine(params, folder, on_stats)
-        return cls(engine, QwenTokenizer.load(folder.path), folder.config, folder.generation, on_first_response)
+        return cls(engine, QwenTokenizer.load(folder.path), folder.config, folder.generation, on_first_response,
+                   drain_key=drain_key_from_env())
 
     def sampling_params(self, request: LLMRequest) -> SamplingParams:
         """Defaults applied and every id checked against the engine, here, before the engine sees any of it."""
@@ -77,6 +82,8 @@ class LLMService:
             self.submit(request, responder)
 
     def submit(self, request: LLMRequest, responder: Responder) -> int:
+        if self.draining:
+            raise Unavailable("the server is shutting down")
         params = self.sampling_params(request)
         text = TextStream(self.tokenizer, self.stop_strings(request))
         key = new_request_key() if request.cancel_probe_ms > 0 else None
@@ -93,16 +100,26 @@ class LLMService:
         return seq_id
 
     def stop(self, key: int, responder: Responder) -> None:
-        """Ends the running request tagged `key` (unknown: already finished, nothing to do) and acknowledges."""
+        """Ends the running request tagged `key` (unknown: already finished, nothing to do) and acknowledges.
+        The drain key ends them all and refuses what comes after (the launcher's shutdown)."""
+        if self.drain_key is not None and key == self.drain_key:
+            self.drain()
         stream = self._by_key.get(key)
         if stream is not None:
             stream.cancel()
         self.outbox.post(Reply(lambda: responder.send({}, final=True)))
+
+    def drain(self) -> None:
+        """Every running request ends cancelled at the engine's next step; later submissions are refused."""
+        self.draining = True
+        for stream in self.outbox.live():
+            stream.cancel()
 
     def refuse(self, responder: Responder, exc: BaseException) -> None:
         """A request that could not be submitted gets its error from the outbox thread, like every response."""
         self.outbox.post(Reply(lambda: responder.fail(exc)))
 
     def shutdown(self) -> None:
+        self.drain()
         self.engine.shutdown()  # answers the requests in flight (cancelled) through the outbox
         self.outbox.close()

@@ -62,6 +62,11 @@ class Outbox:
         with self._cond:
             self._live.discard(stream)
 
+    def live(self) -> list[Flushable]:
+        """The registered streams (those not finished) at this moment."""
+        with self._cond:
+            return list(self._live)
+
     def post(self, stream: Flushable, first: bool = False) -> None:
         with self._cond:
             if stream not in self._ready and stream not in self._first:

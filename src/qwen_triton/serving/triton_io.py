@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, Unavailable
 from ..schema import TENSORRT_LLM, ModelSpec
 
 
@@ -41,6 +41,8 @@ def make_response(spec: ModelSpec, outputs: dict[str, Any]):
 def error_response(exc: BaseException):
     if isinstance(exc, InvalidRequest):
         error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+    elif isinstance(exc, Unavailable):
+        error = pb_utils.TritonError(str(exc), pb_utils.TritonError.UNAVAILABLE)
     else:
         error = pb_utils.TritonError(f"{type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL)
     return pb_utils.InferenceResponse(output_tensors=[], error=error)
