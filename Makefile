@@ -9,7 +9,11 @@ HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
 export GRPC_PORT HTTP_PORT METRICS_PORT
 
-.PHONY: venv engine repo serve test clean
+SOAK_MINUTES ?= 10
+BIND_ADDRESS ?= 127.0.0.1
+export BIND_ADDRESS
+
+.PHONY: venv engine repo serve test soak clean
 
 $(VENV)/.installed: pyproject.toml requirements/cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +39,10 @@ serve: repo
 
 test: venv
 	$(PY) -m pytest -q -ra
+
+# Minutes of mixed load with cancellations and bad inputs; checks the server returns to idle (JSON result).
+soak: engine
+	$(PY) -m client.soak --engine $(ENGINE) --minutes $(SOAK_MINUTES) --out benchmarks/results/soak_cpu.json
 
 clean:
 	rm -rf $(VENV) engines checkpoints model_repository/*/config.pbtxt

@@ -91,10 +91,15 @@ STATS_OUTPUTS = (
     TensorSpec("num_output_tokens", "INT32"),  # generated so far, stop tokens excluded
 )
 
+# text_input is required, but marked optional: Triton 2.51's ensemble answers a request that lacks a required
+# input with the final flag alone (an empty success); optional, its absence reaches preprocessing, which
+# refuses it by name (INVALID_ARG "text_input: is required").
+TEXT_INPUT = _opt("text_input", "STRING")
+
 ENSEMBLE = ModelSpec(
     name="ensemble",
     inputs=(
-        TensorSpec("text_input", "STRING"),
+        TEXT_INPUT,
         _opt("max_tokens", "INT32"),
         _opt("stream", "BOOL"),
         *SAMPLING_INPUTS,
@@ -114,7 +119,7 @@ ENSEMBLE = ModelSpec(
 PREPROCESSING = ModelSpec(
     name="preprocessing",
     inputs=(
-        TensorSpec("text_input", "STRING"),
+        TEXT_INPUT,
         _opt("max_tokens", "INT32"),
         _opt("stop_words", "STRING", (-1,)),
         _opt("bad_words", "STRING", (-1,)),

@@ -1,0 +1,246 @@
+"""Reliability probes against a served ensemble, shared by tests/reliability and `python -m client.soak`:
+cancel storms timed to an idle engine, poison requests among innocents, a heavy word list beside a normal
+request, tritonserver's memory and what it still holds in flight. They measure; the callers assert."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from qwen_triton.client import QwenClient
+from qwen_triton.server_metrics import gauge, scrape
+from qwen_triton.serving.processes import children, is_alive
+
+LONG = dict(temperature=0.0)  # with min_tokens = max_tokens: a request that runs to its full length
+
+
+@dataclass(frozen=True)
+class Server:
+    """Where a served ensemble listens (grpc "host:port") and its metrics port."""
+
+    grpc: str
+    metrics_port: int
+    host: str = "127.0.0.1"
+
+    def engine(self) -> dict[str, int]:
+        text = scrape(self.metrics_port, self.host)
+        return {name: int(gauge(text, f"qwen_engine_{name}"))
+                for name in ("running_requests", "waiting_requests", "free_kv_blocks")}
+
+    def busy(self) -> int:
+        engine = self.engine()
+        return engine["running_requests"] + engine["waiting_requests"]
+
+    def wait_idle(self, timeout_s: float, poll_s: float = 0.02) -> float | None:
+        """Seconds until no request is running or waiting, None if still busy after timeout_s."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout_s:
+            if self.busy() == 0:
+                return time.monotonic() - start
+            time.sleep(poll_s)
+        return None
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (tritonserver itself, not its stubs)."""
+    match = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+    return int(match[1]) * 1024
+
+
+def in_flight_at_shutdown(log_text: str) -> int:
+    """Inferences Triton still counted in flight when it began to stop (its first report after the signal)."""
+    found = re.search(r'Model \'[^\']+\' \(version \d+\) has (\d+) in-flight inferences', log_text)
+    return int(found[1]) if found else 0
+
+
+def cancel_storm(server: Server, n: int, tokens: int = 2000, stream: bool = True,
+                 idle_timeout_s: float = 30.0) -> dict:
+    """n long requests, each on its own client; once the engine holds them all (running or waiting) every
+    client cancels (stop_stream(cancel_requests=True)). Returns the seconds from the cancel to an idle engine."""
+    if server.wait_idle(idle_timeout_s) is None:
+        raise RuntimeError("the engine is busy before the storm")
+    clients = [QwenClient(server.grpc) for _ in range(n)]
+    streams = [c.stream(f"Request {i}: write a very long essay.", max_tokens=tokens, min_tokens=tokens,
+                        stream=stream, **LONG) for i, c in enumerate(clients)]
+    with ThreadPoolExecutor(n) as pool:  # a generator sends its request at its first next()
+        firsts = [pool.submit(next, s, None) for s in streams]
+        deadline = time.monotonic() + 30
+        while server.busy() < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if stream:  # every request has answered once: its ensemble is past preprocessing
+            for future in firsts:
+                future.result(timeout=30)
+        held = server.busy()
+        for c in clients:
+            c._close_stream(cancel_requests=True)
+        idle_s = server.wait_idle(idle_timeout_s)
+        for future in firsts:
+            future.exception()
+    for c in clients:
+        c.close()
+    return {"requests": n, "held_before_cancel": held, "idle_after_s": None if idle_s is None else round(idle_s, 3)}
+
+
+def _outcome(url: str, text: str, options: dict) -> str:
+    try:
+        with QwenClient(url, timeout_s=60) as client:
+            return "ok:" + client.generate(text, **options).finish_reason
+    except Exception as exc:  # the refusal of a poison request, or an innocent's failure
+        return f"error:{exc}"
+
+
+def poison_round(server: Server, poison: dict, innocents: int = 7, max_tokens: int = 16) -> dict:
+    """One poison request and `innocents` normal ones sent at the same moment."""
+    jobs = [dict(max_tokens=max_tokens, temperature=0.0) for _ in range(innocents)]
+    jobs.insert(innocents // 2, {**dict(max_tokens=max_tokens, temperature=0.0), **poison})
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        outcomes = list(pool.map(lambda job: _outcome(server.grpc, "Tell me about the sea.", job), jobs))
+    poisoned = outcomes.pop(innocents // 2)
+    return {"poison": poisoned, "innocents_failed": sum(not o.startswith("ok:") for o in outcomes),
+            "innocent_errors": [o for o in outcomes if not o.startswith("ok:")][:3]}
+
+
+def timed_generate(url: str, text: str, **options) -> float:
+    with QwenClient(url, timeout_s=120) as client:
+        start = time.perf_counter()
+        client.generate(text, **options)
+        return time.perf_counter() - start
+
+
+def beside_heavy_request(server: Server, heavy: dict, tokens: int = 32, repeats: int = 3) -> dict:
+    """A normal request's time alone (median of `repeats`) and while `heavy` runs (started just before)."""
+    normal = dict(max_tokens=tokens, min_tokens=tokens, temperature=0.0)
+    alone = sorted(timed_generate(server.grpc, "Hello", **normal) for _ in range(repeats))[repeats // 2]
+    besides = []
+    for _ in range(repeats):
+        heavy_thread = threading.Thread(target=_outcome, args=(server.grpc, "Hello", heavy))
+        heavy_thread.start()
+        time.sleep(0.05)
+        besides.append(timed_generate(server.grpc, "Hello", **normal))
+        heavy_thread.join()
+    beside = sorted(besides)[repeats // 2]
+    return {"alone_s": round(alone, 4), "beside_s": round(beside, 4), "ratio": round(beside / alone, 2)}
+
+
+class Launched:
+    """`python -m qwen_triton.serving.launcher` (what make serve runs) in a subprocess, on a filled repository."""
+
+    def __init__(self, repo: Path, ports, log_file: Path):
+        self.repo, self.ports, self.log_file = repo, ports, log_file
+        self.server = Server(f"127.0.0.1:{ports.grpc}", ports.metrics)
+        self.process: subprocess.Popen | None = None
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports.http}/v2/health/ready", timeout=1) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    def start(self, timeout_s: float = 180) -> "Launched":
+        command = [sys.executable, "-m", "qwen_triton.serving.launcher", "--model-repository", str(self.repo),
+                   "--grpc-port", str(self.ports.grpc), "--http-port", str(self.ports.http),
+                   "--metrics-port", str(self.ports.metrics)]
+        self.process = subprocess.Popen(command, stdout=open(self.log_file, "w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while not self.ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"launcher not ready; see {self.log_file}")
+            time.sleep(0.2)
+        return self
+
+    def processes(self) -> list[int]:
+        """tritonserver and its stubs while they run."""
+        server = children(self.process.pid) if self.process else []
+        return [pid for pid in server + [c for pid in server for c in children(pid)] if is_alive(pid)]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(60)
+
+
+def _load(url: str, stop: threading.Event, outcomes: list) -> None:
+    client = QwenClient(url, timeout_s=60)
+    while not stop.is_set():
+        try:
+            outcomes.append(list(client.stream("Write a long story.", max_tokens=300, temperature=0.0))[-1].finish_reason)
+        except Exception as exc:
+            outcomes.append(f"error: {str(exc)[:100]}")
+    client.close()
+
+
+def sigterm_under_load(launched: Launched, streams: int = 16, load_s: float = 3.0) -> dict:
+    """SIGTERM to the launcher while `streams` clients keep it busy: exit code, seconds to exit, crash lines in
+    its log, processes left behind, and how the clients' requests ended."""
+    stop, outcomes = threading.Event(), []
+    clients = [threading.Thread(target=_load, args=(launched.server.grpc, stop, outcomes)) for _ in range(streams)]
+    for t in clients:
+        t.start()
+    time.sleep(load_s)
+    tree = launched.processes()
+    start = time.monotonic()
+    launched.process.send_signal(signal.SIGTERM)
+    try:
+        code = launched.process.wait(60)
+    except subprocess.TimeoutExpired:
+        code = None
+    exit_s = time.monotonic() - start
+    stop.set()
+    for t in clients:
+        t.join(60)
+    time.sleep(0.5)
+    log = launched.log_file.read_text(errors="replace")
+    crashes = [line for line in log.splitlines() if re.search(CRASH, line)]
+    return {"exit_code": code, "exit_s": round(exit_s, 2), "crash_lines": crashes[:5],
+            "left_behind": [pid for pid in tree if is_alive(pid)],
+            "outcomes": dict(Counter(o if not o.startswith("error") else o[:70] for o in outcomes))}
+
+
+CRASH = r"malloc\(\)|Segmentation|SIGSEGV|Aborted|core dumped|terminate called|failed to stop server|Non-graceful"
+
+
+def kill_stub(launched: Launched, model: str, tokens: int = 2000, timeout_s: float = 90) -> dict:
+    """SIGKILL of one model's stub while a long request runs: when that request ended and how, whether the
+    server was seen not ready, when it served again."""
+    ended = {}
+
+    def long_request():
+        try:
+            with QwenClient(launched.server.grpc, timeout_s=60) as client:
+                list(client.stream("A long one.", max_tokens=tokens, min_tokens=tokens, temperature=0.0))
+            ended["outcome"] = "finished"
+        except Exception as exc:
+            ended["outcome"] = f"error: {str(exc)[:100]}"
+        ended["at"] = time.monotonic()
+
+    thread = threading.Thread(target=long_request)
+    thread.start()
+    while launched.server.busy() == 0:
+        time.sleep(0.02)
+    stub = next(pid for pid in launched.processes() if f"/{model}/" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"))
+    start = time.monotonic()
+    os.kill(stub, signal.SIGKILL)
+    not_ready_seen, back_s = False, None
+    while time.monotonic() - start < timeout_s:
+        ready = launched.ready()
+        not_ready_seen |= not ready
+        if ready and not_ready_seen:
+            back_s = time.monotonic() - start
+            break
+        time.sleep(0.1)
+    thread.join(60)
+    served = _outcome(launched.server.grpc, "Hello again.", dict(max_tokens=4))
+    return {"model": model, "in_flight": ended.get("outcome"),
+            "in_flight_ended_after_s": round(ended["at"] - start, 2) if "at" in ended else None,
+            "not_ready_seen": not_ready_seen, "serving_again_after_s": None if back_s is None else round(back_s, 2),
+            "next_request": served}
