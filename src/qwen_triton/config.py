@@ -71,6 +71,9 @@ class EngineLimits:
     # (the bad words are indexed once per request, so their cost per token depends on neither).
     max_words_per_list: int = 256
     max_word_tokens: int = 32
+    # The serving watchdog fails every open request and restarts the model when no engine step has finished
+    # for this long while work waits (a step, even a long prompt's prefill, takes far less).
+    stall_timeout_s: float = 120.0
 
     def __post_init__(self):
         _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
@@ -79,6 +82,7 @@ class EngineLimits:
         _require(self.max_batch_size > 0 and self.block_size > 0, "max_batch_size and block_size must be > 0")
         _require(self.mixed_prefill_tokens >= 0, "mixed_prefill_tokens must be >= 0")
         _require(self.mixed_max_waiting >= 0, "mixed_max_waiting must be >= 0")
+        _require(self.stall_timeout_s > 0, "stall_timeout_s must be > 0")
         _require(self.max_words_per_list > 0 and self.max_word_tokens > 0,
                  "max_words_per_list and max_word_tokens must be > 0")
         _require(0 < self.kv_cache_free_gpu_mem_fraction <= 1,

@@ -1,5 +1,7 @@
 """Triton adapter (decoupled): hands each request to the LLM engine thread, which answers through the
 request's response sender. execute() never waits for generation. Logic: qwen_triton.serving.llm_service."""
+import os
+
 import triton_python_backend_utils as pb_utils
 
 from qwen_triton.schema import TENSORRT_LLM
@@ -60,7 +62,8 @@ class TritonPythonModel:
         params = LLMModelParams.from_config(args["model_config"])
         metrics = EngineMetrics()
         self.service = LLMService.from_params(params, on_stats=metrics,
-                                              on_first_response=metrics.observe_first_response)
+                                              on_first_response=metrics.observe_first_response,
+                                              on_stall=self.exit_stub)
         self.logger = pb_utils.Logger
         self.logger.log_info(f"tensorrt_llm: runtime={params.runtime} engine={params.engine_dir}")
 
@@ -72,6 +75,13 @@ class TritonPythonModel:
             except Exception as exc:  # answered per request; the engine keeps serving the others
                 self.service.refuse(responder, exc)
         return None
+
+    @staticmethod
+    def exit_stub():
+        """A stalled engine cannot be stopped from here: the stub exits, and the launcher, seeing a dead stub,
+        restarts the server (plain tritonserver only fails later requests: "Stub process is not healthy")."""
+        pb_utils.Logger.log_error("tensorrt_llm: the engine stalled; exiting the stub")
+        os._exit(1)
 
     def finalize(self):
         self.service.shutdown()

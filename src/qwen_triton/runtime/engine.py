@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -80,6 +81,8 @@ class Engine:
         self._wake = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._idle = True  # the engine thread waits for work
+        self._beat = time.monotonic()  # when the engine thread last woke up or finished a step
         self._last_stats: EngineStats | None = None
         self._report_stats()  # gauges show the idle engine (all KV blocks free) before any request
 
@@ -285,15 +288,23 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._wake:
+                self._idle = True
                 while not self._stop and not self._inbox and not self._aborts and not self.scheduler.has_unfinished():
                     self._wake.wait()
+                self._idle, self._beat = False, time.monotonic()
                 if self._stop:
                     break
             self.step()
+            self._beat = time.monotonic()
         self._drain_inbox()
         self._inflight = None  # its tokens are dropped with their sequences
         for seq in list(self._seqs.values()):
             self._finish(seq, FinishReason.CANCELLED)
+
+    def stalled_s(self) -> float:
+        """Seconds the engine thread has been busy without finishing a step (or dead with work waiting);
+        0 while it waits for work. Read by the serving watchdog from another thread."""
+        return 0.0 if self._idle else time.monotonic() - self._beat
 
     def shutdown(self, timeout: float = 10.0) -> None:
         with self._wake:

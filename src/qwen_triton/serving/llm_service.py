@@ -23,6 +23,7 @@ from .outbox import Reply
 from .requests import LLMRequest, StopRequest
 from .responses import Outbox, Responder, ResponseStream
 from .runtimes import LLMEngine, start_engine
+from .watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class LLMService:
                  defaults: GenerationDefaults, on_first_response: Callable[[float], None] | None = None,
                  drain_key: int | None = None):
         self.engine = engine
+        self.watchdog: Watchdog | None = None
         self.drain_key = drain_key
         self.draining = False
         self.tokenizer = tokenizer
@@ -42,11 +44,17 @@ class LLMService:
         self._by_key: weakref.WeakValueDictionary[int, ResponseStream] = weakref.WeakValueDictionary()
 
     @classmethod
-    def from_params(cls, params: LLMModelParams, on_stats=None, on_first_response=None) -> "LLMService":
+    def from_params(cls, params: LLMModelParams, on_stats=None, on_first_response=None,
+                    on_stall: Callable[[], None] | None = None) -> "LLMService":
+        """on_stall: what to do once the watchdog has failed every request of a stalled engine."""
         folder = load_engine_folder(params.engine_dir)
         engine = start_engine(params, folder, on_stats)
-        return cls(engine, QwenTokenizer.load(folder.path), folder.config, folder.generation, on_first_response,
-                   drain_key=drain_key_from_env())
+        service = cls(engine, QwenTokenizer.load(folder.path), folder.config, folder.generation, on_first_response,
+                      drain_key=drain_key_from_env())
+        if on_stall is not None:
+            service.watchdog = Watchdog(engine.stalled_s, service.fail_all, on_stall,
+                                        folder.config.limits.stall_timeout_s)
+        return service
 
     def sampling_params(self, request: LLMRequest) -> SamplingParams:
         """Defaults applied and every id checked against the engine, here, before the engine sees any of it."""
@@ -115,11 +123,20 @@ class LLMService:
         for stream in self.outbox.live():
             stream.cancel()
 
+    def fail_all(self, exc: BaseException) -> None:
+        """Every open request gets `exc` now and new ones are refused; waits (2 s at most) for the sends."""
+        self.draining = True
+        for stream in self.outbox.live():
+            stream.abandon(exc)
+        self.outbox.close(timeout=2.0)
+
     def refuse(self, responder: Responder, exc: BaseException) -> None:
         """A request that could not be submitted gets its error from the outbox thread, like every response."""
         self.outbox.post(Reply(lambda: responder.fail(exc)))
 
     def shutdown(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self.drain()
         self.engine.shutdown()  # answers the requests in flight (cancelled) through the outbox
         self.outbox.close()

@@ -115,6 +115,10 @@ class ResponseStream:
         if self._done:
             self.outbox.unregister(self)
 
+    def abandon(self, exc: BaseException) -> None:
+        """Answers the request with an error now, without the engine (which may never call again)."""
+        self._end(error=exc)
+
     def cancel(self) -> None:
         """The client is gone: the engine ends the request at once (on_cancel) or at its next event; the final
         response says cancelled. Any thread; idempotent."""

@@ -145,6 +145,10 @@ class ExecutorEngine:
         with self._lock:
             self._tracked.pop(request_id, None)
 
+    def stalled_s(self) -> float:
+        """0: TensorRT-LLM's executor runs its own loop, which this adapter cannot observe step by step."""
+        return 0.0
+
     def stats(self) -> EngineStats | None:
         """The latest iteration's occupancy (None before the first iteration); refreshed by the awaiter."""
         return self._last_stats
