@@ -51,3 +51,4 @@ def test_sends_and_cancellation_polls_share_one_thread():
     box.close()
     assert all(s.flushes == 1 and s.polls >= 1 for s in streams)
     assert len(set().union(*(s.threads for s in streams))) == 1  # Triton 2.51 aborts or hangs otherwise
+

@@ -24,8 +24,8 @@ class TritonPythonModel:
             sender = request.get_response_sender()
             try:
                 values = read_inputs(request, POSTPROCESSING)
-                self.relay(get_int(values, "request_key"), request.is_cancelled)
                 outputs = self.postprocess.chunk(values)  # None for a probe: nothing to answer
+                self.relay(get_int(values, "request_key"), request.is_cancelled, probe=outputs is None)
                 sender.send(None if outputs is None else make_response(POSTPROCESSING, outputs), flags=FINAL)
             except Exception as exc:
                 sender.send(error_response(exc), flags=FINAL)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from typing import Callable
 
@@ -34,25 +35,37 @@ def new_request_key() -> int:
 
 
 class CancelRelay:
-    """postprocessing's side: the first cancelled step naming a request_key stops that request, once."""
+    """postprocessing's side: a cancelled step naming a request_key stops that request, once. Whether a step is
+    cancelled is a round trip to the server, so it is asked at most every `check_s` per key (a streamed
+    request sends a step per token) and always for a probe."""
 
-    def __init__(self, send_stop: Callable[[int], None], remember: int = 4096):
+    def __init__(self, send_stop: Callable[[int], None], check_s: float = CANCEL_PROBE_MS / 2000,
+                 remember: int = 4096, clock: Callable[[], float] = time.monotonic):
         self._send_stop = send_stop
-        self._remember = remember
-        self._stopped: OrderedDict[int, None] = OrderedDict()  # keys already stopped, oldest first
+        self._check_s, self._remember, self._clock = check_s, remember, clock
+        self._checked: OrderedDict[int, float] = OrderedDict()  # key -> when last asked (inf: stopped)
 
-    def __call__(self, key: int | None, is_cancelled: Callable[[], bool]) -> bool:
-        """True when a stop was sent. is_cancelled is asked only for a step that names a key not yet stopped
-        (it is a round trip to the server). Never raises: a failed step would make Triton's ensemble keep the
-        request forever (docs/cancellation.md); a stop that failed is tried again at the next step."""
-        if key is None or key in self._stopped or not is_cancelled():
+    def __call__(self, key: int | None, is_cancelled: Callable[[], bool], probe: bool = False) -> bool:
+        """True when a stop was sent. Never raises: a failed step would make Triton's ensemble keep the request
+        forever (docs/cancellation.md); a stop that failed is tried again at a later step."""
+        if key is None:
+            return False
+        now, last = self._clock(), self._checked.get(key, float("-inf"))
+        if last == float("inf") or (not probe and now - last < self._check_s):
+            return False
+        self._remember_check(key, now)
+        if not is_cancelled():
             return False
         try:
             self._send_stop(key)
         except Exception:
             logger.exception("could not stop request_key %d", key)
             return False
-        self._stopped[key] = None
-        if len(self._stopped) > self._remember:
-            self._stopped.popitem(last=False)
+        self._checked[key] = float("inf")
         return True
+
+    def _remember_check(self, key: int, now: float) -> None:
+        self._checked[key] = now
+        self._checked.move_to_end(key)
+        if len(self._checked) > self._remember:
+            self._checked.popitem(last=False)

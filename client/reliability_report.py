@@ -1,0 +1,108 @@
+"""python -m client.reliability_report: the reliability issue's measurements at full size on this machine,
+through the ensemble, written as JSON (benchmarks/results/reliability_cpu.json). tests/reliability runs the
+same probes, smaller, in `make test`.
+
+Cancellations: one 2,000-token request (streamed and not) and 32 at once, seconds to an idle engine; 600
+cancellations, tritonserver's memory before and after and what it holds in flight at shutdown. SIGTERM to the
+launcher under 16 streams, `--sigterm-runs` times. SIGKILL of the tensorrt_llm and preprocessing stubs.
+Poison requests among 7 innocents, 5 rounds each. A normal request beside the heaviest accepted word list."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from client.reliability import (Launched, Server, beside_heavy_request, cancel_storm, in_flight_at_shutdown,
+                                kill_stub, poison_round, rss_bytes, sigterm_under_load)
+from qwen_triton.config import EngineLimits, load_engine_folder
+from qwen_triton.serving.launcher import Ports, TritonServer
+from qwen_triton.tools.convert import convert_checkpoint
+from qwen_triton.tools.fill_templates import fill_repository, values_for_engine
+from qwen_triton.tools.random_checkpoint import make_random_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+# Long enough that 2,000-token requests run for seconds on a CPU (a cancel that does not arrive shows).
+LIMITS = EngineLimits(dtype="float32", max_batch_size=32, max_input_len=1024, max_seq_len=4096,
+                      max_num_batched_tokens=4096, block_size=16)
+POISONS = {"end_id": dict(end_id=10**9, min_tokens=4), "pad_id": dict(pad_id=10**9),
+           "bad_words": dict(bad_words=["x"] * 100_000), "top_p": dict(top_p=1.5),
+           "history": dict(history="[" * 100_000 + "]" * 100_000)}
+
+
+def build_repo(work: Path) -> tuple[Path, Path]:
+    make_random_checkpoint(work / "hf", flavour="qwen", seed=0)
+    convert_checkpoint(work / "hf", work / "engine", LIMITS)
+    fill_repository(ROOT / "model_repository", values_for_engine(work / "engine", device="cpu"), work / "repo")
+    return work / "engine", work / "repo"
+
+
+def probes(repo: Path, engine: Path, work: Path, cancellations: int) -> dict:
+    server = TritonServer(repo, Ports.free(), log_file=work / "server.log", exit_timeout_s=10)
+    out = {}
+    with server:
+        probe = Server(f"127.0.0.1:{server.ports.grpc}", server.ports.metrics)
+        out["cancel_1_streamed"] = cancel_storm(probe, 1)
+        out["cancel_1_not_streamed"] = cancel_storm(probe, 1, stream=False)
+        out["cancel_32_streamed"] = cancel_storm(probe, 32)
+        before = rss_bytes(server.process.pid)
+        storms = [cancel_storm(probe, 30) for _ in range(cancellations // 30)]
+        after = rss_bytes(server.process.pid)
+        out["cancellations"] = {"count": 30 * len(storms), "rss_mib_before": round(before / 2**20, 1),
+                                "rss_mib_after": round(after / 2**20, 1),
+                                "rss_growth_mib": round((after - before) / 2**20, 2),
+                                "slowest_idle_after_s": max(s["idle_after_s"] or float("inf") for s in storms)}
+        out["poison"] = {name: [poison_round(probe, poison) for _ in range(5)] for name, poison in POISONS.items()}
+        limits = load_engine_folder(engine).config.limits
+        words = [f"w{i} " + "lorem ipsum dolor sit amet " * 4 for i in range(limits.max_words_per_list)]
+        out["heavy_word_list"] = beside_heavy_request(probe, dict(bad_words=words, stop_words=words, max_tokens=96,
+                                                                  min_tokens=96, temperature=0.0), repeats=5)
+        server.process.send_signal(2)  # Triton's own shutdown, no drain: it reports what it still holds
+        server.process.wait(60)
+    out["cancellations"]["in_flight_at_shutdown"] = in_flight_at_shutdown(server.log_file.read_text())
+    return out
+
+
+def lifecycle(repo: Path, work: Path, sigterm_runs: int) -> dict:
+    runs = []
+    for i in range(sigterm_runs):
+        runs.append(sigterm_under_load(Launched(repo, Ports.free(), work / f"sigterm{i}.log").start(), streams=16))
+    stubs = []
+    for model in ("tensorrt_llm", "preprocessing"):
+        launched = Launched(repo, Ports.free(), work / f"kill-{model}.log").start()
+        try:
+            stubs.append(kill_stub(launched, model))
+        finally:
+            launched.stop()
+    clean = sum(r["exit_code"] == 0 and r["exit_s"] < 15 and not r["crash_lines"] and not r["left_behind"]
+                for r in runs)
+    return {"sigterm_under_16_streams": {"runs": runs, "clean": clean, "of": len(runs)}, "killed_stubs": stubs}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cancellations", type=int, default=600)
+    parser.add_argument("--sigterm-runs", type=int, default=10)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    result = {"command": "python -m client.reliability_report " + " ".join(sys.argv[1:] if argv is None else argv),
+              "commit": commit.strip(), "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores"}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        engine, repo = build_repo(work)
+        result.update(probes(repo, engine, work, args.cancellations))
+        result.update(lifecycle(repo, work, args.sigterm_runs))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
