@@ -1,4 +1,4 @@
-"""model_repository/tensorrt_llm/1/model.py with `runtime: tensorrt_llm`, over the fake TensorRT-LLM 0.14.0
+"""model_repository/tensorrt_llm/1/model.py with `runtime: tensorrt_llm`, over the fake TensorRT-LLM 1.0.0
 executor: the same responses as the torch runtime (UTF-8-whole chunks, Qwen stop tokens stripped)."""
 import json
 import shutil

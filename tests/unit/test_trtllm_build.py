@@ -24,13 +24,13 @@ COMMON = ["--model_dir", "/hf", "--output_dir", "/engines/q.ckpt"]
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    ({}, ["python3", f"{EX}/qwen/convert_checkpoint.py", *COMMON, "--dtype", "float16", "--tp_size", "1"]),
+    ({}, ["python3", f"{EX}/models/core/qwen/convert_checkpoint.py", *COMMON, "--dtype", "float16", "--tp_size", "1"]),
     ({"dtype": "bfloat16", "tp_size": 2},
-     ["python3", f"{EX}/qwen/convert_checkpoint.py", *COMMON, "--dtype", "bfloat16", "--tp_size", "2"]),
-    ({"weight_only": "int8"}, ["python3", f"{EX}/qwen/convert_checkpoint.py", *COMMON, "--dtype", "float16",
+     ["python3", f"{EX}/models/core/qwen/convert_checkpoint.py", *COMMON, "--dtype", "bfloat16", "--tp_size", "2"]),
+    ({"weight_only": "int8"}, ["python3", f"{EX}/models/core/qwen/convert_checkpoint.py", *COMMON, "--dtype", "float16",
                                "--tp_size", "1", "--use_weight_only", "--weight_only_precision", "int8"]),
     ({"weight_only": "int4", "kv_cache": "int8", "calib_dataset": "/data/calib"},
-     ["python3", f"{EX}/qwen/convert_checkpoint.py", *COMMON, "--dtype", "float16", "--tp_size", "1",
+     ["python3", f"{EX}/models/core/qwen/convert_checkpoint.py", *COMMON, "--dtype", "float16", "--tp_size", "1",
       "--use_weight_only", "--weight_only_precision", "int4", "--int8_kv_cache", "--calib_dataset", "/data/calib"]),
     ({"fp8": True}, ["python3", f"{EX}/quantization/quantize.py", *COMMON, "--dtype", "float16", "--tp_size", "1",
                      "--qformat", "fp8", "--kv_cache_dtype", "fp8", "--calib_size", "512"]),
@@ -88,7 +88,7 @@ def test_dry_run_prints_numbered_commands_and_writes_nothing(tiny_checkpoint, tm
     build_main(["--hf-dir", str(tiny_checkpoint), "--output-dir", str(tmp_path / "e"), "--max-seq-len", "4096",
                 "--weight-only", "int8", "--dry-run", "--trtllm-examples", "/x/examples"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("[1/3] convert the HF checkpoint: ") and "/x/examples/qwen/convert_checkpoint.py" in lines[0]
+    assert lines[0].startswith("[1/3] convert the HF checkpoint: ") and "/x/examples/models/core/qwen/convert_checkpoint.py" in lines[0]
     assert "--weight_only_precision int8" in lines[0]
     assert lines[1].startswith("[2/3] build the engine: trtllm-build ") and "--max_seq_len 4096" in lines[1]
     assert lines[2].startswith("[3/3] write engine_config.json")

@@ -1,4 +1,4 @@
-"""The tensorrt_llm runtime (ExecutorEngine) driven against the fake TensorRT-LLM 0.14.0 executor: request
+"""The tensorrt_llm runtime (ExecutorEngine) driven against the fake TensorRT-LLM 1.0.0 executor: request
 conversion, streaming, Qwen stop handling, cancellation, per-request failures, stats."""
 import json
 import shutil
@@ -72,16 +72,18 @@ def run(engine, prompt, params=SamplingParams(max_tokens=16), sink=None):
     return sink
 
 
-def test_sampling_config_uses_the_0_14_names(trtllm):
+def test_sampling_config_uses_the_1_0_names(trtllm):
     greedy = sampling_config(trtllm, SamplingParams())
     assert greedy.top_k == 1 and greedy.temperature is None
     sampled = sampling_config(trtllm, SamplingParams(temperature=0.7, top_k=20, top_p=0.8, repetition_penalty=1.1,
                                                      min_tokens=3, seed=42, presence_penalty=0.5))
     assert (sampled.temperature, sampled.top_k, sampled.top_p) == (0.7, 20, 0.8)
-    assert (sampled.repetition_penalty, sampled.min_length, sampled.random_seed) == (1.1, 3, 42)
+    assert (sampled.repetition_penalty, sampled.min_tokens, sampled.seed) == (1.1, 3, 42)
     assert sampled.presence_penalty == 0.5 and sampled.frequency_penalty is None
-    with pytest.raises(TypeError):  # the fake is as strict as pybind11 about keyword names
-        trtllm.SamplingConfig(seed=1)
+    with pytest.raises(TypeError):  # the fake is as strict as pybind11 about keyword names; 0.14's are gone
+        trtllm.SamplingConfig(random_seed=1)
+    with pytest.raises(TypeError):
+        trtllm.Request([1], max_new_tokens=4)
 
 
 def test_request_ends_at_im_end_and_stops_on_the_other_qwen_tokens(trtllm):
@@ -90,7 +92,7 @@ def test_request_ends_at_im_end_and_stops_on_the_other_qwen_tokens(trtllm):
     assert sorted(request.stop_words) == [[ENDOFTEXT_ID], [IM_START_ID]]
     assert request.bad_words == [[7, 8]] and request.streaming is True
     assert request.output_config.exclude_input_from_output is True
-    assert request.max_new_tokens == LIMITS.max_seq_len - 3  # clamped to the engine's sequence length
+    assert request.max_tokens == LIMITS.max_seq_len - 3  # clamped to the engine's sequence length
 
 
 def test_executor_config_carries_the_settings(trtllm):

@@ -1,5 +1,5 @@
-"""HF Qwen folder -> TensorRT-LLM engine folder, with TensorRT-LLM 0.14.0's own tools: examples/qwen/
-convert_checkpoint.py (or examples/quantization/quantize.py for fp8), then `trtllm-build`; then the files
+"""HF Qwen folder -> TensorRT-LLM engine folder, with TensorRT-LLM 1.0.0's own tools:
+examples/models/core/qwen/convert_checkpoint.py (or examples/quantization/quantize.py for fp8), then `trtllm-build`; then the files
 our ensemble reads beside the engine (engine_config.json, executor_config.json, qwen.tiktoken,
 generation_config.json). Commands are built as lists here and only run by run_build()."""
 from __future__ import annotations
@@ -28,7 +28,7 @@ class TrtllmBuildOptions:
     hf_dir: Path
     output_dir: Path
     max_seq_len: int  # explicit: TensorRT-LLM has no dynamic NTK, so never past the checkpoint's length
-    trtllm_examples: Path  # TensorRT-LLM v0.14.0's examples/ folder
+    trtllm_examples: Path  # TensorRT-LLM v1.0.0's examples/ folder
     dtype: str = "float16"
     weight_only: str = "none"
     kv_cache: str = "auto"
@@ -84,7 +84,7 @@ def convert_command(opts: TrtllmBuildOptions) -> list[str]:
         kv = "int8" if opts.kv_cache == "int8" else "fp8"
         return [opts.python, str(opts.trtllm_examples / "quantization" / "quantize.py"), *common,
                 "--qformat", "fp8", "--kv_cache_dtype", kv, "--calib_size", "512", *calib]
-    command = [opts.python, str(opts.trtllm_examples / "qwen" / "convert_checkpoint.py"), *common]
+    command = [opts.python, str(opts.trtllm_examples / "models" / "core" / "qwen" / "convert_checkpoint.py"), *common]
     if opts.weight_only != "none":
         command += ["--use_weight_only", "--weight_only_precision", opts.weight_only]
     if opts.kv_cache == "int8":

@@ -1,6 +1,7 @@
-"""SamplingParams -> TensorRT-LLM Executor objects, written against tensorrt_llm 0.14.0
-(`tensorrt_llm.bindings.executor`, as NGC's 24.10-trtllm-python-py3 ships it and tensorrtllm_backend
-v0.14.0's model.py calls it). Names that later releases renamed are marked where they are used."""
+"""SamplingParams -> TensorRT-LLM Executor objects, written against tensorrt_llm 1.0.0
+(`tensorrt_llm.bindings.executor`, as NGC's 25.10-trtllm-python-py3 ships it). The keyword names are 1.0's:
+`max_tokens`, `seed` and `min_tokens` replaced 0.14's `max_new_tokens`, `random_seed` and `min_length`, whose
+aliases were removed in 2025 (TensorRT-LLM PR #3732)."""
 from __future__ import annotations
 
 from ..config import EngineLimits
@@ -26,9 +27,9 @@ def sampling_config(trtllm, params: SamplingParams):
     if params.frequency_penalty:
         kwargs["frequency_penalty"] = params.frequency_penalty
     if params.min_tokens:
-        kwargs["min_length"] = params.min_tokens  # 0.14 name; min_tokens in later releases
+        kwargs["min_tokens"] = params.min_tokens
     if params.seed is not None:
-        kwargs["random_seed"] = params.seed  # 0.14 name; seed in later releases
+        kwargs["seed"] = params.seed
     return trtllm.SamplingConfig(**kwargs)
 
 
@@ -38,7 +39,7 @@ def executor_request(trtllm, prompt_ids: list[int], params: SamplingParams, limi
     stop_words = [[token] for token in params.stop_token_ids if token != IM_END_ID]
     return trtllm.Request(
         input_token_ids=list(prompt_ids),
-        max_new_tokens=min(params.max_tokens, limits.max_seq_len - len(prompt_ids)),  # 0.14 name; max_tokens later
+        max_tokens=min(params.max_tokens, limits.max_seq_len - len(prompt_ids)),
         # Always streamed from the executor: every token reaches the service, which cuts text at UTF-8
         # boundaries, matches stop strings, notices client cancellation, and answers once when not streaming.
         streaming=True,

@@ -1,2 +1,2 @@
-"""Test fake of TensorRT-LLM 0.14.0 (see ../README.md)."""
-__version__ = "0.14.0"
+"""Test fake of TensorRT-LLM 1.0.0 (see ../README.md)."""
+__version__ = "1.0.0"

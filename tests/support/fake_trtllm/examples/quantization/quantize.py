@@ -1,4 +1,4 @@
-"""Fake of TensorRT-LLM 0.14.0 examples/quantization/quantize.py (the fp8 path)."""
+"""Fake of TensorRT-LLM 1.0.0 examples/quantization/quantize.py (the fp8 path)."""
 import argparse
 import json
 from pathlib import Path

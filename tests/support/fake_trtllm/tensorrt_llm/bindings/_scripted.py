@@ -110,7 +110,7 @@ class ScriptedExecutorLoop:
             return
         item.output.append(token)
         stopped = any(word and item.output[-len(word):] == list(word) for word in (request.stop_words or []))
-        if stopped or len(item.output) >= request.max_new_tokens:
+        if stopped or len(item.output) >= request.max_tokens:
             self._finish(item, [token])
         elif request.streaming:
             self.responses.append(Response(item.request_id, result=Result(False, [[token]])))

@@ -1,4 +1,4 @@
-"""The fake executor module's value types, named and keyworded as in TensorRT-LLM 0.14.0."""
+"""The fake executor module's value types, named and keyworded as in TensorRT-LLM 1.0.0."""
 from __future__ import annotations
 
 import enum
@@ -28,7 +28,7 @@ class CommunicationMode(enum.Enum):
 
 
 class OrchestratorConfig:
-    def __init__(self, is_orchestrator=True, worker_executable_path="", orch_leader_comm=None):
+    def __init__(self, is_orchestrator=True, worker_executable_path="", orch_leader_comm=None, spawn_processes=True):
         self.is_orchestrator, self.worker_executable_path = is_orchestrator, worker_executable_path
 
 
@@ -71,11 +71,11 @@ class ExecutorConfig:
 
 class SamplingConfig:
     def __init__(self, beam_width=1, *, top_k=None, top_p=None, top_p_min=None, top_p_reset_ids=None,
-                 top_p_decay=None, random_seed=None, temperature=None, min_length=None,
+                 top_p_decay=None, seed=None, temperature=None, min_tokens=None,
                  beam_search_diversity_rate=None, repetition_penalty=None, presence_penalty=None,
                  frequency_penalty=None, length_penalty=None, early_stopping=None, no_repeat_ngram_size=None):
         self.beam_width, self.top_k, self.top_p, self.temperature = beam_width, top_k, top_p, temperature
-        self.random_seed, self.min_length = random_seed, min_length
+        self.seed, self.min_tokens = seed, min_tokens
         self.repetition_penalty, self.presence_penalty = repetition_penalty, presence_penalty
         self.frequency_penalty = frequency_penalty
 
@@ -88,16 +88,16 @@ class OutputConfig:
 
 
 class Request:
-    def __init__(self, input_token_ids, max_new_tokens, streaming=False, sampling_config=None, output_config=None,
+    def __init__(self, input_token_ids, max_tokens, *, streaming=False, sampling_config=None, output_config=None,
                  end_id=None, pad_id=None, position_ids=None, bad_words=None, stop_words=None, embedding_bias=None,
                  external_draft_tokens_config=None, prompt_tuning_config=None, lora_config=None,
                  lookahead_config=None, logits_post_processor_name=None, encoder_input_token_ids=None,
                  client_id=None, return_all_generated_tokens=False, priority=0.5, type=None,
                  context_phase_params=None, encoder_input_features=None, encoder_output_length=None,
                  num_return_sequences=1):
-        if not input_token_ids or max_new_tokens <= 0:
-            raise ValueError("input_token_ids must be non-empty and max_new_tokens > 0")
-        self.input_token_ids, self.max_new_tokens, self.streaming = list(input_token_ids), max_new_tokens, streaming
+        if not input_token_ids or max_tokens <= 0:
+            raise ValueError("input_token_ids must be non-empty and max_tokens > 0")
+        self.input_token_ids, self.max_tokens, self.streaming = list(input_token_ids), max_tokens, streaming
         self.sampling_config = sampling_config or SamplingConfig()
         self.output_config = output_config or OutputConfig()
         self.end_id, self.pad_id = end_id, pad_id

@@ -1,4 +1,4 @@
-"""Fake of tensorrt_llm.bindings.executor (TensorRT-LLM 0.14.0): same names and keywords, a scripted model."""
+"""Fake of tensorrt_llm.bindings.executor (TensorRT-LLM 1.0.0): same names and keywords, a scripted model."""
 from __future__ import annotations
 
 import itertools

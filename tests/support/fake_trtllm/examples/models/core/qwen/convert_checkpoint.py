@@ -1,4 +1,4 @@
-"""Fake of TensorRT-LLM 0.14.0 examples/qwen/convert_checkpoint.py: the same arguments; writes a checkpoint
+"""Fake of TensorRT-LLM 1.0.0 examples/models/core/qwen/convert_checkpoint.py: the same arguments; writes a checkpoint
 config and one empty weights file per rank."""
 import argparse
 import json
