@@ -83,6 +83,40 @@ def lifecycle(repo: Path, work: Path, sigterm_runs: int) -> dict:
     return {"sigterm_under_16_streams": {"runs": runs, "clean": clean, "of": len(runs)}, "killed_stubs": stubs}
 
 
+def markdown(report: dict, soak: dict) -> str:
+    """The table docs/reliability.md shows, from the two result files (tests check the page holds it)."""
+    c, runs, stubs = report["cancellations"], report["sigterm_under_16_streams"], report["killed_stubs"]
+    exits = [r["exit_s"] for r in runs["runs"]]
+    innocents = sum(r["innocents_failed"] for rounds in report["poison"].values() for r in rounds)
+    rounds = sum(len(r) for r in report["poison"].values())
+    heavy = report["heavy_word_list"]
+    rows = [
+        ("one 2,000-token request cancelled, streamed / not", "engine idle within 1 s",
+         f"{report['cancel_1_streamed']['idle_after_s']} s / {report['cancel_1_not_streamed']['idle_after_s']} s"),
+        ("32 cancelled at once", "within 2 s", f"{report['cancel_32_streamed']['idle_after_s']} s"),
+        (f"{c['count']} cancellations", "RSS +5 MB at most, 0 in flight",
+         f"RSS {c['rss_mib_before']} -> {c['rss_mib_after']} MiB (+{c['rss_growth_mib']}), "
+         f"{c['in_flight_at_shutdown']} in flight"),
+        ("SIGTERM to the launcher under 16 streams", "10 of 10 clean within 15 s",
+         f"{runs['clean']} of {runs['of']} clean, exit in {min(exits)} to {max(exits)} s"),
+        *((f"SIGKILL of the {s['model']} stub", "in flight fails within 5 s, serving within 60 s",
+           f"failed after {s['in_flight_ended_after_s']} s, not ready "
+           f"{'seen' if s['not_ready_seen'] else 'never seen'}, serving after "
+           f"{s['serving_again_after_s']} s") for s in stubs),
+        (f"poison requests ({', '.join(report['poison'])}) among 7 innocents", "0 innocents fail",
+         f"{innocents} failed in {rounds} rounds"),
+        ("a 32-token request beside the heaviest accepted word list", "2x its time alone at most",
+         f"{heavy['ratio']}x ({heavy['alone_s'] * 1000:.0f} -> {heavy['beside_s'] * 1000:.0f} ms)"),
+        (f"make soak, {soak['minutes']:g} minutes, {soak['workers']} clients",
+         "0 lost, memory flat within 5%, idle at the end",
+         f"{sum(v for k, v in soak['outcomes'].items() if not k.startswith('lost'))} requests, {soak['lost']} lost, "
+         f"RSS +{soak['rss_growth_pct']}% after warm-up, KV blocks back: {soak['kv_blocks_back']}, "
+         f"{soak['in_flight_at_shutdown']} in flight"),
+    ]
+    lines = ["| what | issue's bound | measured |", "|---|---|---|"]
+    return "\n".join(lines + [f"| {a} | {b} | {m} |" for a, b, m in rows])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cancellations", type=int, default=600)

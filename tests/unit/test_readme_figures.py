@@ -46,3 +46,14 @@ def test_cpu_table_matches_cpu_json():
         row = f"| {load['concurrency']} | {round(load['output_tok_s'])} | {round(load['ttft_ms_p50'])} ms |"
         assert row in text
         assert f"{perf['requests_per_s']:.2f} requests/s" in text
+
+
+def test_the_reliability_page_shows_the_committed_results():
+    import json
+
+    from client.reliability_report import markdown
+
+    results = ROOT / "benchmarks" / "results"
+    table = markdown(json.loads((results / "reliability_cpu.json").read_text()),
+                     json.loads((results / "soak_cpu.json").read_text()))
+    assert table in (ROOT / "docs" / "reliability.md").read_text()
