@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -97,6 +98,8 @@ def main(argv=None) -> int:
             server.process.wait(60)
         result["in_flight_at_shutdown"] = in_flight_at_shutdown(server.log_file.read_text())
     result["command"] = "python -m client.soak " + " ".join(sys.argv[1:] if argv is None else argv)
+    result["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                      cwd=ROOT).stdout.strip()
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
