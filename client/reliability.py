@@ -116,19 +116,27 @@ def timed_generate(url: str, text: str, **options) -> float:
         return time.perf_counter() - start
 
 
+def _beside(url: str, neighbour: dict, normal: dict, repeats: int) -> float:
+    """Median time of a normal request started just after `neighbour`."""
+    times = []
+    for _ in range(repeats):
+        thread = threading.Thread(target=_outcome, args=(url, "Hello", neighbour))
+        thread.start()
+        time.sleep(0.05)
+        times.append(timed_generate(url, "Hello", **normal))
+        thread.join()
+    return sorted(times)[repeats // 2]
+
+
 def beside_heavy_request(server: Server, heavy: dict, tokens: int = 32, repeats: int = 3) -> dict:
-    """A normal request's time alone (median of `repeats`) and while `heavy` runs (started just before)."""
+    """A normal request's time (median of `repeats`) alone, beside `heavy` and beside `heavy` without its word
+    lists: on two cores any neighbour slows it, so the word lists' own cost is beside_s / beside_plain_s."""
     normal = dict(max_tokens=tokens, min_tokens=tokens, temperature=0.0)
     alone = sorted(timed_generate(server.grpc, "Hello", **normal) for _ in range(repeats))[repeats // 2]
-    besides = []
-    for _ in range(repeats):
-        heavy_thread = threading.Thread(target=_outcome, args=(server.grpc, "Hello", heavy))
-        heavy_thread.start()
-        time.sleep(0.05)
-        besides.append(timed_generate(server.grpc, "Hello", **normal))
-        heavy_thread.join()
-    beside = sorted(besides)[repeats // 2]
-    return {"alone_s": round(alone, 4), "beside_s": round(beside, 4), "ratio": round(beside / alone, 2)}
+    plain = {k: v for k, v in heavy.items() if k not in ("bad_words", "stop_words")}
+    beside, beside_plain = (_beside(server.grpc, n, normal, repeats) for n in (heavy, plain))
+    return {"alone_s": round(alone, 4), "beside_s": round(beside, 4), "beside_plain_s": round(beside_plain, 4),
+            "ratio": round(beside / alone, 2), "ratio_to_plain_neighbour": round(beside / beside_plain, 2)}
 
 
 class Launched:

@@ -117,12 +117,46 @@ def markdown(report: dict, soak: dict) -> str:
     return "\n".join(lines + [f"| {a} | {b} | {m} |" for a, b, m in rows])
 
 
+def ab_markdown(ab: dict) -> str:
+    """The served figures before and after the reliability work on one GPU host (h100_reliability_ab.json)."""
+    lines = [f"On one {ab['gpu']} ({ab['date']}), through the ensemble, in run order: first "
+             f"`{ab['commands']['first']}`, then alternating `{ab['commands']['ab']}`:", "",
+             "| code | batch-1 decode tok/s | TTFT 512 ms | batch 32 tok/s | c64 tok/s | c64 TTFT p50 ms | c64 failed |",
+             "|---|---|---|---|---|---|---|"]
+    for run in ab["runs"]:
+        code = "before (" + ab["base_commit"] + ")" if run["code"] == "base" else "after"
+        lines.append(f"| {code} | {run['decode_bs1_tok_s']} | {run['ttft_512_ms']} | {run['bs32_output_tok_s']} | "
+                     f"{run['c64_output_tok_s']} | {run['c64_ttft_ms_p50']} | {run['c64_failed_requests']} |")
+    tests = ab["tests"]
+    lines += ["", f"The same host ran tests/gpu ({tests['gpu']['summary']}) and tests/fidelity "
+                  f"({tests['fidelity']['summary']}) on the new code first."]
+    return "\n".join(lines)
+
+
+BEGIN, END = "<!-- reliability table: python -m client.reliability_report --render -->", "<!-- end of table -->"
+
+
+def render(page: Path, results: Path) -> None:
+    """Writes the table between the page's markers from the committed results."""
+    table = markdown(json.loads((results / "reliability_cpu.json").read_text()),
+                     json.loads((results / "soak_cpu.json").read_text()))
+    table += "\n\n" + ab_markdown(json.loads((results / "h100_reliability_ab.json").read_text()))
+    text = page.read_text()
+    head, rest = text.split(BEGIN)
+    page.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END)[1]}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite docs/reliability.md's table from the committed results")
     parser.add_argument("--cancellations", type=int, default=600)
     parser.add_argument("--sigterm-runs", type=int, default=10)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    if args.render:
+        render(ROOT / "docs" / "reliability.md", ROOT / "benchmarks" / "results")
+        return 0
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     result = {"command": "python -m client.reliability_report " + " ".join(sys.argv[1:] if argv is None else argv),
               "commit": commit.strip(), "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores"}

@@ -109,7 +109,8 @@ def test_postprocessing_stops_a_cancelled_request_once_and_answers_probes_with_t
 
 def _llm_request(preprocessing, text, **knobs):
     (pre,) = preprocessing.execute([_request(PREPROCESSING, text_input=text.encode(), max_tokens=np.int32(12))])
-    values = {o.name: _out(pre, o.name) for o in PREPROCESSING.outputs}
+    # As a direct caller: cancel_probe_ms is the ensemble's opt-in (its requests are cancelled by a stop).
+    values = {o.name: _out(pre, o.name) for o in PREPROCESSING.outputs if o.name != "cancel_probe_ms"}
     values.update(knobs)
     tensors = [pb_utils.Tensor(k, np.asarray(v, dtype=TENSORRT_LLM.input(k).numpy_dtype).reshape(1, -1)
                                if TENSORRT_LLM.input(k).dims != (2, -1) else np.asarray(v)[np.newaxis])
@@ -157,7 +158,8 @@ def _responses_until_final(sender, timeout_s=30):
 
 
 def test_llm_probes_a_silent_ensemble_request_and_stops_it_by_its_key(preprocessing, llm):
-    request = _llm_request(preprocessing, "Hi", request_output_len=[480], min_tokens=[480], temperature=0.0)
+    request = _llm_request(preprocessing, "Hi", request_output_len=[480], min_tokens=[480], temperature=0.0,
+                           cancel_probe_ms=[200])
     sender = request.get_response_sender()
     llm.execute([request])
     deadline = time.monotonic() + 20

@@ -50,4 +50,6 @@ def test_the_heaviest_accepted_word_list_does_not_hold_the_request_beside_it(pro
     with QwenClient(probe.grpc) as client:
         assert client.generate("Hello", **heavy).num_output_tokens == 96  # accepted
     result = beside_heavy_request(probe, heavy)
-    assert result["ratio"] <= 2.0, result
+    # On two cores any neighbour slows a request; what the word lists add is measured against a plain one.
+    # (The bound, 2x the time alone, is measured by client.reliability_report.)
+    assert result["ratio_to_plain_neighbour"] <= 1.5, result

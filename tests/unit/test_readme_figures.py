@@ -51,9 +51,10 @@ def test_cpu_table_matches_cpu_json():
 def test_the_reliability_page_shows_the_committed_results():
     import json
 
-    from client.reliability_report import markdown
+    from client.reliability_report import ab_markdown, markdown
 
     results = ROOT / "benchmarks" / "results"
-    table = markdown(json.loads((results / "reliability_cpu.json").read_text()),
-                     json.loads((results / "soak_cpu.json").read_text()))
-    assert table in (ROOT / "docs" / "reliability.md").read_text()
+    page = (ROOT / "docs" / "reliability.md").read_text()
+    assert markdown(json.loads((results / "reliability_cpu.json").read_text()),
+                    json.loads((results / "soak_cpu.json").read_text())) in page
+    assert ab_markdown(json.loads((results / "h100_reliability_ab.json").read_text())) in page

@@ -11,14 +11,14 @@ from functools import partial
 from typing import Callable
 
 from ..config import EngineConfig, GenerationDefaults, load_engine_folder
+from ..errors import Unavailable
 from ..runtime.request import SamplingParams
 from ..text.detokenizer import TextStream
 from ..text.tokenizer import QwenTokenizer
-from ..text.word_lists import check_ids, check_words, from_word_list
+from ..text.word_lists import check_ids, check_token_fields, check_words, from_word_list
 from ..vocab import STOP_TOKEN_IDS
-from .model_params import LLMModelParams
-from ..errors import Unavailable
 from .cancellation import drain_key_from_env, new_request_key
+from .model_params import LLMModelParams
 from .outbox import Reply
 from .requests import LLMRequest, StopRequest
 from .responses import Outbox, Responder, ResponseStream
@@ -60,9 +60,7 @@ class LLMService:
         """Defaults applied and every id checked against the engine, here, before the engine sees any of it."""
         d, vocab = self.defaults, self.config.model.vocab_size
         check_ids(request.input_ids, "input_ids", vocab)
-        for name, value in (("end_id", request.end_id), ("pad_id", request.pad_id)):
-            if value is not None:
-                check_ids((value,), name, vocab)
+        check_token_fields(vocab, end_id=request.end_id, pad_id=request.pad_id)
         knobs = {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p,
                  "repetition_penalty": d.repetition_penalty, **request.sampling}
         stop_ids = set(STOP_TOKEN_IDS) | ({request.end_id} if request.end_id is not None else set())

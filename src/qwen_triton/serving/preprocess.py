@@ -10,7 +10,7 @@ from ..config import EngineFolder, load_engine_folder
 from ..errors import InvalidRequest
 from ..text.chat_template import DEFAULT_SYSTEM_PROMPT, build_prompt, parse_history
 from ..text.tokenizer import QwenTokenizer
-from ..text.word_lists import check_ids, check_words, encode_words, to_word_list
+from ..text.word_lists import check_token_fields, check_words, encode_words, to_word_list
 from ..vocab import ENDOFTEXT_ID, IM_END_ID
 from .cancellation import CANCEL_PROBE_MS
 from .requests import ChatRequest
@@ -47,10 +47,7 @@ class Preprocessor:
         return to_word_list(ids)
 
     def __call__(self, request: ChatRequest) -> dict[str, np.ndarray]:
-        vocab = self.folder.config.model.vocab_size
-        for name, value in (("end_id", request.end_id), ("pad_id", request.pad_id)):
-            if value is not None:
-                check_ids((value,), name, vocab)
+        check_token_fields(self.folder.config.model.vocab_size, end_id=request.end_id, pad_id=request.pad_id)
         ids = self.prompt_ids(request)
         limits = self.folder.config.limits
         if len(ids) > limits.max_input_len:

@@ -131,9 +131,12 @@ class ResponseStream:
     def poll(self) -> None:
         if self._done:
             return
-        if self.responder.is_cancelled():
-            self.cancel()
-        elif self.probe_s and time.monotonic() - self._last_sent_s >= self.probe_s:
+        if self.key is None:
+            # A direct request: Triton marks it cancelled. One sent by the ensemble never is (Triton 2.51
+            # does not tell a running step); its cancellation arrives as a stop, so only its probes are due.
+            if self.responder.is_cancelled():
+                self.cancel()
+        elif time.monotonic() - self._last_sent_s >= self.probe_s:
             try:  # a probe: the ensemble schedules a postprocessing step that can see its cancellation
                 self.responder.send({"request_key": np.asarray([self.key], dtype=np.uint64)}, final=False)
                 self._last_sent_s = time.monotonic()

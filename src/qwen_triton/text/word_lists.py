@@ -50,6 +50,13 @@ def check_ids(ids, field: str, vocab_size: int) -> None:
         raise InvalidRequest(field, f"token id {bad} is outside the vocabulary [0, {vocab_size})")
 
 
+def check_token_fields(vocab_size: int, **fields: int | None) -> None:
+    """Each token id given by field name (None: not sent) within the vocabulary."""
+    for name, value in fields.items():
+        if value is not None:
+            check_ids((value,), name, vocab_size)
+
+
 def check_words(words: list[list[int]], field: str, max_words: int, max_tokens: int, vocab_size: int) -> None:
     """A word list within the engine's bounds (word count, ids per word) and vocabulary."""
     if len(words) > max_words:
