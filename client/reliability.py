@@ -90,6 +90,39 @@ def cancel_storm(server: Server, n: int, tokens: int = 2000, stream: bool = True
     return {"requests": n, "held_before_cancel": held, "idle_after_s": None if idle_s is None else round(idle_s, 3)}
 
 
+HOLDER = """
+import sys, time
+from qwen_triton.client import QwenClient
+url, n, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+clients = [QwenClient(url) for _ in range(n)]
+streams = [c.stream("Hold this.", max_tokens=tokens, min_tokens=tokens, temperature=0.0) for c in clients]
+for s in streams:
+    next(s)
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+def killed_client(server: Server, n: int = 16, tokens: int = 2000, idle_timeout_s: float = 30.0) -> dict:
+    """A client process holding n streamed requests is SIGKILLed: seconds until the engine is idle."""
+    if server.wait_idle(idle_timeout_s) is None:
+        raise RuntimeError("the engine is busy before the client starts")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, server.grpc, str(n), str(tokens)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        deadline = time.monotonic() + 5  # the gauges are published at most every few tens of ms
+        while server.busy() < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        held = server.busy()
+        holder.kill()
+        holder.wait()
+        idle_s = server.wait_idle(idle_timeout_s)
+    finally:
+        holder.kill()
+    return {"requests": n, "held_before_kill": held, "idle_after_s": None if idle_s is None else round(idle_s, 3)}
+
+
 def _outcome(url: str, text: str, options: dict) -> str:
     try:
         with QwenClient(url, timeout_s=60) as client:

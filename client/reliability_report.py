@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from client.reliability import (Launched, Server, beside_heavy_request, cancel_storm, in_flight_at_shutdown,
-                                kill_stub, poison_round, rss_bytes, sigterm_under_load)
+                                kill_stub, killed_client, poison_round, rss_bytes, sigterm_under_load)
 from qwen_triton.config import EngineLimits, load_engine_folder
 from qwen_triton.serving.launcher import Ports, TritonServer
 from qwen_triton.tools.convert import convert_checkpoint
@@ -49,6 +49,7 @@ def probes(repo: Path, engine: Path, work: Path, cancellations: int) -> dict:
         out["cancel_1_streamed"] = cancel_storm(probe, 1)
         out["cancel_1_not_streamed"] = cancel_storm(probe, 1, stream=False)
         out["cancel_32_streamed"] = cancel_storm(probe, 32)
+        out["killed_client_16_streams"] = killed_client(probe, 16)
         before = rss_bytes(server.process.pid)
         storms = [cancel_storm(probe, 30) for _ in range(cancellations // 30)]
         after = rss_bytes(server.process.pid)
@@ -94,6 +95,8 @@ def markdown(report: dict, soak: dict) -> str:
         ("one 2,000-token request cancelled, streamed / not", "engine idle within 1 s",
          f"{report['cancel_1_streamed']['idle_after_s']} s / {report['cancel_1_not_streamed']['idle_after_s']} s"),
         ("32 cancelled at once", "within 2 s", f"{report['cancel_32_streamed']['idle_after_s']} s"),
+        ("a client process holding 16 streams killed", "(no bound; 47 s before)",
+         f"engine idle after {report['killed_client_16_streams']['idle_after_s']} s"),
         (f"{c['count']} cancellations", "RSS +5 MB at most, 0 in flight",
          f"RSS {c['rss_mib_before']} -> {c['rss_mib_after']} MiB (+{c['rss_growth_mib']}), "
          f"{c['in_flight_at_shutdown']} in flight"),

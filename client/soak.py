@@ -88,6 +88,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    # The code the server runs is the code at the start.
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
     with tempfile.TemporaryDirectory() as work:
         repo = Path(work) / "repo"
         fill_repository(ROOT / "model_repository", values_for_engine(args.engine, device="cpu"), repo)
@@ -98,8 +101,7 @@ def main(argv=None) -> int:
             server.process.wait(60)
         result["in_flight_at_shutdown"] = in_flight_at_shutdown(server.log_file.read_text())
     result["command"] = "python -m client.soak " + " ".join(sys.argv[1:] if argv is None else argv)
-    result["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                      cwd=ROOT).stdout.strip()
+    result["commit"] = commit
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

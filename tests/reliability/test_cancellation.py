@@ -2,7 +2,7 @@
 within the issue's bounds, streamed or not, and Triton releases them (nothing left in flight)."""
 import pytest
 
-from client.reliability import cancel_storm, in_flight_at_shutdown
+from client.reliability import cancel_storm, in_flight_at_shutdown, killed_client
 
 pytestmark = pytest.mark.e2e
 
@@ -25,6 +25,12 @@ def test_cancelled_requests_free_the_engine(probe, n, stream, deadline_s):
     assert result["idle_after_s"] is not None and result["idle_after_s"] < deadline_s, result
     engine = probe.engine()
     assert engine["running_requests"] == engine["waiting_requests"] == 0
+
+
+def test_a_killed_client_frees_its_requests(probe):
+    result = killed_client(probe, n=16, tokens=2000)
+    assert result["held_before_kill"] == 16
+    assert result["idle_after_s"] is not None and result["idle_after_s"] < 2.0, result
 
 
 def test_cancelled_requests_leave_nothing_in_flight(long_repo, tmp_path):
