@@ -96,7 +96,8 @@ def markdown(report: dict, soak: dict) -> str:
          f"{report['cancel_1_streamed']['idle_after_s']} s / {report['cancel_1_not_streamed']['idle_after_s']} s"),
         ("32 cancelled at once", "within 2 s", f"{report['cancel_32_streamed']['idle_after_s']} s"),
         ("a client process holding 16 streams killed", "(no bound; 47 s before)",
-         f"engine idle after {report['killed_client_16_streams']['idle_after_s']} s"),
+         f"engine idle after {report['killed_client_16_streams']['idle_after_s']} s"
+         if "killed_client_16_streams" in report else "not in this result file"),
         (f"{c['count']} cancellations", "RSS +5 MB at most, 0 in flight",
          f"RSS {c['rss_mib_before']} -> {c['rss_mib_after']} MiB (+{c['rss_growth_mib']}), "
          f"{c['in_flight_at_shutdown']} in flight"),
