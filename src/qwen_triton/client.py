@@ -14,6 +14,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from .schema import ENSEMBLE, TENSORRT_LLM
+from .serving.cancellation import stop_values
 
 
 def _array(name: str, value) -> np.ndarray:
@@ -132,9 +133,8 @@ class QwenClient:
 
 def send_stop(url: str, request_key: int, timeout_s: float = 5.0) -> None:
     """Asks tensorrt_llm (stop=true) to end the request tagged request_key; returns once it acknowledged."""
-    values = {"input_ids": 0, "input_lengths": 1, "request_output_len": 1, "stop": True, "request_key": request_key}
     inputs = []
-    for name, value in values.items():
+    for name, value in stop_values(request_key).items():
         spec = TENSORRT_LLM.input(name)
         tensor = grpcclient.InferInput(name, [1, 1], spec.wire_dtype)
         tensor.set_data_from_numpy(np.array([[value]], dtype=spec.numpy_dtype))

@@ -10,6 +10,7 @@ blocks at the engine's next step and answers "cancelled".
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections import OrderedDict
@@ -23,10 +24,14 @@ DRAIN_KEY_ENV = "QWEN_TRITON_DRAIN_KEY"
 
 
 def drain_key_from_env() -> int | None:
-    import os
-
     value = os.environ.get(DRAIN_KEY_ENV, "")
     return int(value) if value.isdigit() else None
+
+
+def stop_values(request_key: int) -> dict[str, object]:
+    """tensorrt_llm's inputs for a stop: its config requires input_ids, input_lengths and request_output_len,
+    so placeholders go along."""
+    return {"input_ids": 0, "input_lengths": 1, "request_output_len": 1, "stop": True, "request_key": request_key}
 
 
 def new_request_key() -> int:

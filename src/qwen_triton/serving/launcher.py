@@ -23,6 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..client import send_stop
+from ..server_metrics import gauge, scrape
 from .cancellation import DRAIN_KEY_ENV
 from .processes import children, die_with_parent, is_alive, kill_all
 
@@ -213,9 +215,6 @@ class TritonServer:
     def drain(self, timeout_s: float = 5.0) -> bool:
         """Ends every request tensorrt_llm runs (each answered cancelled) and refuses new ones, then waits
         until nothing is in flight. False if the server could not be drained (no tensorrt_llm, a dead stub)."""
-        from ..client import send_stop
-        from ..server_metrics import gauge, scrape
-
         deadline = time.monotonic() + timeout_s
         try:
             send_stop(f"{self.local_host}:{self.ports.grpc}", self.drain_key, timeout_s=timeout_s)
@@ -233,7 +232,10 @@ class TritonServer:
         server) SIGKILL at once, so clients see their connections close now. No stub outlives it."""
         if self.process is not None and self.process.poll() is None:
             if graceful and not self.dead_stubs():
-                self.drain()
+                try:
+                    self.drain()
+                except Exception:  # whatever happens, the server is stopped below
+                    logger.exception("draining tritonserver failed")
             self.process.send_signal(signal.SIGINT if graceful else signal.SIGKILL)
             try:
                 self.process.wait(self.exit_timeout_s + 15)

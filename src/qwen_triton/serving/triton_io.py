@@ -12,6 +12,7 @@ import triton_python_backend_utils as pb_utils
 
 from ..errors import InvalidRequest, Unavailable
 from ..schema import TENSORRT_LLM, ModelSpec
+from .cancellation import stop_values
 
 
 def read_inputs(request, spec: ModelSpec) -> dict[str, np.ndarray]:
@@ -49,11 +50,9 @@ def error_response(exc: BaseException):
 
 
 def send_stop(key: int) -> None:
-    """BLS: asks tensorrt_llm to end the request tagged `key` (answered at once, with the final flag only).
-    input_ids, input_lengths and request_output_len are required by its config, so placeholders go along."""
-    values = {"input_ids": 0, "input_lengths": 1, "request_output_len": 1, "stop": True, "request_key": key}
+    """BLS: asks tensorrt_llm to end the request tagged `key` (answered at once, with the final flag only)."""
     inputs = [pb_utils.Tensor(name, np.asarray([[value]], dtype=TENSORRT_LLM.input(name).numpy_dtype))
-              for name, value in values.items()]
+              for name, value in stop_values(key).items()]
     request = pb_utils.InferenceRequest(model_name=TENSORRT_LLM.name, inputs=inputs, requested_output_names=[])
     for response in request.exec(decoupled=True):
         if response.has_error():
