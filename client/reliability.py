@@ -149,27 +149,30 @@ def timed_generate(url: str, text: str, **options) -> float:
         return time.perf_counter() - start
 
 
-def _beside(url: str, neighbour: dict, normal: dict, repeats: int) -> float:
-    """Median time of a normal request started just after `neighbour`."""
-    times = []
-    for _ in range(repeats):
-        thread = threading.Thread(target=_outcome, args=(url, "Hello", neighbour))
-        thread.start()
-        time.sleep(0.05)
-        times.append(timed_generate(url, "Hello", **normal))
-        thread.join()
-    return sorted(times)[repeats // 2]
+def _beside(url: str, neighbour: dict, normal: dict) -> float:
+    """Time of a normal request started just after `neighbour`."""
+    thread = threading.Thread(target=_outcome, args=(url, "Hello", neighbour))
+    thread.start()
+    time.sleep(0.05)
+    elapsed = timed_generate(url, "Hello", **normal)
+    thread.join()
+    return elapsed
 
 
-def beside_heavy_request(server: Server, heavy: dict, tokens: int = 32, repeats: int = 3) -> dict:
+def beside_heavy_request(server: Server, heavy: dict, tokens: int = 32, repeats: int = 7) -> dict:
     """A normal request's time (median of `repeats`) alone, beside `heavy` and beside `heavy` without its word
-    lists: on two cores any neighbour slows it, so the word lists' own cost is beside_s / beside_plain_s."""
+    lists, the two neighbours taking turns: on two cores any neighbour slows it, so the word lists' own cost is
+    beside_s / beside_plain_s."""
     normal = dict(max_tokens=tokens, min_tokens=tokens, temperature=0.0)
-    alone = sorted(timed_generate(server.grpc, "Hello", **normal) for _ in range(repeats))[repeats // 2]
     plain = {k: v for k, v in heavy.items() if k not in ("bad_words", "stop_words")}
-    beside, beside_plain = (_beside(server.grpc, n, normal, repeats) for n in (heavy, plain))
-    return {"alone_s": round(alone, 4), "beside_s": round(beside, 4), "beside_plain_s": round(beside_plain, 4),
-            "ratio": round(beside / alone, 2), "ratio_to_plain_neighbour": round(beside / beside_plain, 2)}
+    alone, beside, beside_plain = [], [], []
+    for _ in range(repeats):
+        alone.append(timed_generate(server.grpc, "Hello", **normal))
+        beside.append(_beside(server.grpc, heavy, normal))
+        beside_plain.append(_beside(server.grpc, plain, normal))
+    alone_s, beside_s, plain_s = (sorted(times)[repeats // 2] for times in (alone, beside, beside_plain))
+    return {"alone_s": round(alone_s, 4), "beside_s": round(beside_s, 4), "beside_plain_s": round(plain_s, 4),
+            "ratio": round(beside_s / alone_s, 2), "ratio_to_plain_neighbour": round(beside_s / plain_s, 2)}
 
 
 class Launched:

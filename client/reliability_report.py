@@ -61,7 +61,7 @@ def probes(repo: Path, engine: Path, work: Path, cancellations: int) -> dict:
         limits = load_engine_folder(engine).config.limits
         words = [f"w{i} " + "lorem ipsum dolor sit amet " * 4 for i in range(limits.max_words_per_list)]
         out["heavy_word_list"] = beside_heavy_request(probe, dict(bad_words=words, stop_words=words, max_tokens=96,
-                                                                  min_tokens=96, temperature=0.0), repeats=5)
+                                                                  min_tokens=96, temperature=0.0), repeats=9)
         server.process.send_signal(2)  # Triton's own shutdown, no drain: it reports what it still holds
         server.process.wait(60)
     out["cancellations"]["in_flight_at_shutdown"] = in_flight_at_shutdown(server.log_file.read_text())
