@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from qwen_triton.client import QwenClient
 from qwen_triton.server_metrics import gauge, scrape
+from qwen_triton.serving.launcher import http_ready
 from qwen_triton.serving.processes import children, is_alive
 
 LONG = dict(temperature=0.0)  # with min_tokens = max_tokens: a request that runs to its full length
@@ -184,11 +184,7 @@ class Launched:
         self.process: subprocess.Popen | None = None
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports.http}/v2/health/ready", timeout=1) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
+        return http_ready("127.0.0.1", self.ports.http, timeout_s=1.0)
 
     def start(self, timeout_s: float = 180) -> "Launched":
         command = [sys.executable, "-m", "qwen_triton.serving.launcher", "--model-repository", str(self.repo),

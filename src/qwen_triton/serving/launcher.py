@@ -135,6 +135,15 @@ def perf_analyzer_env() -> dict[str, str]:
     return env
 
 
+def http_ready(host: str, http_port: int, timeout_s: float = 2.0) -> bool:
+    """Triton's readiness endpoint answers 200 (a refused connection is not ready)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{http_port}/v2/health/ready", timeout=timeout_s) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
 class TritonServer:
     """One tritonserver process; use as a context manager or call start()/stop().
 
@@ -185,12 +194,7 @@ class TritonServer:
         return self
 
     def is_ready(self) -> bool:
-        url = f"http://{self.local_host}:{self.ports.http}/v2/health/ready"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
+        return http_ready(self.local_host, self.ports.http)
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
