@@ -107,13 +107,20 @@ class LLMService:
 
     def stop(self, key: int, responder: Responder) -> None:
         """Ends the running request tagged `key` (unknown: already finished, nothing to do) and acknowledges.
-        The drain key ends them all and refuses what comes after (the launcher's shutdown)."""
+        The drain key ends them all, refuses what comes after (the launcher's shutdown) and acknowledges once
+        the last of them is answered."""
+        ack = Reply(lambda: responder.send({}, final=True))
         if self.drain_key is not None and key == self.drain_key:
+            # Acknowledged once every request has sent its final response: Triton 2.51's shutdown refuses
+            # new ensemble steps, and a postprocessing step refused while tensorrt_llm still answers that
+            # request keeps the ensemble request forever (docs/cancellation.md), so SIGINT must wait for it.
             self.drain()
+            self.outbox.when_idle(ack)
+            return
         stream = self._by_key.get(key)
         if stream is not None:
             stream.cancel()
-        self.outbox.post(Reply(lambda: responder.send({}, final=True)))
+        self.outbox.post(ack)
 
     def drain(self) -> None:
         """Every running request ends cancelled at the engine's next step; later submissions are refused."""

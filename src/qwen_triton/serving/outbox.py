@@ -50,6 +50,7 @@ class Outbox:
         self._first: dict[Flushable, None] = {}
         self._ready: dict[Flushable, None] = {}
         self._live: set[Flushable] = set()
+        self._when_idle: list[Flushable] = []  # sent once no stream is registered and nothing is posted
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="qwen-outbox", daemon=True)
         self._thread.start()
@@ -61,6 +62,7 @@ class Outbox:
     def unregister(self, stream: Flushable) -> None:
         with self._cond:
             self._live.discard(stream)
+            self._cond.notify()
 
     def live(self) -> list[Flushable]:
         """The registered streams (those not finished) at this moment."""
@@ -73,20 +75,33 @@ class Outbox:
                 (self._first if first else self._ready)[stream] = None
             self._cond.notify()
 
+    def when_idle(self, reply: Flushable) -> None:
+        """Sends `reply` once every registered stream has sent its last response (the drain's acknowledgement:
+        when it arrives, Triton has taken every response of the model)."""
+        with self._cond:
+            self._when_idle.append(reply)
+            self._cond.notify()
+
     def _next(self) -> Flushable | None:
-        """Under the lock: the oldest posted stream with nothing sent yet, else the oldest posted."""
+        """Under the lock: the oldest posted stream with nothing sent yet, else the oldest posted, else a
+        when_idle reply once nothing is registered."""
         for queue in (self._first, self._ready):
             if queue:
                 stream = next(iter(queue))
                 del queue[stream]
                 return stream
+        if self._when_idle and (not self._live or self._closing):
+            return self._when_idle.pop(0)
         return None
+
+    def _has_work(self) -> bool:
+        return bool(self._first or self._ready or (self._when_idle and (not self._live or self._closing)))
 
     def _loop(self) -> None:
         next_poll = time.monotonic() + CANCEL_POLL_S
         while True:
             with self._cond:
-                if not self._first and not self._ready and not self._closing:
+                if not self._has_work() and not self._closing:
                     self._cond.wait(max(0.0, next_poll - time.monotonic()))
                 stream = self._next()
                 if stream is None and self._closing:
