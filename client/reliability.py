@@ -242,7 +242,7 @@ def sigterm_under_load(launched: Launched, streams: int = 16, load_s: float = 3.
     log = launched.log_file.read_text(errors="replace")
     crashes = [line for line in log.splitlines() if re.search(CRASH, line)]
     return {"exit_code": code, "exit_s": round(exit_s, 2), "crash_lines": crashes[:5],
-            "in_flight_at_sigint": in_flight_at_shutdown(log), "left_behind": [pid for pid in tree if is_alive(pid)],
+            "left_behind": [pid for pid in tree if is_alive(pid)],
             "outcomes": dict(Counter(o if not o.startswith("error") else o[:70] for o in outcomes))}
 
 

@@ -12,9 +12,6 @@ def test_sigterm_under_load_answers_every_request_and_exits_cleanly(launched):
     result = sigterm_under_load(launched, streams=16)
     assert result["exit_code"] == 0 and result["exit_s"] < 15, result
     assert result["crash_lines"] == [] and result["left_behind"] == [], result
-    # The drain is acknowledged once every response has left tensorrt_llm, so Triton's stop finds nothing
-    # in flight (a step it refused mid-stream would keep its ensemble request, and the exit, waiting).
-    assert result["in_flight_at_sigint"] == 0, result
     # The requests running at the signal end cancelled (answered, not cut off); the clients' later ones are
     # refused at once (shutting down, model unloading, connection closed); none waits out its timeout.
     assert result["outcomes"].get("cancelled", 0) >= 1, result
