@@ -73,7 +73,8 @@ def test_postprocessing_decodes_and_strips_stop_tokens(postprocessing):
     sender = request.get_response_sender()
     (response,) = sender.responses
     assert sender.flags == [pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL]
-    assert _out(response, "text_output")[0].decode() == "你好 world"
+    text = pb_utils.get_output_tensor_by_name(response, "text_output").as_numpy()
+    assert text.shape == (1,) and text[0].decode() == "你好 world"  # NVIDIA's shape: output[0].decode()
 
 
 def _post_request(key, tokens=None, cancelled=False):
@@ -104,13 +105,14 @@ def test_postprocessing_stops_a_cancelled_request_once_and_answers_probes_with_t
         sender = probe_request.get_response_sender()
         assert sender.responses == [] and sender.flags == [pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL]
     (response,) = chunk.get_response_sender().responses  # a cancelled step is still answered, never failed
-    assert not response.has_error() and _out(response, "text_output")[0]
+    assert not response.has_error() and pb_utils.get_output_tensor_by_name(response, "text_output").as_numpy()[0]
 
 
 def _llm_request(preprocessing, text, **knobs):
     (pre,) = preprocessing.execute([_request(PREPROCESSING, text_input=text.encode(), max_tokens=np.int32(12))])
     # As a direct caller: cancel_probe_ms is the ensemble's opt-in (its requests are cancelled by a stop).
-    values = {o.name: _out(pre, o.name) for o in PREPROCESSING.outputs if o.name != "cancel_probe_ms"}
+    values = {o.name: _out(pre, o.name) for o in PREPROCESSING.outputs
+              if o.name != "cancel_probe_ms" and pb_utils.get_output_tensor_by_name(pre, o.name) is not None}
     values.update(knobs)
     tensors = [pb_utils.Tensor(k, np.asarray(v, dtype=TENSORRT_LLM.input(k).numpy_dtype).reshape(1, -1)
                                if TENSORRT_LLM.input(k).dims != (2, -1) else np.asarray(v)[np.newaxis])
@@ -126,7 +128,7 @@ def test_llm_streams_through_the_response_sender(preprocessing, llm):
     assert sender.flags[-1] == pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
     assert all(flag == 0 for flag in sender.flags[:-1])
     assert _out(sender.responses[-1], "finish_reason")[0] in (b"length", b"stop")
-    total = sum(len(_out(r, "output_ids")) for r in sender.responses)
+    total = sum(_out(r, "output_ids").size for r in sender.responses)
     assert total <= _out(sender.responses[-1], "num_output_tokens")[0] + 8  # stop-string re-encoding aside
 
 
@@ -205,3 +207,64 @@ def test_llm_observes_time_to_first_response_once_per_request(preprocessing, llm
     new = histogram.observed[before:]
     assert len(new) == 2 and all(0 < s <= elapsed for s in new)
     assert list(histogram.buckets) == sorted(histogram.buckets)
+
+
+def _published_nv(metrics):
+    """{family: {category label value: value}} as the fake backend holds them; labels checked on the way."""
+    out = {}
+    for name, family in metrics.nv.families.items():
+        for metric in family.metrics:
+            (category,) = set(metric.labels) - {"model", "version"}
+            assert (metric.labels["model"], metric.labels["version"]) == ("tensorrt_llm", "1")
+            out.setdefault(name, {})[metric.labels[category]] = metric.value()
+    return out
+
+
+def _direct_llm_request(streaming):
+    """Straight to tensorrt_llm, as a client of that model alone: 12 tokens, none of them a stop token."""
+    return _request(TENSORRT_LLM, input_ids=[9707, 1052], input_lengths=np.int32(2), request_output_len=np.int32(12),
+                    min_tokens=np.int32(12), temperature=np.float32(0.0), streaming=streaming)
+
+
+def test_llm_publishes_nvidia_families_for_the_torch_runtime(llm):
+    reporter = llm.service.engine.on_stats
+    request = _direct_llm_request(streaming=False)
+    llm.execute([request])
+    assert request.get_response_sender().done.wait(60)
+    stats = llm.service.engine.stats()
+    deadline = time.monotonic() + 5
+    while _published_nv(reporter.publish).get("nv_trt_llm_general_metrics", {}).get("iteration_counter") \
+            != stats.iteration:
+        assert time.monotonic() < deadline, "the reporter thread did not publish the last step"
+        time.sleep(0.01)
+    published = _published_nv(reporter.publish)
+    assert {name: set(labels) for name, labels in published.items()} == {
+        "nv_trt_llm_request_metrics": {"active", "max", "scheduled", "context", "waiting"},
+        "nv_trt_llm_kv_cache_block_metrics": {"max", "free", "used", "tokens_per", "fraction"},
+        "nv_trt_llm_inflight_batcher_metrics": {"total_context_tokens", "generation_requests", "paused_requests"},
+        "nv_trt_llm_general_metrics": {"iteration_counter", "timestamp"},
+    }  # no runtime memory counters nor micro batch id: the torch engine has neither
+    kv = published["nv_trt_llm_kv_cache_block_metrics"]
+    assert kv["max"] == stats.max_kv_blocks and kv["free"] == stats.free_kv_blocks == kv["max"] - kv["used"]
+    assert published["nv_trt_llm_request_metrics"]["max"] == stats.max_running > 0
+    assert abs(published["nv_trt_llm_general_metrics"]["timestamp"] - time.time()) < 60
+
+
+def test_llm_observes_inter_token_latency_between_streamed_responses(llm):
+    histogram = llm.service.engine.on_stats.publish.inter_token
+    assert list(histogram.buckets) == sorted(histogram.buckets)
+    before = len(histogram.observed)
+    plain = _direct_llm_request(streaming=False)
+    llm.execute([plain])
+    assert plain.get_response_sender().done.wait(60)
+    streamed = _direct_llm_request(streaming=True)
+    llm.execute([streamed])
+    sender = streamed.get_response_sender()
+    assert sender.done.wait(60)
+    with_tokens = sum(1 for r in sender.responses if np.asarray(_out(r, "output_ids")).size)
+    assert with_tokens >= 2, "too few streamed responses to measure a gap"
+    deadline = time.monotonic() + 5
+    while len(histogram.observed) - before != with_tokens - 1:  # the last one is observed after its send
+        assert time.monotonic() < deadline, f"{len(histogram.observed) - before} gaps for {with_tokens} responses"
+        time.sleep(0.01)
+    assert all(s >= 0 for s in histogram.observed[before:])

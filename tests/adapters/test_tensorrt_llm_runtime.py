@@ -52,7 +52,7 @@ def test_streamed_chunks_are_whole_utf8_and_end_at_im_end(trt_model, tokenizer):
     trt_model.execute([request])
     sender = request.get_response_sender()
     assert sender.done.wait(10)
-    chunks = [tokenizer.decode(list(ids)) for ids in outputs(sender, "output_ids")]
+    chunks = [tokenizer.decode(list(ids[0])) for ids in outputs(sender, "output_ids")]  # [beam, n] each
     assert "".join(chunks) == ANSWER and all("\ufffd" not in c for c in chunks)
     assert len([c for c in chunks if c]) > 5  # streamed, not one final answer
     assert sender.flags[-1] == pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -67,7 +67,7 @@ def test_stop_string_and_length(trt_model, tokenizer):
     stop_sender, short_sender = stop.get_response_sender(), short.get_response_sender()
     assert stop_sender.done.wait(10) and short_sender.done.wait(10)
     (final,) = stop_sender.responses  # not streaming: one answer
-    assert tokenizer.decode(list(outputs(stop_sender, "output_ids")[0])) == "你好，"
+    assert tokenizer.decode(list(outputs(stop_sender, "output_ids")[0][0])) == "你好，"
     assert outputs(stop_sender, "finish_reason")[0] == b"stop"
     assert outputs(short_sender, "finish_reason")[-1] == b"length"
     assert outputs(short_sender, "num_output_tokens")[-1] == 3

@@ -142,6 +142,9 @@ class MetricFamily:
         if (buckets is None) == (self.kind == self.HISTOGRAM):  # as the real stub: buckets iff a histogram
             raise TritonError("Failed to create metric. " + ("Missing required" if buckets is None else "Unexpected")
                               + " buckets.")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in (labels or {}).items()):
+            # As the real stub: the labels go to the server as JSON, each value read back as a string.
+            raise TritonError("Failed to create metric. Label values must be strings.")
         metric = Metric(labels or {}, weakref.ref(self), buckets)
         self.metrics.append(metric)
         return metric

@@ -6,7 +6,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from qwen_triton.errors import ConfigError
-from qwen_triton.schema import ALL_MODELS, ENSEMBLE, TENSORRT_LLM, TRTLLM_SAMPLING_NAMES
+from qwen_triton.schema import (ALIASES, ALL_MODELS, ENSEMBLE, PREPROCESSING, TENSORRT_LLM,
+                                 TRTLLM_SAMPLING_NAMES)
 from qwen_triton.serving.model_params import LLMModelParams, parse_parameters
 from qwen_triton.tools.fill_templates import TemplateValues, fill_repository, render
 
@@ -47,8 +48,48 @@ def test_ensemble_wiring_covers_every_input_and_output(configs):
     assert {t.name for t in ENSEMBLE.outputs} <= produced
     llm = steps["tensorrt_llm"].input_map
     for knob, wire in TRTLLM_SAMPLING_NAMES.items():
-        assert llm[wire] == knob
+        # min_tokens and seed (and their old names) are resolved by preprocessing.
+        assert llm[wire] == (f"_{knob}" if knob in ALIASES.values() else knob)
     assert set(llm) <= {t.name for t in TENSORRT_LLM.inputs}
+    # Every preprocessing output reaches tensorrt_llm; every tensorrt_llm output but request_key's reaches
+    # postprocessing under the same name.
+    assert {f"_{t.name}" for t in PREPROCESSING.outputs} <= set(llm.values())
+    post = steps["postprocessing"].input_map
+    assert {v for v in post.values()} == {f"_{t.name}" for t in TENSORRT_LLM.outputs}
+
+
+def test_every_input_of_nvidias_ensemble_is_declared_with_its_type(configs):
+    """tensorrtllm_backend v0.13 to v0.19's ensemble inputs (read from its all_models/ configs)."""
+    declared = {(t.name, model_config_pb2.DataType.Name(t.data_type), tuple(t.dims)) for t in configs["ensemble"].input}
+    assert NVIDIA_ENSEMBLE_INPUTS <= declared, NVIDIA_ENSEMBLE_INPUTS - declared
+    outputs = {(t.name, model_config_pb2.DataType.Name(t.data_type)) for t in configs["ensemble"].output}
+    assert {(n, d) for n, d, _ in NVIDIA_ENSEMBLE_OUTPUTS} <= outputs
+
+
+_S, _I, _F, _B, _U = "TYPE_STRING", "TYPE_INT32", "TYPE_FP32", "TYPE_BOOL", "TYPE_UINT64"
+NVIDIA_ENSEMBLE_INPUTS = {
+    ("text_input", _S, (1,)), ("decoder_text_input", _S, (1,)), ("max_tokens", _I, (1,)),
+    ("num_return_sequences", _I, (1,)), ("bad_words", _S, (-1,)), ("stop_words", _S, (-1,)),
+    ("exclude_input_in_output", _B, (1,)), ("end_id", _I, (1,)), ("pad_id", _I, (1,)), ("top_k", _I, (1,)),
+    ("top_p", _F, (1,)), ("temperature", _F, (1,)), ("length_penalty", _F, (1,)),
+    ("repetition_penalty", _F, (1,)), ("min_length", _I, (1,)), ("presence_penalty", _F, (1,)),
+    ("frequency_penalty", _F, (1,)), ("random_seed", _U, (1,)), ("return_log_probs", _B, (1,)),
+    ("return_context_logits", _B, (1,)), ("return_generation_logits", _B, (1,)),
+    ("return_kv_cache_reuse_stats", _B, (1,)), ("return_perf_metrics", _B, (1,)), ("beam_width", _I, (1,)),
+    ("stream", _B, (1,)), ("prompt_embedding_table", "TYPE_FP16", (-1, -1)), ("prompt_table_extra_id", _U, (1,)),
+    ("prompt_vocab_size", _I, (1,)), ("embedding_bias_words", _S, (-1,)), ("embedding_bias_weights", _F, (-1,)),
+    ("lora_task_id", _U, (1,)), ("lora_weights", "TYPE_FP16", (-1, -1)), ("lora_config", _I, (-1, 3)),
+    ("guided_decoding_guide_type", _S, (1,)), ("guided_decoding_guide", _S, (1,)),
+}
+NVIDIA_ENSEMBLE_OUTPUTS = {
+    ("text_output", _S, (-1,)), ("cum_log_probs", _F, (-1,)), ("output_log_probs", _F, (-1, -1)),
+    ("context_logits", _F, (-1, -1)), ("generation_logits", _F, (-1, -1, -1)), ("batch_index", _I, (1,)),
+    ("sequence_index", _I, (1,)), ("kv_cache_alloc_new_blocks", _I, (1,)), ("kv_cache_reused_blocks", _I, (1,)),
+    ("kv_cache_alloc_total_blocks", _I, (1,)), ("arrival_time_ns", "TYPE_INT64", (1,)),
+    ("first_scheduled_time_ns", "TYPE_INT64", (1,)), ("first_token_time_ns", "TYPE_INT64", (1,)),
+    ("last_token_time_ns", "TYPE_INT64", (1,)), ("acceptance_rate", _F, (1,)),
+    ("total_accepted_draft_tokens", _I, (1,)), ("total_draft_tokens", _I, (1,)),
+}
 
 
 def test_unfilled_placeholder_fails_loudly():

@@ -3,6 +3,7 @@ one final; client cancellation and send failures end the request at the engine's
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from qwen_triton.runtime.engine import TokenEvent
@@ -25,7 +26,7 @@ class Responder:
         time.sleep(self.send_delay_s)
         if self.fail_sends:
             raise ConnectionError("client went away")
-        self.responses.append((list(outputs["output_ids"]), outputs["finish_reason"][0], final))
+        self.responses.append((list(np.asarray(outputs["output_ids"]).reshape(-1)), outputs["finish_reason"][0], final))
         if final:
             self.done.set()
 

@@ -1,5 +1,6 @@
 """Triton adapter (decoupled): hands each request to the LLM engine thread, which answers through the
 request's response sender. execute() never waits for generation. Logic: qwen_triton.serving.llm_service."""
+import json
 import os
 
 import triton_python_backend_utils as pb_utils
@@ -7,8 +8,10 @@ import triton_python_backend_utils as pb_utils
 from qwen_triton.schema import TENSORRT_LLM
 from qwen_triton.serving.llm_service import LLMService
 from qwen_triton.serving.model_params import LLMModelParams
+from qwen_triton.serving.nv_metrics import NvMetrics
 from qwen_triton.serving.requests import parse_llm_inputs
-from qwen_triton.serving.responses import FIRST_RESPONSE_BUCKETS_S, FIRST_RESPONSE_METRIC
+from qwen_triton.serving.responses import (FIRST_RESPONSE_BUCKETS_S, FIRST_RESPONSE_METRIC, INTER_TOKEN_BUCKETS_S,
+                                           INTER_TOKEN_METRIC)
 from qwen_triton.serving.triton_io import error_response, make_response, read_inputs
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -31,13 +34,14 @@ class SenderResponder:
 
 
 class EngineMetrics:
-    """Engine occupancy as Triton gauges on the metrics port (qwen_engine_*); time to first response as a
-    histogram (FIRST_RESPONSE_METRIC)."""
+    """Engine occupancy as Triton gauges on the metrics port (qwen_engine_*, and NVIDIA's nv_trt_llm_* families
+    labelled with this model's name and version); time to first response and between streamed responses as
+    histograms (FIRST_RESPONSE_METRIC, INTER_TOKEN_METRIC). docs/metrics.md lists them all."""
 
     FIELDS = {"running": "sequences in the running batch", "waiting": "sequences queued for admission",
               "free_kv_blocks": "free paged-KV-cache blocks"}
 
-    def __init__(self):
+    def __init__(self, model="tensorrt_llm", version="1"):
         # The families must outlive their metrics: the backend refuses to set a metric of a freed family.
         self.families = {
             field: pb_utils.MetricFamily(name=f"qwen_engine_{field}" + ("_requests" if field != "free_kv_blocks" else ""),
@@ -48,22 +52,33 @@ class EngineMetrics:
             name=FIRST_RESPONSE_METRIC, kind=pb_utils.MetricFamily.HISTOGRAM,
             description="seconds from a request reaching tensorrt_llm to its first response leaving it")
         self.first_response = self.first_family.Metric(labels={}, buckets=list(FIRST_RESPONSE_BUCKETS_S))
+        self.inter_token_family = pb_utils.MetricFamily(
+            name=INTER_TOKEN_METRIC, kind=pb_utils.MetricFamily.HISTOGRAM,
+            description="seconds between consecutive responses with tokens of a streaming request leaving tensorrt_llm")
+        self.inter_token = self.inter_token_family.Metric(labels={}, buckets=list(INTER_TOKEN_BUCKETS_S))
+        self.nv = NvMetrics(pb_utils, model, version)
 
     def observe_first_response(self, seconds):
         self.first_response.observe(seconds)
 
+    def observe_inter_token(self, seconds):
+        self.inter_token.observe(seconds)
+
     def __call__(self, stats):
         for field, gauge in self.gauges.items():
             gauge.set(getattr(stats, field))
+        self.nv(stats)
 
 
 class TritonPythonModel:
     def initialize(self, args):
         params = LLMModelParams.from_config(args["model_config"])
-        metrics = EngineMetrics()
+        # Triton passes both; the config's name stands in where a caller's args carry only the config.
+        metrics = EngineMetrics(args.get("model_name") or json.loads(args["model_config"])["name"],
+                                args.get("model_version", "1"))
         self.service = LLMService.from_params(params, on_stats=metrics,
                                               on_first_response=metrics.observe_first_response,
-                                              on_stall=self.exit_stub)
+                                              on_inter_token=metrics.observe_inter_token, on_stall=self.exit_stub)
         self.logger = pb_utils.Logger
         self.logger.log_info(f"tensorrt_llm: runtime={params.runtime} engine={params.engine_dir}")
 

@@ -37,6 +37,7 @@ class TokenEvent:
     num_prompt_tokens: int
     num_output_tokens: int  # len(seq.output_ids) so far, stop token included
     error: str | None = None
+    logprobs: tuple[float, ...] = ()  # of new_token_ids, when the request asked (SamplingParams.logprobs)
 
 
 # Called on the engine thread; returning False ends the request now (the sink has answered already).
@@ -45,9 +46,27 @@ Sink = Callable[[TokenEvent], bool]
 
 @dataclass(frozen=True)
 class EngineStats:
+    """Occupancy now, and what the last engine step did. None: this runtime cannot tell (never published)."""
+
     running: int
     waiting: int
     free_kv_blocks: int
+    max_running: int | None = None  # the batch size limit
+    max_kv_blocks: int | None = None
+    used_kv_blocks: int | None = None
+    tokens_per_kv_block: int | None = None
+    # The last step (they hold while the engine is idle, as TensorRT-LLM's iteration stats do):
+    scheduled: int | None = None  # sequences computed
+    context: int | None = None  # of which in their context phase (prefill)
+    context_tokens: int | None = None  # tokens those prefills computed
+    paused: int | None = None  # sequences preempted (KV freed, recomputed later)
+    micro_batch_id: int | None = None
+    iteration: int | None = None  # steps run since start
+    timestamp_s: float | None = None  # Unix time of the last step
+    # Bytes the runtime allocated (TensorRT-LLM's memory counters):
+    gpu_mem_bytes: int | None = None
+    cpu_mem_bytes: int | None = None
+    pinned_mem_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,7 @@ class Engine:
         self._idle = True  # the engine thread waits for work
         self._beat = time.monotonic()  # when the engine thread last woke up or finished a step
         self._last_stats: EngineStats | None = None
+        self._last_step: dict = {"iteration": 0}  # EngineStats' last-step fields, replaced whole by each step
         self._report_stats()  # gauges show the idle engine (all KV blocks free) before any request
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Sink) -> int:
@@ -100,7 +120,19 @@ class Engine:
             self._wake.notify()
 
     def stats(self) -> EngineStats:
-        return EngineStats(self.scheduler.num_running, self.scheduler.num_waiting, self.scheduler.blocks.num_free_blocks)
+        blocks = self.scheduler.blocks
+        return EngineStats(self.scheduler.num_running, self.scheduler.num_waiting, blocks.num_free_blocks,
+                           max_running=self.limits.max_batch_size, max_kv_blocks=blocks.num_blocks,
+                           used_kv_blocks=blocks.num_blocks - blocks.num_free_blocks,
+                           tokens_per_kv_block=blocks.block_size, **self._last_step)
+
+    def _count_step(self, schedule: ScheduleOutput) -> None:
+        """The step that just ran, for stats. Called before its tokens are appended, so len(seq) of a prefill
+        is what it computed (from token 0: no prefix cache, no chunking)."""
+        self._last_step = {"scheduled": len(schedule.sequences), "context": len(schedule.prefill),
+                           "context_tokens": sum(len(seq) for seq in schedule.prefill),
+                           "paused": len(schedule.preempted), "iteration": self._last_step["iteration"] + 1,
+                           "timestamp_s": time.time()}
 
     def step(self) -> bool:
         self._drain_inbox()
@@ -129,6 +161,7 @@ class Engine:
             self._report_stats()
             return True
         self.scheduler.commit(schedule)
+        self._count_step(schedule)
         previous = self._inflight
         self._inflight = self._launched(seqs, device_tokens) if on_device else None
         if previous is not None:
@@ -240,7 +273,9 @@ class Engine:
             finish = FinishReason.STOP
         elif num_output >= params.max_tokens or len(seq.prompt_ids) + num_output >= self.limits.max_seq_len:
             finish = FinishReason.LENGTH
-        event = TokenEvent(seq.seq_id, (token,), finish, len(seq.prompt_ids), num_output)
+        logprob = self.sampler.logprobs.pop(seq.seq_id, None) if params.logprobs else None
+        event = TokenEvent(seq.seq_id, (token,), finish, len(seq.prompt_ids), num_output,
+                           logprobs=() if logprob is None else (logprob,))
         keep_going = self._emit(self._sinks[seq.seq_id], event)
         if finish is not None or not keep_going:
             del seq.output_ids[num_output:]  # tokens still in flight are dropped

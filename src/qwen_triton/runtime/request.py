@@ -30,6 +30,8 @@ class SamplingParams:
     seed: int | None = None  # same seed -> same tokens, whatever else is in the batch
     stop_token_ids: tuple[int, ...] = STOP_TOKEN_IDS
     bad_words_ids: tuple[tuple[int, ...], ...] = ()  # token sequences never completed
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (id, value) added to that id's logit (embedding_bias)
+    logprobs: bool = False  # report each sampled token's log-probability (return_log_probs)
     banned: "BannedWords" = field(init=False, repr=False, compare=False)  # bad_words_ids, indexed
 
     def __post_init__(self):
@@ -43,6 +45,7 @@ class SamplingParams:
         _check(math.isfinite(self.frequency_penalty), "frequency_penalty", "must be finite")
         _check(self.seed is None or 0 <= self.seed < 2**64, "seed", "must fit in uint64")
         _check(all(len(w) > 0 for w in self.bad_words_ids), "bad_words", "empty bad word")
+        _check(all(math.isfinite(v) for _, v in self.logit_bias), "embedding_bias", "values must be finite")
         # Built here, on the thread that submits, so the engine thread only looks words up.
         object.__setattr__(self, "banned", BannedWords(self.bad_words_ids))
 

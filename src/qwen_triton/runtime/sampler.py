@@ -17,9 +17,12 @@ class Sampler:
         self.vocab_size_limit = vocab_size_limit
         self.staging = staging  # the runner's: host-to-device copies without a sync
         self._generators: dict[int, random.Random] = {}
+        # seq_id -> log-probability of the token the last sample() chose, for rows that asked (params.logprobs)
+        self.logprobs: dict[int, float] = {}
 
     def release(self, seq_id: int) -> None:
         self._generators.pop(seq_id, None)
+        self.logprobs.pop(seq_id, None)
 
     @property
     def num_generators(self) -> int:
@@ -61,12 +64,27 @@ class Sampler:
     def _sample_row(self, row: torch.Tensor, seq: Sequence) -> int:
         params = seq.params
         self._apply_penalties(row, seq)
+        if params.logit_bias:
+            ids, values = zip(*params.logit_bias)
+            row[list(ids)] += torch.tensor(values, dtype=row.dtype)
         self._ban_words(row, seq)
         if len(seq.output_ids) < params.min_tokens:
             row[list(params.stop_token_ids)] = float("-inf")
         if params.greedy:
-            return int(torch.argmax(row))
+            return self._chosen(row, int(torch.argmax(row)), seq)
         row = row / params.temperature
+        token = self._draw(row.clone() if params.logprobs else row, seq)  # _draw cuts its row in place
+        return self._chosen(row, token, seq)
+
+    def _chosen(self, row: torch.Tensor, token: int, seq: Sequence) -> int:
+        """Records the token's log-probability when asked: log-softmax of the logits after penalties, bias,
+        bans and temperature (none when greedy), before top-k and top-p cut the distribution."""
+        if seq.params.logprobs:
+            self.logprobs[seq.seq_id] = float(torch.log_softmax(row, dim=-1)[token])
+        return token
+
+    def _draw(self, row: torch.Tensor, seq: Sequence) -> int:
+        params = seq.params
         if params.top_k > 0:
             kth = torch.topk(row, min(params.top_k, row.numel())).values[-1]
             row[row < kth] = float("-inf")
@@ -109,7 +127,7 @@ class Sampler:
 def _plain_greedy(seq: Sequence) -> bool:
     p = seq.params
     return (p.greedy and p.repetition_penalty == 1.0 and not p.presence_penalty and not p.frequency_penalty
-            and not p.bad_words_ids)
+            and not p.bad_words_ids and not p.logit_bias and not p.logprobs)
 
 
 def _top_p(probs: torch.Tensor, top_p: float) -> torch.Tensor:

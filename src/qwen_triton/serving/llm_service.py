@@ -10,8 +10,10 @@ import weakref
 from functools import partial
 from typing import Callable
 
+import numpy as np
+
 from ..config import EngineConfig, GenerationDefaults, load_engine_folder
-from ..errors import Unavailable
+from ..errors import InvalidRequest, Unavailable
 from ..runtime.request import SamplingParams
 from ..text.detokenizer import TextStream
 from ..text.tokenizer import QwenTokenizer
@@ -31,7 +33,7 @@ logger = logging.getLogger(__name__)
 class LLMService:
     def __init__(self, engine: LLMEngine, tokenizer: QwenTokenizer, config: EngineConfig,
                  defaults: GenerationDefaults, on_first_response: Callable[[float], None] | None = None,
-                 drain_key: int | None = None):
+                 drain_key: int | None = None, on_inter_token: Callable[[float], None] | None = None):
         self.engine = engine
         self.watchdog: Watchdog | None = None
         self.drain_key = drain_key
@@ -39,18 +41,18 @@ class LLMService:
         self.tokenizer = tokenizer
         self.config = config
         self.defaults = defaults
-        self.outbox = Outbox(on_first_response)
+        self.outbox = Outbox(on_first_response, on_inter_token)
         # request_key -> its stream while it runs (a stream no one else holds is finished and drops out).
         self._by_key: weakref.WeakValueDictionary[int, ResponseStream] = weakref.WeakValueDictionary()
 
     @classmethod
     def from_params(cls, params: LLMModelParams, on_stats=None, on_first_response=None,
-                    on_stall: Callable[[], None] | None = None) -> "LLMService":
+                    on_stall: Callable[[], None] | None = None, on_inter_token=None) -> "LLMService":
         """on_stall: what to do once the watchdog has failed every request of a stalled engine."""
         folder = load_engine_folder(params.engine_dir)
         engine = start_engine(params, folder, on_stats)
         service = cls(engine, QwenTokenizer.load(folder.path), folder.config, folder.generation, on_first_response,
-                      drain_key=drain_key_from_env())
+                      drain_key=drain_key_from_env(), on_inter_token=on_inter_token)
         if on_stall is not None:
             service.watchdog = Watchdog(engine.stalled_s, service.fail_all, on_stall,
                                         folder.config.limits.stall_timeout_s)
@@ -66,7 +68,17 @@ class LLMService:
         stop_ids = set(STOP_TOKEN_IDS) | ({request.end_id} if request.end_id is not None else set())
         bad_words = self.words(request.bad_words_list, "bad_words")
         return SamplingParams(max_tokens=request.request_output_len, stop_token_ids=tuple(sorted(stop_ids)),
-                              bad_words_ids=tuple(tuple(w) for w in bad_words), **knobs)
+                              bad_words_ids=tuple(tuple(w) for w in bad_words), logprobs=request.return_log_probs,
+                              logit_bias=self.logit_bias(request.embedding_bias), **knobs)
+
+    def logit_bias(self, bias) -> tuple[tuple[int, float], ...]:
+        """A dense embedding_bias (at most one value per vocabulary id) -> its non-zero (id, value) pairs."""
+        if bias is None:
+            return ()
+        vocab = self.config.model.vocab_size
+        if bias.size > vocab:
+            raise InvalidRequest("embedding_bias", f"has {bias.size} values; the vocabulary has {vocab}")
+        return tuple((int(i), float(bias[i])) for i in np.flatnonzero(bias))
 
     def words(self, word_list, field: str) -> list[list[int]]:
         if word_list is None:

@@ -43,8 +43,11 @@ class Reply:
 
 
 class Outbox:
-    def __init__(self, on_first_response: Callable[[float], None] | None = None):
-        self._on_first_response = on_first_response  # seconds from submission; called on the outbox thread
+    def __init__(self, on_first_response: Callable[[float], None] | None = None,
+                 on_inter_token: Callable[[float], None] | None = None):
+        # Both called on the outbox thread, in seconds: from submission, and between two responses with tokens.
+        self._on_first_response = on_first_response
+        self._on_inter_token = on_inter_token
         self._cond = threading.Condition()
         # Insertion-ordered sets of posted streams: those with no response sent yet, then the others.
         self._first: dict[Flushable, None] = {}
@@ -123,12 +126,19 @@ class Outbox:
             logger.exception("cancellation check failed")
 
     def first_response_sent(self, seconds: float) -> None:
-        if self._on_first_response is None:
+        self._observe(self._on_first_response, seconds, "first-response")
+
+    def inter_token_sent(self, seconds: float) -> None:
+        self._observe(self._on_inter_token, seconds, "inter-token")
+
+    @staticmethod
+    def _observe(callback: Callable[[float], None] | None, seconds: float, what: str) -> None:
+        if callback is None:
             return
         try:
-            self._on_first_response(seconds)
+            callback(seconds)
         except Exception:  # a metric must never end a request
-            logger.exception("first-response callback failed")
+            logger.exception("%s callback failed", what)
 
     def close(self, timeout: float = 10.0) -> None:
         """Sends what is posted, then stops."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..schema import STATS_OUTPUTS
+from ..schema import INDEX_OUTPUTS, LOGPROB_OUTPUTS, STATS_OUTPUTS
 from ..text.tokenizer import QwenTokenizer
 
-PASSED_THROUGH = tuple(t.name for t in STATS_OUTPUTS)  # tensorrt_llm's counts, on to the ensemble's outputs
+# tensorrt_llm's outputs that go on to the ensemble's unchanged: the counts, log-probabilities and indices.
+PASSED_THROUGH = tuple(t.name for t in (*STATS_OUTPUTS[1:], *LOGPROB_OUTPUTS, *INDEX_OUTPUTS))
 
 
 class Postprocessor:
@@ -30,7 +31,10 @@ class Postprocessor:
             return None
         length = values.get("sequence_length")
         outputs = self(tokens, None if length is None else int(np.asarray(length).reshape(-1)[0]))
+        finish = values.get("finish_reason")
+        if finish is not None:
+            outputs["finish_reason"] = np.asarray(finish, dtype=np.object_).reshape(1)  # [1], like text_output
         for name in PASSED_THROUGH:
             if name in values:
-                outputs[name] = np.asarray(values[name]).reshape(1)
+                outputs[name] = np.asarray(values[name])  # batch dim removed by read_inputs; added back
         return outputs

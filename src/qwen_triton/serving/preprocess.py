@@ -64,4 +64,31 @@ class Preprocessor:
             "end_id": np.asarray([IM_END_ID if request.end_id is None else request.end_id], dtype=np.int32),
             "pad_id": np.asarray([ENDOFTEXT_ID if request.pad_id is None else request.pad_id], dtype=np.int32),
             "cancel_probe_ms": np.asarray([CANCEL_PROBE_MS], dtype=np.int32),
+            **self.knobs(request),
         }
+
+    def knobs(self, request: ChatRequest) -> dict[str, np.ndarray]:
+        """Only what the request gave: an output left out reaches tensorrt_llm as an absent input."""
+        out = {}
+        if request.min_tokens is not None:
+            out["min_tokens"] = np.asarray([request.min_tokens], dtype=np.int32)
+        if request.seed is not None:
+            out["seed"] = np.asarray([request.seed], dtype=np.uint64)
+        if request.embedding_bias:
+            out["embedding_bias"] = self.embedding_bias(request.embedding_bias)
+        return out
+
+    def embedding_bias(self, pairs: tuple[tuple[str, float], ...]) -> np.ndarray:
+        """(vocab,) float32: each word's weight added to every id of that word, as tensorrtllm_backend's
+        preprocessing builds it."""
+        limits, vocab = self.folder.config.limits, self.folder.config.model.vocab_size
+        if len(pairs) > limits.max_words_per_list:
+            raise InvalidRequest("embedding_bias_words", f"{len(pairs)} words; this engine accepts at most "
+                                 f"{limits.max_words_per_list}")
+        bias = np.zeros(vocab, dtype=np.float32)
+        for word, weight in pairs:
+            if not np.isfinite(weight):
+                raise InvalidRequest("embedding_bias_weights", f"must be finite, got {weight}")
+            for token in self.tokenizer.encode(word):
+                bias[token] += weight
+        return bias

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InvalidRequest
-from ..schema import TRTLLM_SAMPLING_NAMES
+from ..schema import ALIASES, NEUTRAL_ENSEMBLE, NEUTRAL_TENSORRT_LLM, Neutral, TRTLLM_SAMPLING_NAMES
 
 
 def _scalar(values: dict[str, np.ndarray], name: str):
@@ -63,6 +63,38 @@ def get_ids(values, name: str) -> tuple[int, ...]:
     return () if array is None else tuple(int(i) for i in np.asarray(array).reshape(-1))
 
 
+def check_neutral(values, neutrals: tuple[Neutral, ...]) -> None:
+    """NVIDIA inputs for features this server lacks: fine at their neutral value, refused by name otherwise."""
+    for neutral in neutrals:
+        array = values.get(neutral.spec.name)
+        if array is None or np.asarray(array).size == 0:
+            continue
+        if neutral.off is None:
+            flat = np.asarray(array).reshape(-1)
+            if neutral.spec.dtype == "STRING" and not any(bytes(v) if not isinstance(v, str) else v for v in flat):
+                continue  # an empty string: not asked for
+            raise InvalidRequest(neutral.spec.name, neutral.why)
+        value = _scalar(values, neutral.spec.name)
+        if value != neutral.off:
+            raise InvalidRequest(neutral.spec.name, f"must be {neutral.off!r} ({neutral.why}), got {value!r}")
+
+
+def get_aliased(values, name: str, get=None):
+    """A knob under its name or its older one (ALIASES); both given and different: refused."""
+    get = get or get_int
+    old = next(old for old, new in ALIASES.items() if new == name)
+    value, old_value = get(values, name), get(values, old)
+    if value is not None and old_value is not None and value != old_value:
+        raise InvalidRequest(old, f"is the older name of {name}; both were given, with different values "
+                                  f"({old_value} and {value})")
+    return value if value is not None else old_value
+
+
+def get_floats(values, name: str) -> tuple[float, ...]:
+    array = values.get(name)
+    return () if array is None else tuple(float(v) for v in np.asarray(array).reshape(-1))
+
+
 @dataclass(frozen=True)
 class ChatRequest:
     """What preprocessing receives from the ensemble."""
@@ -76,6 +108,9 @@ class ChatRequest:
     system_prompt: str | None = None
     history: str | None = None
     apply_chat_template: bool = True
+    min_tokens: int | None = None  # min_tokens or min_length
+    seed: int | None = None  # seed or random_seed
+    embedding_bias: tuple[tuple[str, float], ...] = ()  # (word, weight) from embedding_bias_words/_weights
 
     def __post_init__(self):
         if not self.text_input.strip():
@@ -88,6 +123,8 @@ class ChatRequest:
         text = get_text(values, "text_input")
         if text is None:
             raise InvalidRequest("text_input", "is required")
+        check_neutral(values, NEUTRAL_ENSEMBLE)
+        get_float(values, "length_penalty")  # beam search only: accepted, no effect at beam width 1
         return cls(
             text_input=text,
             max_tokens=get_int(values, "max_tokens"),
@@ -98,7 +135,18 @@ class ChatRequest:
             system_prompt=get_text(values, "system_prompt"),
             history=get_text(values, "history"),
             apply_chat_template=get_bool(values, "apply_chat_template", True),
+            min_tokens=get_aliased(values, "min_tokens"),
+            seed=get_aliased(values, "seed"),
+            embedding_bias=_embedding_bias(values),
         )
+
+
+def _embedding_bias(values) -> tuple[tuple[str, float], ...]:
+    words = tuple(_as_text("embedding_bias_words", raw) for raw in np.asarray(values.get("embedding_bias_words", [])).reshape(-1))
+    weights = get_floats(values, "embedding_bias_weights")
+    if len(words) != len(weights):
+        raise InvalidRequest("embedding_bias_weights", f"{len(weights)} weights for {len(words)} embedding_bias_words")
+    return tuple((w, v) for w, v in zip(words, weights) if w)
 
 
 @dataclass(frozen=True)
@@ -114,6 +162,8 @@ class LLMRequest:
     bad_words_list: np.ndarray | None = None
     sampling: dict = field(default_factory=dict)  # ensemble knob name -> value, only those sent
     exclude_input_in_output: bool = True
+    return_log_probs: bool = False
+    embedding_bias: np.ndarray | None = None  # (vocab,) float32 added to the logits; None when absent or empty
     cancel_probe_ms: int = 0  # > 0: sent by the ensemble, which wants request_key and probes (cancellation.py)
 
     def __post_init__(self):
@@ -126,11 +176,16 @@ class LLMRequest:
     def from_inputs(cls, values: dict[str, np.ndarray]) -> "LLMRequest":
         ids = get_ids(values, "input_ids")
         length = get_int(values, "input_lengths", len(ids))
+        check_neutral(values, NEUTRAL_TENSORRT_LLM)
         sampling = {}
         for knob, wire_name in TRTLLM_SAMPLING_NAMES.items():
             raw = _scalar(values, wire_name)
             if raw is not None:
                 sampling[knob] = raw.item() if hasattr(raw, "item") else raw
+        min_tokens = get_aliased(values, "min_tokens")  # min_length: tensorrtllm_backend v0.13 to v0.19's name
+        if min_tokens is not None:
+            sampling["min_tokens"] = min_tokens
+        bias = values.get("embedding_bias")
         return cls(
             input_ids=ids[:length],
             request_output_len=get_int(values, "request_output_len", 0),
@@ -141,6 +196,8 @@ class LLMRequest:
             bad_words_list=values.get("bad_words_list"),
             sampling=sampling,
             exclude_input_in_output=get_bool(values, "exclude_input_in_output", True),
+            return_log_probs=get_bool(values, "return_log_probs", False),
+            embedding_bias=None if bias is None or np.asarray(bias).size == 0 else np.asarray(bias, np.float32).reshape(-1),
             cancel_probe_ms=max(0, get_int(values, "cancel_probe_ms", 0)),
         )
 

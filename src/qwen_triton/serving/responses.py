@@ -17,6 +17,7 @@ import numpy as np
 from ..runtime.engine import TokenEvent
 from ..runtime.request import FinishReason
 from ..text.detokenizer import TextStream
+from .logprobs import TokenLogProbs
 from .outbox import Outbox
 from .requests import LLMRequest
 
@@ -25,6 +26,12 @@ logger = logging.getLogger(__name__)
 # queue and prefill, the detokenizer, the outbox). The ensemble's pre- and postprocessing are not in it.
 FIRST_RESPONSE_METRIC = "qwen_time_to_first_response_seconds"
 FIRST_RESPONSE_BUCKETS_S = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 10.0)
+# Histogram: seconds between two consecutive responses carrying tokens of one streaming request, as they leave
+# the tensorrt_llm model. Under load the outbox merges tokens into fewer responses: this is the gap a client
+# sees, not the engine's step time.
+INTER_TOKEN_METRIC = "qwen_inter_token_latency_seconds"
+INTER_TOKEN_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
+                         1.0, 2.5)
 
 
 class Responder(Protocol):
@@ -54,6 +61,9 @@ class ResponseStream:
         self._lock = threading.Lock()  # guards the fields below, shared by the two threads
         # exclude_input_in_output=false echoes the prompt ids ahead of the first released chunk.
         self._pending: list[int] = [] if request.exclude_input_in_output else list(request.input_ids)
+        self.logprobs = TokenLogProbs() if request.return_log_probs else None
+        self._pending_logprobs: list[float] = []  # of the generated ids in _pending
+        self._cumulative = 0.0  # TokenLogProbs.cumulative when _pending was last extended
         self._finish: FinishReason | None = None
         self._error: BaseException | None = None
         self._stopped_by_client = False  # cancelled, or a response could not be sent
@@ -61,6 +71,7 @@ class ResponseStream:
         self._submitted_s = time.perf_counter()
         self._last_sent_s = time.monotonic()  # outbox thread only: when a response (or probe) last left
         self._first_sent = False  # written by the one sender flushing this stream; read racily for priority
+        self._tokens_sent_s: float | None = None  # outbox thread only: when a response with ids last left
 
     def __call__(self, event: TokenEvent) -> bool:
         if event.error is not None:
@@ -68,7 +79,8 @@ class ResponseStream:
         if self._stopped_by_client:
             return self._end(finish=FinishReason.CANCELLED)
         finish, released = event.finish_reason, []
-        for token in event.new_token_ids:
+        for i, token in enumerate(event.new_token_ids):
+            self._sampled(event, i, token)
             if token in self.stop_ids:
                 continue
             self.num_output_tokens += 1
@@ -80,12 +92,21 @@ class ResponseStream:
         else:
             if finish is not None:
                 released.extend(self.text.finish().token_ids)
+        logprobs = self.logprobs.released(len(released)) if self.logprobs else []
         with self._lock:
             self._pending.extend(released)
+            self._pending_logprobs.extend(logprobs)
+            self._cumulative = self.logprobs.cumulative if self.logprobs else 0.0
             self._finish = finish
         if finish is not None or (self.streaming and released):
             self.outbox.post(self, first=not self._first_sent)
         return finish is None
+
+    def _sampled(self, event: TokenEvent, i: int, token: int) -> None:
+        if self.logprobs is not None and i < len(event.logprobs):
+            self.logprobs.sampled(event.logprobs[i])
+            if token not in self.stop_ids:
+                self.logprobs.pushed(event.logprobs[i])
 
     def _end(self, finish: FinishReason | None = None, error: BaseException | None = None) -> bool:
         with self._lock:
@@ -98,22 +119,36 @@ class ResponseStream:
             if self._done:
                 return
             ids, self._pending = self._pending, []
+            logprobs, self._pending_logprobs = self._pending_logprobs, []
+            cumulative = self._cumulative
             finish, error = self._finish, self._error
             self._done = finish is not None or error is not None
         try:
             if error is not None:
                 self.responder.fail(error)
             elif ids or finish is not None:
-                self.responder.send(self._outputs(ids, finish), final=finish is not None)
+                outputs = self._outputs(ids, finish)
+                if self.logprobs is not None:
+                    outputs["cum_log_probs"] = np.asarray([cumulative], dtype=np.float32)
+                    outputs["output_log_probs"] = np.asarray([logprobs], dtype=np.float32)  # [beam=1, n]
+                self.responder.send(outputs, final=finish is not None)
                 self._last_sent_s = time.monotonic()
                 if not self._first_sent:
                     self._first_sent = True
                     self.outbox.first_response_sent(time.perf_counter() - self._submitted_s)
+                if ids:  # only a streaming request sends ids more than once
+                    self._observe_inter_token()
         except Exception:
             logger.exception("could not send a response; ending the request")
             self.cancel()
         if self._done:
             self.outbox.unregister(self)
+
+    def _observe_inter_token(self) -> None:
+        now = time.perf_counter()
+        if self._tokens_sent_s is not None:
+            self.outbox.inter_token_sent(now - self._tokens_sent_s)
+        self._tokens_sent_s = now
 
     def abandon(self, exc: BaseException) -> None:
         """Answers the request with an error now, without the engine (which may never call again)."""
@@ -146,8 +181,10 @@ class ResponseStream:
 
     def _outputs(self, ids: list[int], finish: FinishReason | None) -> dict[str, np.ndarray]:
         outputs = {
-            "output_ids": np.asarray(ids, dtype=np.int32),
+            "output_ids": np.asarray([ids], dtype=np.int32),  # [beam=1, n]
             "sequence_length": np.asarray([len(ids)], dtype=np.int32),
+            "batch_index": np.asarray([0], dtype=np.int32),  # one row per request, one sequence per row
+            "sequence_index": np.asarray([0], dtype=np.int32),
             "finish_reason": np.asarray([finish.value.encode() if finish else b""], dtype=np.object_),
             "num_input_tokens": np.asarray([self.num_input_tokens], dtype=np.int32),
             "num_output_tokens": np.asarray([self.num_output_tokens], dtype=np.int32),

@@ -34,8 +34,9 @@ def read_inputs(request, spec: ModelSpec) -> dict[str, np.ndarray]:
 def make_response(spec: ModelSpec, outputs: dict[str, Any]):
     tensors = []
     for name, value in outputs.items():
-        array = np.asarray(value, dtype=spec.output(name).numpy_dtype)
-        tensors.append(pb_utils.Tensor(name, array[np.newaxis, ...]))
+        tensor_spec = spec.output(name)
+        array = np.asarray(value, dtype=tensor_spec.numpy_dtype)
+        tensors.append(pb_utils.Tensor(name, array[np.newaxis, ...] if tensor_spec.batched else array))
     return pb_utils.InferenceResponse(output_tensors=tensors)
 
 

@@ -19,6 +19,7 @@ from ..config import WEIGHTS_FILE, EngineFolder, EngineLimits, ModelConfig, load
 from ..errors import ConfigError
 from ..models.qwen import QwenForCausalLM
 from ..runtime.loader import TORCH_DTYPES
+from ..text.hf_tokenizer import write_hf_tokenizer
 from .hf_metadata import model_config_from_hf, read_hf_config, write_engine_metadata
 
 Progress = Callable[[str], None]
@@ -167,7 +168,8 @@ def write_safetensors(path: Path, plan, reader: CheckpointReader, dtype: str, pr
 def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, limits: EngineLimits, dtype: str | None = None,
                        progress: Progress | None = None) -> EngineFolder:
     """Writes model.safetensors (engine names, stored in limits.dtype; `dtype` overrides it), engine_config.json,
-    qwen.tiktoken and generation_config.json (when the checkpoint has one) into out_dir."""
+    qwen.tiktoken, its Hugging Face twin (tokenizer.json, tokenizer_config.json: for GenAI-Perf and AutoTokenizer)
+    and generation_config.json (when the checkpoint has one) into out_dir."""
     hf_dir, out = Path(hf_dir), Path(out_dir)
     hf = read_hf_config(hf_dir)
     if dtype is not None and dtype != limits.dtype:
@@ -180,6 +182,7 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, limits: EngineLi
             progress(f"{hf_dir}: {hf['model_type']} layout -> {len(plan)} engine tensors in {limits.dtype}")
         write_safetensors(out / WEIGHTS_FILE, plan, reader, limits.dtype, progress)
     write_engine_metadata(hf_dir, out, model, limits)
+    write_hf_tokenizer(out, max_input_len=limits.max_input_len)  # from the qwen.tiktoken just copied
     if progress:
         progress(f"wrote engine folder {out}")
     return load_engine_folder(out)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..config import load_engine_folder
 from ..errors import ConfigError
+from ..schema import ALL_MODELS, ModelSpec, TensorSpec
 from ..serving.model_params import RUNTIMES
 
 TEMPLATE = "config.pbtxt.template"
@@ -52,6 +53,38 @@ def render(template: str, values: dict[str, object], source: str = "template") -
     return text
 
 
+def _tensor(spec: TensorSpec, is_input: bool) -> str:
+    dims = ", ".join(str(d) for d in spec.dims)
+    optional = " optional: true" if is_input and spec.optional else ""
+    return f'  {{ name: "{spec.name}" data_type: TYPE_{spec.dtype} dims: [ {dims} ]{optional} }}'
+
+
+def render_io(spec: ModelSpec) -> str:
+    """The input and output blocks of a model's config.pbtxt, from the wire schema (defined once there)."""
+    inputs = ",\n".join(_tensor(t, True) for t in spec.inputs)
+    outputs = ",\n".join(_tensor(t, False) for t in spec.outputs)
+    return f"input [\n{inputs}\n]\noutput [\n{outputs}\n]"
+
+
+SPECS = {spec.name: spec for spec in ALL_MODELS}
+
+
+def _identity_maps(kind: str, names) -> str:
+    return "\n".join(f'      {kind}_map {{ key: "{n}" value: "{n}" }}' for n in names)
+
+
+def model_fields(name: str) -> dict[str, str]:
+    """Placeholders rendered from the schema: a model's io blocks; the ensemble's identity wiring (every
+    preprocessing input from the ensemble input of that name, every postprocessing output to the client)."""
+    if name not in SPECS:
+        return {}
+    fields = {"io": render_io(SPECS[name])}
+    if name == "ensemble":
+        fields["preprocessing_input_map"] = _identity_maps("input", (t.name for t in SPECS["preprocessing"].inputs))
+        fields["postprocessing_output_map"] = _identity_maps("output", (t.name for t in SPECS["postprocessing"].outputs))
+    return fields
+
+
 def fill_repository(source: str | Path, values: TemplateValues, output: str | Path | None = None) -> list[Path]:
     source = Path(source)
     output = Path(output) if output else source
@@ -62,7 +95,8 @@ def fill_repository(source: str | Path, values: TemplateValues, output: str | Pa
             shutil.copytree(template.parent, model_dir, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__", "config.pbtxt"))
         config = model_dir / "config.pbtxt"
-        config.write_text(render(template.read_text(), asdict(values), str(template)))
+        fields = {**asdict(values), **model_fields(template.parent.name)}
+        config.write_text(render(template.read_text(), fields, str(template)))
         written.append(config)
     if not written:
         raise ConfigError(f"no */{TEMPLATE} under {source}")

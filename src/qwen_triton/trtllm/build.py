@@ -1,7 +1,8 @@
 """HF Qwen folder -> TensorRT-LLM engine folder, with TensorRT-LLM 1.0.0's own tools:
 examples/models/core/qwen/convert_checkpoint.py (or examples/quantization/quantize.py for fp8), then `trtllm-build`; then the files
 our ensemble reads beside the engine (engine_config.json, executor_config.json, qwen.tiktoken,
-generation_config.json). Commands are built as lists here and only run by run_build()."""
+generation_config.json, and tokenizer.json / tokenizer_config.json for GenAI-Perf). Commands are built as lists
+here and only run by run_build()."""
 from __future__ import annotations
 
 import shlex
@@ -13,6 +14,7 @@ from typing import Callable
 
 from ..config import EngineLimits
 from ..errors import ConfigError
+from ..text.hf_tokenizer import write_hf_tokenizer
 from ..tools.hf_metadata import model_config_from_hf, read_hf_config, write_engine_metadata
 from .settings import EXECUTOR_CONFIG_FILE, ExecutorSettings
 
@@ -121,6 +123,7 @@ Progress = Callable[[str], None]
 def write_serving_files(opts: TrtllmBuildOptions) -> None:
     model = model_config_from_hf(read_hf_config(opts.hf_dir), opts.max_seq_len)
     write_engine_metadata(opts.hf_dir, opts.output_dir, model, opts.limits())
+    write_hf_tokenizer(opts.output_dir, max_input_len=opts.max_input_len)
     (opts.output_dir / EXECUTOR_CONFIG_FILE).write_text(opts.executor.to_json())
 
 

@@ -114,7 +114,11 @@ class ExecutorEngine:
         if new_tokens:
             tracked.last_token = new_tokens[-1]
         finish = self._finish_reason(tracked) if result.is_final else None
-        return TokenEvent(seq_id, new_tokens, finish, tracked.num_prompt_tokens, tracked.num_output_tokens)
+        # log_probs[0] goes with output_token_ids[0]: its last len(new_tokens) values are the new tokens'.
+        logprobs = tuple(result.log_probs[0][len(result.log_probs[0]) - len(new_tokens):]) if (
+            result.log_probs and new_tokens) else ()
+        return TokenEvent(seq_id, new_tokens, finish, tracked.num_prompt_tokens, tracked.num_output_tokens,
+                          logprobs=logprobs)
 
     def _finish_reason(self, tracked: _Tracked) -> FinishReason:
         # Derived from what this adapter knows: Result.finish_reasons is not in every release.
@@ -158,13 +162,9 @@ class ExecutorEngine:
             iterations = self.executor.get_latest_iteration_stats()  # those since the previous call
             if not iterations:
                 return
-            latest = iterations[-1]
             with self._lock:
                 tracked = len(self._tracked)
-            kv = latest.kv_cache_stats
-            stats = EngineStats(running=latest.num_active_requests,
-                                waiting=max(0, tracked - latest.num_active_requests),
-                                free_kv_blocks=kv.free_num_blocks if kv is not None else 0)
+            stats = iteration_engine_stats(iterations[-1], tracked)
             if stats != self._last_stats:
                 self._last_stats = stats
                 if self.on_stats is not None:
@@ -182,6 +182,31 @@ class ExecutorEngine:
             self._deliver(tracked, TokenEvent(request_id, (), FinishReason.CANCELLED, tracked.num_prompt_tokens,
                                               tracked.num_output_tokens))
         self.executor.shutdown()
+
+
+def iteration_engine_stats(latest, tracked: int) -> EngineStats:
+    """EngineStats from TensorRT-LLM's IterationStats (`tracked`: requests this adapter has not seen end)."""
+    kv, ifb = latest.kv_cache_stats, latest.inflight_batching_stats
+    kv_fields = {} if kv is None else dict(max_kv_blocks=kv.max_num_blocks, used_kv_blocks=kv.used_num_blocks,
+                                           tokens_per_kv_block=kv.tokens_per_block)
+    ifb_fields = {} if ifb is None else dict(
+        scheduled=ifb.num_scheduled_requests, context=ifb.num_context_requests, context_tokens=ifb.num_ctx_tokens,
+        paused=ifb.num_paused_requests, micro_batch_id=ifb.micro_batch_id)
+    return EngineStats(running=latest.num_active_requests, waiting=max(0, tracked - latest.num_active_requests),
+                       free_kv_blocks=kv.free_num_blocks if kv is not None else 0,
+                       max_running=latest.max_num_active_requests, iteration=latest.iter,
+                       timestamp_s=_unix_seconds(latest.timestamp), gpu_mem_bytes=latest.gpu_mem_usage,
+                       cpu_mem_bytes=latest.cpu_mem_usage, pinned_mem_bytes=latest.pinned_mem_usage,
+                       **kv_fields, **ifb_fields)
+
+
+def _unix_seconds(timestamp: str) -> float | None:
+    """IterationStats.timestamp is local time as "%m-%d-%Y %H:%M:%S.%f" (tensorrt_llm::common::
+    getCurrentTimestamp); None when it cannot be read, so no time is made up."""
+    try:
+        return datetime.datetime.strptime(timestamp, "%m-%d-%Y %H:%M:%S.%f").timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def engine_world_size(engine_dir: Path) -> int:

@@ -5,6 +5,7 @@ aliases were removed in 2025 (TensorRT-LLM PR #3732)."""
 from __future__ import annotations
 
 from ..config import EngineLimits
+from ..errors import InvalidRequest
 from ..runtime.request import SamplingParams
 from ..vocab import ENDOFTEXT_ID, IM_END_ID
 from .settings import ExecutorSettings
@@ -34,6 +35,9 @@ def sampling_config(trtllm, params: SamplingParams):
 
 
 def executor_request(trtllm, prompt_ids: list[int], params: SamplingParams, limits: EngineLimits):
+    if params.logit_bias:  # Request(embedding_bias=) wants a tensor of the engine's padded vocabulary and
+        # logits dtype, which this adapter has not been run against; refused rather than guessed.
+        raise InvalidRequest("embedding_bias", "is served by the torch runtime only, not the TensorRT-LLM one")
     # end_id is <|im_end|>: TensorRT-LLM's own Qwen example stops only at <|endoftext|> and runs past the
     # end of the ChatML turn. The other Qwen stop tokens (and a client's end_id) become stop words.
     stop_words = [[token] for token in params.stop_token_ids if token != IM_END_ID]
@@ -44,7 +48,7 @@ def executor_request(trtllm, prompt_ids: list[int], params: SamplingParams, limi
         # boundaries, matches stop strings, notices client cancellation, and answers once when not streaming.
         streaming=True,
         sampling_config=sampling_config(trtllm, params),
-        output_config=trtllm.OutputConfig(exclude_input_from_output=True),
+        output_config=trtllm.OutputConfig(exclude_input_from_output=True, return_log_probs=params.logprobs),
         end_id=IM_END_ID,
         pad_id=ENDOFTEXT_ID,
         stop_words=stop_words,

@@ -77,6 +77,7 @@ class ScriptedExecutorLoop:
             time.sleep(self.step_s)
 
     def _step(self) -> None:
+        context = []  # admitted this step: their context phase (the whole prompt) runs now
         while self.waiting and len(self.active) < self.max_batch_size:
             item = self.waiting.popleft()
             if len(item.request.input_token_ids) > self.max_input_len:
@@ -85,6 +86,9 @@ class ScriptedExecutorLoop:
                     f"({len(item.request.input_token_ids)}) exceeds max_input_len ({self.max_input_len})")))
                 continue
             self.active[item.request_id] = item
+            context.append(item)
+        scheduled = sum(1 for request_id in self.active if request_id not in self.cancelled)
+        context = [item for item in context if item.request_id not in self.cancelled]  # ended, not run
         for request_id, item in list(self.active.items()):
             if request_id in self.cancelled:
                 self._finish(item, [])
@@ -94,10 +98,13 @@ class ScriptedExecutorLoop:
         used = sum(math.ceil((len(i.request.input_token_ids) + len(i.output)) / self.tokens_per_block)
                    for i in self.active.values())
         self.stats.append(IterationStats(
-            timestamp=datetime.datetime.now().strftime("%m-%d-%Y %H:%M:%S"), iter=self.iteration,
+            # As tensorrt_llm::common::getCurrentTimestamp: local time, microseconds after the dot.
+            timestamp=datetime.datetime.now().strftime("%m-%d-%Y %H:%M:%S.%f"), iter=self.iteration,
             num_active_requests=len(self.active), max_num_active_requests=self.max_batch_size,
             kv_cache_stats=KvCacheStats(self.max_blocks, self.max_blocks - used, used, self.tokens_per_block),
-            inflight_batching_stats=InflightBatchingStats(len(self.active), 0, len(self.active))))
+            inflight_batching_stats=InflightBatchingStats(
+                scheduled, len(context), scheduled - len(context),
+                num_ctx_tokens=sum(len(item.request.input_token_ids) for item in context))))
 
     def _next_token(self, item: _Active) -> int:
         source = self.script if self.script is not None else item.request.input_token_ids
@@ -113,7 +120,7 @@ class ScriptedExecutorLoop:
         if stopped or len(item.output) >= request.max_tokens:
             self._finish(item, [token])
         elif request.streaming:
-            self.responses.append(Response(item.request_id, result=Result(False, [[token]])))
+            self.responses.append(Response(item.request_id, result=self._result(item, False, [token])))
 
     def _finish(self, item: _Active, new_tokens: list[int]) -> None:
         del self.active[item.request_id]
@@ -121,4 +128,14 @@ class ScriptedExecutorLoop:
         tokens = new_tokens if item.request.streaming else item.output
         if not item.request.output_config.exclude_input_from_output and not item.request.streaming:
             tokens = item.request.input_token_ids + tokens
-        self.responses.append(Response(item.request_id, result=Result(True, [tokens])))
+        self.responses.append(Response(item.request_id, result=self._result(item, True, tokens)))
+
+    @staticmethod
+    def _result(item: _Active, final: bool, tokens: list[int]) -> Result:
+        """With return_log_probs, log_probs[beam] goes with output_token_ids[beam] (a scripted value per token,
+        -0.25 times its position in the output) and cum_log_probs[beam] sums all so far."""
+        if not item.request.output_config.return_log_probs:
+            return Result(final, [tokens])
+        generated = len(item.output)
+        values = [-0.25 * (generated - len(tokens) + i + 1) for i in range(len(tokens))]
+        return Result(final, [tokens], cum_log_probs=[-0.25 * generated * (generated + 1) / 2], log_probs=[values])
