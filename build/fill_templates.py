@@ -18,6 +18,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int, default=None, help="default: the engine's max_batch_size")
     p.add_argument("--preprocessing-instance-count", type=int, default=None)
     p.add_argument("--postprocessing-instance-count", type=int, default=None)
+    p.add_argument("--decoupled", default=None, choices=("true", "false"),
+                   help="default true (streaming); false serves unary infer (gRPC ModelInfer, HTTP /infer)")
     return p
 
 
@@ -26,7 +28,8 @@ def main(argv=None):
     values = values_for_engine(
         args.engine_dir, runtime=args.runtime, device=args.device, dtype=args.dtype, cpu_threads=args.cpu_threads,
         max_batch_size=args.max_batch_size, preprocessing_instance_count=args.preprocessing_instance_count,
-        postprocessing_instance_count=args.postprocessing_instance_count)
+        postprocessing_instance_count=args.postprocessing_instance_count,
+        decoupled=None if args.decoupled is None else args.decoupled == "true")
     for path in fill_repository(args.model_repository, values, args.output_dir):
         print(f"wrote {path}")
 

@@ -246,11 +246,14 @@ def write_input_data(path: Path, prompt: str, max_tokens: int, stream: bool = Tr
 
 
 def run_perf_analyzer(url: str, workdir: Path, concurrency: int, max_tokens: int, measurement_ms: int = 4000,
-                      prompt: str = DEFAULT_PROMPT, stream: bool = True, greedy: bool = True) -> dict:
+                      prompt: str = DEFAULT_PROMPT, stream: bool = True, greedy: bool = True,
+                      grpc_streaming: bool = True) -> dict:
+    """grpc_streaming=False: unary ModelInfer, for a repository filled with --decoupled false."""
     data = write_input_data(workdir / "perf_input.json", prompt, max_tokens, stream, greedy)
     report = workdir / "perf_analyzer.csv"
-    # --streaming: the ensemble contains a decoupled model, which perf_analyzer only drives over a stream.
-    cmd = [perf_analyzer_binary(), "-m", "ensemble", "-i", "grpc", "-u", url, "--streaming", "--input-data", str(data),
+    # --streaming: a decoupled ensemble is only driven over a gRPC stream.
+    cmd = [perf_analyzer_binary(), "-m", "ensemble", "-i", "grpc", "-u", url,
+           *(["--streaming"] if grpc_streaming else []), "--input-data", str(data),
            f"--concurrency-range={concurrency}:{concurrency}", f"--measurement-interval={measurement_ms}",
            "--measurement-mode=time_windows", "--max-trials=3", "--stability-percentage=100", "-f", str(report)]
     run = subprocess.run(cmd, env=perf_analyzer_env(), capture_output=True, text=True, timeout=600)

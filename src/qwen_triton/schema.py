@@ -218,8 +218,8 @@ ENSEMBLE = ModelSpec(
 
 PREPROCESSING = ModelSpec(
     name="preprocessing",
-    inputs=(TEXT_INPUT, *CHAT_INPUTS, *ALIAS_INPUTS, *EMBEDDING_BIAS_INPUTS, *BEAM_ONLY_ENSEMBLE,
-            *(n.spec for n in NEUTRAL_ENSEMBLE)),
+    inputs=(TEXT_INPUT, *CHAT_INPUTS, *ALIAS_INPUTS, *EMBEDDING_BIAS_INPUTS, _opt("exclude_input_in_output", "BOOL"),
+            *BEAM_ONLY_ENSEMBLE, *(n.spec for n in NEUTRAL_ENSEMBLE)),
     outputs=(
         TensorSpec("input_ids", "INT32", (-1,)),
         TensorSpec("input_lengths", "INT32"),
@@ -234,6 +234,9 @@ PREPROCESSING = ModelSpec(
         TensorSpec("min_tokens", "INT32"),
         TensorSpec("seed", "UINT64"),
         TensorSpec("embedding_bias", "FP32", (-1,)),  # vocabulary-sized, added to the logits
+        # exclude_input_in_output=false: the ids of text_input alone, which a non-streamed answer starts with
+        # (as tensorrtllm_backend's, whose prompt is text_input; ours is text_input in the chat template).
+        TensorSpec("echo_ids", "INT32", (-1,)),
     ),
 )
 
@@ -251,6 +254,7 @@ TENSORRT_LLM = ModelSpec(
         *(_opt(TRTLLM_SAMPLING_NAMES[s.name], s.dtype) for s in SAMPLING_INPUTS),
         _opt("min_length", "INT32"),  # tensorrtllm_backend v0.13 to v0.19's name of min_tokens
         _opt("exclude_input_in_output", "BOOL"),
+        _opt("echo_ids", "INT32", (-1,)),  # what exclude_input_in_output=false echoes (default: input_ids)
         _opt("return_log_probs", "BOOL"),
         _opt("embedding_bias", "FP32", (-1,)),
         *BEAM_ONLY_TENSORRT_LLM,
@@ -292,3 +296,9 @@ POSTPROCESSING = ModelSpec(
 )
 
 ALL_MODELS = (PREPROCESSING, TENSORRT_LLM, POSTPROCESSING, ENSEMBLE)
+
+# NVIDIA's tensorrt_llm_bls (docs/bls.md): preprocessing -> tensorrt_llm -> postprocessing in one Python model
+# (tensorrt_llm called through BLS), with the ensemble's client-facing inputs and outputs.
+TENSORRT_LLM_BLS = ModelSpec(name="tensorrt_llm_bls", inputs=ENSEMBLE.inputs, outputs=ENSEMBLE.outputs, decoupled=True)
+
+ALL_MODELS = (*ALL_MODELS, TENSORRT_LLM_BLS)

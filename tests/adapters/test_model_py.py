@@ -10,8 +10,9 @@ import triton_python_backend_utils as pb_utils
 from qwen_triton.schema import PREPROCESSING, TENSORRT_LLM
 
 
-def _config(name, **params):
-    return {"model_config": json.dumps({"name": name, "parameters": {k: {"string_value": v} for k, v in params.items()}})}
+def _config(name, decoupled=True, **params):
+    return {"model_config": json.dumps({"name": name, "model_transaction_policy": {"decoupled": decoupled},
+                                        "parameters": {k: {"string_value": v} for k, v in params.items()}})}
 
 
 def _request(spec, **values):
@@ -268,3 +269,15 @@ def test_llm_observes_inter_token_latency_between_streamed_responses(llm):
         assert time.monotonic() < deadline, f"{len(histogram.observed) - before} gaps for {with_tokens} responses"
         time.sleep(0.01)
     assert all(s >= 0 for s in histogram.observed[before:])
+
+
+def test_preprocessing_refuses_unknown_parameters_by_name(preprocessing):
+    """Triton's HTTP generate passes a JSON key that is not an input as a request parameter."""
+    typo = pb_utils.InferenceRequest([pb_utils.Tensor("text_input", np.array([[b"Hi"]], dtype=np.object_))],
+                                     parameters={"max_token": 8})
+    fine = pb_utils.InferenceRequest([pb_utils.Tensor("text_input", np.array([[b"Hi"]], dtype=np.object_))],
+                                     parameters={"Streaming": False})
+    refused, served = preprocessing.execute([typo, fine])
+    assert refused.has_error() and refused.error().message().startswith("max_token: is not an input")
+    assert refused.error().code() == pb_utils.TritonError.INVALID_ARG
+    assert not served.has_error()

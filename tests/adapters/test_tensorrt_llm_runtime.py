@@ -27,7 +27,7 @@ def trt_model(trtllm_engine, tokenizer, model_py, tmp_path_factory):
     script = tokenizer.encode(ANSWER) + [IM_END_ID] + tokenizer.encode("never sent")
     (engine / "fake_executor.json").write_text(json.dumps({"tokens": script, "step_ms": 1}))
     model = model_py("tensorrt_llm").TritonPythonModel()
-    config = {"name": "tensorrt_llm", "parameters": {"runtime": {"string_value": "tensorrt_llm"},
+    config = {"name": "tensorrt_llm", "model_transaction_policy": {"decoupled": True}, "parameters": {"runtime": {"string_value": "tensorrt_llm"},
                                                      "engine_dir": {"string_value": str(engine)}}}
     model.initialize({"model_config": json.dumps(config)})
     yield model

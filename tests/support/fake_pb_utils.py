@@ -3,6 +3,7 @@ driving model.py files in-process: same names and signatures, and the same refus
 sent after the final flag, non-numpy tensors)."""
 from __future__ import annotations
 
+import json
 import threading
 import weakref
 
@@ -88,8 +89,10 @@ class InferenceRequest:
     _ids = iter(range(1, 1 << 62))
 
     def __init__(self, inputs: list[Tensor] = (), request_id: str = "", model_name: str = "",
-                 requested_output_names: list[str] = (), **_):
+                 requested_output_names: list[str] = (), parameters: dict | str | None = None, **_):
         self._inputs = list(inputs)
+        # The stub hands parameters() over as a JSON string ("{}" when none were set).
+        self._parameters = parameters if isinstance(parameters, str) else json.dumps(parameters or {})
         self._request_id = request_id or str(next(self._ids))
         self._sender = ResponseSender()
         self.model_name = model_name
@@ -106,6 +109,9 @@ class InferenceRequest:
 
     def request_id(self) -> str:
         return self._request_id
+
+    def parameters(self) -> str:
+        return self._parameters
 
     def get_response_sender(self) -> ResponseSender:
         return self._sender

@@ -151,3 +151,24 @@ def test_the_torch_runtime_on_cpu_uses_the_configured_threads(tiny_engine):
     finally:
         engine.shutdown()
         torch.set_num_threads(before)
+
+
+def test_tensorrt_llm_bls_has_the_ensembles_io_and_wires_tensorrt_llm_as_the_ensemble_does(configs):
+    from qwen_triton.schema import TENSORRT_LLM_BLS
+    from qwen_triton.serving.bls import DIRECT, PREPROCESSED
+
+    bls = configs["tensorrt_llm_bls"]
+    assert (_as_tuples(bls.input), _as_tuples(bls.output)) == (_as_tuples(configs["ensemble"].input),
+                                                              _as_tuples(configs["ensemble"].output))
+    assert bls.backend == "python" and bls.model_transaction_policy.decoupled and TENSORRT_LLM_BLS.decoupled
+    # A BLS request streams for as long as it generates: a dynamic batcher would only queue it.
+    assert not bls.HasField("dynamic_batching") and bls.instance_group[0].count == VALUES.bls_instance_count
+    assert {p: v.string_value for p, v in bls.parameters.items()} == {"engine_dir": VALUES.engine_dir}
+    steps = {step.model_name: step for step in configs["ensemble"].ensemble_scheduling.step}
+    wired = steps["tensorrt_llm"].input_map  # tensorrt_llm input <- ensemble tensor ("_x": preprocessing's x)
+    assert PREPROCESSED == {source[1:]: name for name, source in wired.items() if source.startswith("_")}
+    assert DIRECT == {source: name for name, source in wired.items() if not source.startswith("_")}
+    # Every client input reaches preprocessing or tensorrt_llm.
+    assert {t.name for t in TENSORRT_LLM_BLS.inputs} <= {t.name for t in PREPROCESSING.inputs} | set(DIRECT)
+    with pytest.raises(ConfigError):
+        TemplateValues(engine_dir="/e", max_batch_size=1, bls_instance_count=0)

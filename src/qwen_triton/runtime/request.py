@@ -39,7 +39,7 @@ class SamplingParams:
         _check(0 <= self.min_tokens <= self.max_tokens, "min_tokens", f"must be in [0, max_tokens], got {self.min_tokens}")
         _check(math.isfinite(self.temperature) and self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
         _check(self.top_k >= 0, "top_k", f"must be >= 0, got {self.top_k}")
-        _check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
+        _check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1] (0 from a client means off), got {self.top_p}")
         _check(self.repetition_penalty > 0, "repetition_penalty", f"must be > 0, got {self.repetition_penalty}")
         _check(math.isfinite(self.presence_penalty), "presence_penalty", "must be finite")
         _check(math.isfinite(self.frequency_penalty), "frequency_penalty", "must be finite")

@@ -33,8 +33,10 @@ logger = logging.getLogger(__name__)
 class LLMService:
     def __init__(self, engine: LLMEngine, tokenizer: QwenTokenizer, config: EngineConfig,
                  defaults: GenerationDefaults, on_first_response: Callable[[float], None] | None = None,
-                 drain_key: int | None = None, on_inter_token: Callable[[float], None] | None = None):
+                 drain_key: int | None = None, on_inter_token: Callable[[float], None] | None = None,
+                 decoupled: bool = True):
         self.engine = engine
+        self.decoupled = decoupled  # False: exactly one response per request (no streaming, no probes)
         self.watchdog: Watchdog | None = None
         self.drain_key = drain_key
         self.draining = False
@@ -52,7 +54,7 @@ class LLMService:
         folder = load_engine_folder(params.engine_dir)
         engine = start_engine(params, folder, on_stats)
         service = cls(engine, QwenTokenizer.load(folder.path), folder.config, folder.generation, on_first_response,
-                      drain_key=drain_key_from_env(), on_inter_token=on_inter_token)
+                      drain_key=drain_key_from_env(), on_inter_token=on_inter_token, decoupled=params.decoupled)
         if on_stall is not None:
             service.watchdog = Watchdog(engine.stalled_s, service.fail_all, on_stall,
                                         folder.config.limits.stall_timeout_s)
@@ -65,6 +67,8 @@ class LLMService:
         check_token_fields(vocab, end_id=request.end_id, pad_id=request.pad_id)
         knobs = {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p,
                  "repetition_penalty": d.repetition_penalty, **request.sampling}
+        if knobs["top_p"] == 0:  # TensorRT-LLM's "off" (tensorrtllm_backend's client sends 0 by default)
+            knobs["top_p"] = 1.0
         stop_ids = set(STOP_TOKEN_IDS) | ({request.end_id} if request.end_id is not None else set())
         bad_words = self.words(request.bad_words_list, "bad_words")
         return SamplingParams(max_tokens=request.request_output_len, stop_token_ids=tuple(sorted(stop_ids)),
@@ -102,9 +106,13 @@ class LLMService:
     def submit(self, request: LLMRequest, responder: Responder) -> int:
         if self.draining:
             raise Unavailable("the server is shutting down")
+        if request.streaming and not self.decoupled:
+            raise InvalidRequest("stream", "streaming needs the decoupled model; this repository was filled with "
+                                           "--decoupled false (one response per request)")
         params = self.sampling_params(request)
         text = TextStream(self.tokenizer, self.stop_strings(request))
-        key = new_request_key() if request.cancel_probe_ms > 0 else None
+        # Probes are extra responses: only a decoupled model may send them.
+        key = new_request_key() if request.cancel_probe_ms > 0 and self.decoupled else None
         stream = ResponseStream(request, frozenset(params.stop_token_ids), text, responder, self.outbox, key)
         self.outbox.register(stream)
         try:

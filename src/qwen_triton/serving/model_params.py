@@ -24,6 +24,11 @@ def parse_parameters(model_config: dict | str) -> dict[str, str]:
     return params
 
 
+def is_decoupled(model_config: dict | str) -> bool:
+    config = json.loads(model_config) if isinstance(model_config, str) else model_config
+    return bool(config.get("model_transaction_policy", {}).get("decoupled", False))
+
+
 def _required(params: dict[str, str], key: str) -> str:
     value = params.get(key, "")
     if not value:
@@ -49,6 +54,7 @@ class LLMModelParams:
     device: str = ""  # "" -> the runtime picks (cuda when available)
     dtype: str = ""  # "" -> the engine's dtype (float16 on CUDA for a float32 engine)
     cpu_threads: int = 0  # torch threads when the torch runtime runs on the CPU; 0 -> default_cpu_threads()
+    decoupled: bool = True  # the config's model_transaction_policy: False allows one response per request
 
     def __post_init__(self):
         if self.cpu_threads < 0:
@@ -64,7 +70,7 @@ class LLMModelParams:
         params = parse_parameters(model_config)
         return cls(runtime=_required(params, "runtime"), engine_dir=_required(params, "engine_dir"),
                    device=params.get("device", ""), dtype=params.get("dtype", ""),
-                   cpu_threads=_count(params, "cpu_threads"))
+                   cpu_threads=_count(params, "cpu_threads"), decoupled=is_decoupled(model_config))
 
     def torch_cpu_threads(self) -> int:
         return self.cpu_threads or default_cpu_threads()

@@ -76,6 +76,8 @@ class Preprocessor:
             out["seed"] = np.asarray([request.seed], dtype=np.uint64)
         if request.embedding_bias:
             out["embedding_bias"] = self.embedding_bias(request.embedding_bias)
+        if not request.exclude_input_in_output:
+            out["echo_ids"] = np.asarray(self.tokenizer.encode(request.text_input), dtype=np.int32)
         return out
 
     def embedding_bias(self, pairs: tuple[tuple[str, float], ...]) -> np.ndarray:

@@ -4,6 +4,7 @@ Knows the wire names and Python types; knows nothing of tokenizers or engines.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,6 +64,23 @@ def get_ids(values, name: str) -> tuple[int, ...]:
     return () if array is None else tuple(int(i) for i in np.asarray(array).reshape(-1))
 
 
+# Request parameters Triton or NVIDIA's clients may set that mean nothing to generation (tensorrtllm_backend's
+# inflight_batcher_llm_client sends "Streaming"); any other parameter is a key this model does not know.
+KNOWN_PARAMETERS = frozenset({"sequence_id", "sequence_start", "sequence_end", "priority", "timeout",
+                              "binary_data_output", "Streaming", "streaming"})
+
+
+def check_parameters(parameters: str | dict | None, inputs: tuple[str, ...]) -> None:
+    """Triton's HTTP generate turns every JSON key that is not an input into a request parameter, which the
+    ensemble hands to preprocessing; refused here, so a misspelt or unsupported key is an error, not ignored."""
+    if not parameters:
+        return
+    names = sorted(set(json.loads(parameters) if isinstance(parameters, str) else parameters) - KNOWN_PARAMETERS)
+    if names:
+        raise InvalidRequest(names[0], f"is not an input of this model (unknown keys: {', '.join(names)}); "
+                                       f"the inputs are: {', '.join(inputs)}")
+
+
 def check_neutral(values, neutrals: tuple[Neutral, ...]) -> None:
     """NVIDIA inputs for features this server lacks: fine at their neutral value, refused by name otherwise."""
     for neutral in neutrals:
@@ -111,6 +129,7 @@ class ChatRequest:
     min_tokens: int | None = None  # min_tokens or min_length
     seed: int | None = None  # seed or random_seed
     embedding_bias: tuple[tuple[str, float], ...] = ()  # (word, weight) from embedding_bias_words/_weights
+    exclude_input_in_output: bool = True
 
     def __post_init__(self):
         if not self.text_input.strip():
@@ -138,6 +157,7 @@ class ChatRequest:
             min_tokens=get_aliased(values, "min_tokens"),
             seed=get_aliased(values, "seed"),
             embedding_bias=_embedding_bias(values),
+            exclude_input_in_output=get_bool(values, "exclude_input_in_output", True),
         )
 
 
@@ -162,6 +182,7 @@ class LLMRequest:
     bad_words_list: np.ndarray | None = None
     sampling: dict = field(default_factory=dict)  # ensemble knob name -> value, only those sent
     exclude_input_in_output: bool = True
+    echo_ids: tuple[int, ...] = ()  # echoed instead of input_ids when exclude_input_in_output is false
     return_log_probs: bool = False
     embedding_bias: np.ndarray | None = None  # (vocab,) float32 added to the logits; None when absent or empty
     cancel_probe_ms: int = 0  # > 0: sent by the ensemble, which wants request_key and probes (cancellation.py)
@@ -196,6 +217,7 @@ class LLMRequest:
             bad_words_list=values.get("bad_words_list"),
             sampling=sampling,
             exclude_input_in_output=get_bool(values, "exclude_input_in_output", True),
+            echo_ids=get_ids(values, "echo_ids"),
             return_log_probs=get_bool(values, "return_log_probs", False),
             embedding_bias=None if bias is None or np.asarray(bias).size == 0 else np.asarray(bias, np.float32).reshape(-1),
             cancel_probe_ms=max(0, get_int(values, "cancel_probe_ms", 0)),

@@ -59,8 +59,10 @@ class ResponseStream:
         self.num_input_tokens = len(request.input_ids)
         self.num_output_tokens = 0
         self._lock = threading.Lock()  # guards the fields below, shared by the two threads
-        # exclude_input_in_output=false echoes the prompt ids ahead of the first released chunk.
-        self._pending: list[int] = [] if request.exclude_input_in_output else list(request.input_ids)
+        # exclude_input_in_output=false: a non-streamed answer starts with the prompt (echo_ids when the
+        # ensemble sent them: text_input without the chat template), as TensorRT-LLM's; a stream never does.
+        echo = [] if request.exclude_input_in_output or request.streaming else request.echo_ids or request.input_ids
+        self._pending: list[int] = list(echo)
         self.logprobs = TokenLogProbs() if request.return_log_probs else None
         self._pending_logprobs: list[float] = []  # of the generated ids in _pending
         self._cumulative = 0.0  # TokenLogProbs.cumulative when _pending was last extended

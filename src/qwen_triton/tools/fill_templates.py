@@ -26,11 +26,14 @@ class TemplateValues:
     cpu_threads: int = 0  # 0: automatic (LLMModelParams.torch_cpu_threads)
     preprocessing_instance_count: int = 1
     postprocessing_instance_count: int = 1
+    bls_instance_count: int = 1  # tensorrt_llm_bls: one suffices (a thread per request)
+    decoupled: bool = True  # false: unary infer works, streaming is refused (one response per request)
 
     def __post_init__(self):
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
-        if min(self.max_batch_size, self.preprocessing_instance_count, self.postprocessing_instance_count) <= 0:
+        if min(self.max_batch_size, self.preprocessing_instance_count, self.postprocessing_instance_count,
+               self.bls_instance_count) <= 0:
             raise ConfigError("max_batch_size and instance counts must be > 0")
         if self.cpu_threads < 0:
             raise ConfigError("cpu_threads must be >= 0 (0: automatic)")
@@ -95,7 +98,8 @@ def fill_repository(source: str | Path, values: TemplateValues, output: str | Pa
             shutil.copytree(template.parent, model_dir, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__", "config.pbtxt"))
         config = model_dir / "config.pbtxt"
-        fields = {**asdict(values), **model_fields(template.parent.name)}
+        fields = {k: str(v).lower() if isinstance(v, bool) else v for k, v in asdict(values).items()}
+        fields.update(model_fields(template.parent.name))
         config.write_text(render(template.read_text(), fields, str(template)))
         written.append(config)
     if not written:
