@@ -1,6 +1,7 @@
 # Two set-up commands: `make serve` and `make test`. Both create the venv when missing.
 PYTHON ?= python3
 VENV := .venv
+TOOLS_VENV := .venv-tools
 PY := $(VENV)/bin/python
 ENGINE ?= engines/qwen-tiny
 CHECKPOINT ?= checkpoints/qwen-tiny
@@ -13,13 +14,21 @@ SOAK_MINUTES ?= 10
 BIND_ADDRESS ?= 127.0.0.1
 export BIND_ADDRESS
 
-.PHONY: venv engine repo serve test soak clean
+.PHONY: venv engine repo serve test soak genai-perf clean
 
-$(VENV)/.installed: pyproject.toml requirements/cpu.txt
+# Last step: perf_analyzer/perf_client run by hand. The wheel's binaries move to libexec/ and tools/perf_analyzer.sh,
+# which finds their libraries, takes their place; a binary that pip reinstalls is moved again (docs/tools.md).
+$(VENV)/.installed: pyproject.toml requirements/cpu.txt tools/perf_analyzer.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/cpu.txt
 	$(PY) -m pip install -q --no-deps -e .
+	mkdir -p $(VENV)/libexec
+	for b in perf_analyzer perf_client; do \
+	  if [ -f $(VENV)/bin/$$b ] && ! grep -qs 'qwen-triton perf_analyzer wrapper' $(VENV)/bin/$$b; then \
+	    mv -f $(VENV)/bin/$$b $(VENV)/libexec/$$b; fi; \
+	  install -m 755 tools/perf_analyzer.sh $(VENV)/bin/$$b; \
+	done
 	touch $@
 
 venv: $(VENV)/.installed
@@ -29,7 +38,12 @@ $(ENGINE)/engine_config.json: | $(VENV)/.installed
 	$(PY) -m build.make_random_checkpoint --flavour qwen --seed 0 --out $(CHECKPOINT)
 	$(PY) -m build.convert --hf-dir $(CHECKPOINT) --out $(ENGINE)
 
-engine: $(ENGINE)/engine_config.json
+# An engine converted before engines carried Hugging Face tokenizer files gets them (GenAI-Perf's --tokenizer).
+$(ENGINE)/tokenizer.json: $(ENGINE)/engine_config.json
+	$(PY) -c 'import json, sys; from qwen_triton.text.hf_tokenizer import write_hf_tokenizer; \
+	write_hf_tokenizer(sys.argv[1], max_input_len=json.load(open(sys.argv[1] + "/engine_config.json"))["limits"]["max_input_len"])' $(ENGINE)
+
+engine: $(ENGINE)/engine_config.json $(ENGINE)/tokenizer.json
 
 repo: engine
 	$(PY) -m build.fill_templates --engine-dir $(ENGINE)
@@ -44,5 +58,16 @@ test: venv
 soak: engine
 	$(PY) -m client.soak --engine $(ENGINE) --minutes $(SOAK_MINUTES) --out benchmarks/results/soak_cpu.json
 
+# GenAI-Perf (requirements/dev.txt) in a venv of its own, so the server's pinned $(VENV) stays as it is; its
+# perf_analyzer is $(VENV)'s wrapper (tools/perf_analyzer.sh). Run it as docs/tools.md says.
+$(TOOLS_VENV)/.installed: requirements/dev.txt | $(VENV)/.installed
+	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install -q -r requirements/dev.txt
+	for b in perf_analyzer perf_client; do ln -sfn $(abspath $(VENV))/bin/$$b $(TOOLS_VENV)/bin/$$b; done
+	touch $@
+
+genai-perf: $(TOOLS_VENV)/.installed engine
+
 clean:
-	rm -rf $(VENV) engines checkpoints model_repository/*/config.pbtxt
+	rm -rf $(VENV) $(TOOLS_VENV) engines checkpoints model_repository/*/config.pbtxt
