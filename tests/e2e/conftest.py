@@ -1,5 +1,8 @@
 """A real tritonserver, started by the project's launcher on free loopback ports, serving the model
-repository filled for the tiny engine."""
+repository filled for the tiny engine: decoupled (the default) and --decoupled false ("unary"). Every test
+runs against both; one marked `decoupled_only` (streaming, cancellation probes, the BLS model, which need
+several responses per request) is skipped on the unary repository, where streaming is refused by name
+(tests/e2e/test_unary.py)."""
 from pathlib import Path
 
 import pytest
@@ -10,11 +13,24 @@ from qwen_triton.tools.fill_templates import fill_repository, values_for_engine
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def triton(tiny_engine, tmp_path_factory):
-    repo = tmp_path_factory.mktemp("model_repository")
-    fill_repository(ROOT / "model_repository", values_for_engine(tiny_engine, device="cpu"), repo)
+def pytest_configure(config):
+    config.addinivalue_line("markers", "decoupled_only: needs several responses per request (skipped when unary)")
+
+
+@pytest.fixture(scope="session", params=["decoupled", "unary"])
+def triton(request, tiny_engine, tmp_path_factory):
+    decoupled = request.param == "decoupled"
+    repo = tmp_path_factory.mktemp(f"model_repository_{request.param}")
+    fill_repository(ROOT / "model_repository", values_for_engine(tiny_engine, device="cpu", decoupled=decoupled), repo)
     server = TritonServer(repo, Ports.free(), log_file=repo / "server.log", exit_timeout_s=3)
+    server.decoupled = decoupled
     with server:
         yield server
     assert server.process.returncode is not None
+
+
+@pytest.fixture(autouse=True)
+def _skip_decoupled_only_when_unary(request):
+    if request.node.get_closest_marker("decoupled_only") and "triton" in request.fixturenames:
+        if not request.getfixturevalue("triton").decoupled:
+            pytest.skip("needs the decoupled repository: --decoupled false answers once per request")

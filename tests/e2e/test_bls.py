@@ -16,7 +16,7 @@ from qwen_triton.client import QwenClient
 from qwen_triton.serving.launcher import Ports, TritonServer
 from qwen_triton.tools.fill_templates import fill_repository, values_for_engine
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.decoupled_only]
 ROOT = Path(__file__).resolve().parents[2]
 BLS = "tensorrt_llm_bls"
 # tensorrtllm_backend's README: curl -X POST localhost:8000/v2/models/tensorrt_llm_bls/generate -d '...'

@@ -76,6 +76,7 @@ def test_ensemble_equals_the_three_models_called_by_hand(triton, client):
     assert via_ensemble.num_output_tokens > 0
 
 
+@pytest.mark.decoupled_only
 @pytest.mark.parametrize("query", ["Tell me a story.", "用中文写一首关于春天的诗。", "emoji 🎉🚀 test"])
 def test_streamed_chunks_concatenate_to_the_non_streamed_text(client, query):
     whole = client.generate(query, max_tokens=48, temperature=0.0)
@@ -122,6 +123,7 @@ def test_max_tokens_and_stop_words(client):
     assert stopped.text == first.text[: first.text.index(stop)]
 
 
+@pytest.mark.decoupled_only
 def test_cancelled_stream_frees_its_slot_and_the_server_keeps_serving(triton, client):
     url = f"127.0.0.1:{triton.ports.grpc}"
     cancelled = QwenClient(url)
@@ -136,6 +138,7 @@ def test_cancelled_stream_frees_its_slot_and_the_server_keeps_serving(triton, cl
     assert client.generate("Still there?", **GREEDY).num_output_tokens > 0
 
 
+@pytest.mark.decoupled_only
 def test_a_client_keeps_its_stream_and_opens_a_new_one_after_an_early_stop(triton):
     with QwenClient(f"127.0.0.1:{triton.ports.grpc}") as c:
         opened = []
@@ -153,6 +156,7 @@ def _running_requests(triton) -> float:
     return gauge(scrape(triton.ports.metrics), "qwen_engine_running_requests")
 
 
+@pytest.mark.decoupled_only
 def test_time_to_first_response_histogram_counts_each_request(triton, client):
     before = histogram(scrape(triton.ports.metrics), FIRST_RESPONSE_METRIC)
     for _ in range(3):
@@ -201,6 +205,7 @@ def test_unary_call_to_preprocessing_reports_invalid_argument(triton):
     assert "INVALID_ARGUMENT" in str(info.value.status()) and "history:" in info.value.message()
 
 
+@pytest.mark.decoupled_only
 def test_chat_cli_answers_two_turns_and_exits(triton):
     run = subprocess.run([sys.executable, "-m", "client.chat", "--url", f"127.0.0.1:{triton.ports.grpc}",
                           "--max-tokens", "8", "--temperature", "0"], input="Hello\nAnd again?\n\n",

@@ -3,7 +3,7 @@ import pytest
 
 from qwen_triton.loadtest import run_perf_analyzer, run_streaming_load
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.decoupled_only]
 
 
 def test_short_perf_analyzer_run_against_the_ensemble(triton, tmp_path):

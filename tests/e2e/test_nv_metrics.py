@@ -9,7 +9,7 @@ from qwen_triton.client import QwenClient
 from qwen_triton.server_metrics import histogram, scrape
 from qwen_triton.serving.responses import FIRST_RESPONSE_METRIC, INTER_TOKEN_METRIC
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.decoupled_only]
 _SAMPLE = re.compile(r'^(nv_trt_llm_\w+)\{([^}]*)\}\s+(\S+)$')
 # What the torch runtime publishes (docs/metrics.md): family -> (category label, its values).
 EXPECTED = {

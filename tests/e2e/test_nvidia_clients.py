@@ -16,7 +16,7 @@ def url(triton):
     return f"127.0.0.1:{triton.ports.grpc}"
 
 
-@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("streaming", [False, pytest.param(True, marks=pytest.mark.decoupled_only)])
 @pytest.mark.parametrize("version", ["v0.13", "v0.14", "v0.17"])
 def test_end_to_end_client_defaults(url, version, streaming):
     results = send(url, "ensemble", e2e_client_inputs(version, streaming=streaming))
@@ -44,7 +44,7 @@ def _greedy(**extra):
         [[0.0]], dtype=np.float32), **extra)
 
 
-@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("streaming", [False, pytest.param(True, marks=pytest.mark.decoupled_only)])
 def test_return_log_probs(url, streaming):
     inputs = _greedy(return_log_probs=np.array([[True]]), stream=np.array([[streaming]]))
     results = send(url, "ensemble", inputs, outputs=("text_output", "cum_log_probs", "output_log_probs"))
@@ -111,6 +111,7 @@ def test_length_penalty_is_accepted_without_effect(url):
                        False) == plain
 
 
+@pytest.mark.decoupled_only
 def test_inflight_batcher_client_streams_from_tensorrt_llm(url):
     """Its streaming path: no outputs named (all come back); tokens = list(output_ids[0][0]) per response,
     sequence_length[0][0]; the greedy tokens equal a non-streamed request's."""

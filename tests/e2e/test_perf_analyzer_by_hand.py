@@ -10,7 +10,7 @@ import pytest
 
 from qwen_triton.loadtest import write_input_data
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.decoupled_only]
 PERF_ANALYZER = Path(sys.executable).parent / "perf_analyzer"
 
 
