@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..config import EngineLimits
-from .request import PENDING_TOKEN, FinishReason, SamplingParams, Sequence
+from ..engine_api import EngineStats, FinishReason, SamplingParams, Sink, TokenEvent  # noqa: F401
+from .request import PENDING_TOKEN, Sequence
 from .sampler import Sampler
 from .schedule import ScheduleOutput
 from .scheduler import Scheduler
@@ -27,46 +28,6 @@ from .staging import HostRing
 from .token_feed import PendingTokens, TokenFeed
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    seq_id: int
-    new_token_ids: tuple[int, ...]  # usually one; () on cancel/error
-    finish_reason: FinishReason | None  # None while running
-    num_prompt_tokens: int
-    num_output_tokens: int  # len(seq.output_ids) so far, stop token included
-    error: str | None = None
-    logprobs: tuple[float, ...] = ()  # of new_token_ids, when the request asked (SamplingParams.logprobs)
-
-
-# Called on the engine thread; returning False ends the request now (the sink has answered already).
-Sink = Callable[[TokenEvent], bool]
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    """Occupancy now, and what the last engine step did. None: this runtime cannot tell (never published)."""
-
-    running: int
-    waiting: int
-    free_kv_blocks: int
-    max_running: int | None = None  # the batch size limit
-    max_kv_blocks: int | None = None
-    used_kv_blocks: int | None = None
-    tokens_per_kv_block: int | None = None
-    # The last step (they hold while the engine is idle, as TensorRT-LLM's iteration stats do):
-    scheduled: int | None = None  # sequences computed
-    context: int | None = None  # of which in their context phase (prefill)
-    context_tokens: int | None = None  # tokens those prefills computed
-    paused: int | None = None  # sequences preempted (KV freed, recomputed later)
-    micro_batch_id: int | None = None
-    iteration: int | None = None  # steps run since start
-    timestamp_s: float | None = None  # Unix time of the last step
-    # Bytes the runtime allocated (TensorRT-LLM's memory counters):
-    gpu_mem_bytes: int | None = None
-    cpu_mem_bytes: int | None = None
-    pinned_mem_bytes: int | None = None
 
 
 @dataclass(frozen=True)

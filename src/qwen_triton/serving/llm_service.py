@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import EngineConfig, GenerationDefaults, load_engine_folder
 from ..errors import InvalidRequest, Unavailable
-from ..runtime.request import SamplingParams
+from ..engine_api import LLMEngine, SamplingParams
 from ..text.detokenizer import TextStream
 from ..text.tokenizer import QwenTokenizer
 from ..text.word_lists import check_ids, check_token_fields, check_words, from_word_list
@@ -24,7 +24,7 @@ from .model_params import LLMModelParams
 from .outbox import Reply
 from .requests import LLMRequest, StopRequest
 from .responses import Outbox, Responder, ResponseStream
-from .runtimes import LLMEngine, start_engine
+from .runtimes import start_engine
 from .watchdog import Watchdog
 
 logger = logging.getLogger(__name__)

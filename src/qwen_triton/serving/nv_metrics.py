@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..runtime.engine import EngineStats
+from ..engine_api import EngineStats
 
 Read = Callable[[EngineStats], "float | None"]
 

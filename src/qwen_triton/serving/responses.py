@@ -14,8 +14,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from ..runtime.engine import TokenEvent
-from ..runtime.request import FinishReason
+from ..engine_api import FinishReason, TokenEvent
 from ..text.detokenizer import TextStream
 from .logprobs import TokenLogProbs
 from .outbox import Outbox

@@ -5,22 +5,14 @@ service's text handling (UTF-8 cuts, stop strings, Qwen stop tokens) is shared a
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable
 
 from ..config import EngineFolder
-from ..runtime.engine import EngineStats, Sink
-from ..runtime.request import SamplingParams
+from ..engine_api import EngineStats, LLMEngine
 from .model_params import LLMModelParams
 from .stats_reporter import StatsReporter
 
 StatsCallback = Callable[[EngineStats], None]
-
-
-class LLMEngine(Protocol):
-    def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Sink) -> int: ...
-    def abort(self, seq_id: int) -> None: ...
-    def stalled_s(self) -> float: ...  # seconds without progress while work waits; 0 when idle
-    def shutdown(self, timeout: float = 10.0) -> None: ...
 
 
 def start_engine(params: LLMModelParams, folder: EngineFolder, on_stats: StatsCallback | None) -> LLMEngine:
@@ -29,14 +21,7 @@ def start_engine(params: LLMModelParams, folder: EngineFolder, on_stats: StatsCa
         from ..trtllm.executor_engine import start_executor_engine  # imports tensorrt_llm
 
         return start_executor_engine(folder, on_stats=on_stats)
-    from ..runtime.engine import Engine
-    from ..runtime.model_runner import ModelRunner  # torch import only when this runtime is chosen
+    from ..runtime.factory import start_torch_engine  # imports torch
 
-    runner = ModelRunner(folder, device=params.device or None, dtype=params.dtype or None)
-    if runner.device.type == "cpu":
-        import torch
-
-        torch.set_num_threads(params.torch_cpu_threads())
-    engine = Engine(runner, folder.config.limits, on_stats=on_stats)
-    engine.start()
-    return engine
+    return start_torch_engine(folder, params.device or None, params.dtype or None, params.torch_cpu_threads(),
+                              on_stats=on_stats)

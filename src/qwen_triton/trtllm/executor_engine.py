@@ -18,8 +18,7 @@ from typing import Callable
 
 from ..config import EngineFolder, EngineLimits
 from ..errors import ConfigError, InvalidRequest
-from ..runtime.engine import EngineStats, Sink, TokenEvent
-from ..runtime.request import FinishReason, SamplingParams
+from ..engine_api import EngineStats, FinishReason, SamplingParams, Sink, TokenEvent
 from . import NGC_IMAGE, TENSORRT_LLM_VERSION
 from .requests import executor_config, executor_request
 from .settings import ExecutorSettings, load_executor_settings

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..config import EngineLimits
 from ..errors import InvalidRequest
-from ..runtime.request import SamplingParams
+from ..engine_api import SamplingParams
 from ..vocab import ENDOFTEXT_ID, IM_END_ID
 from .settings import ExecutorSettings
 
