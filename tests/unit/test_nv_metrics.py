@@ -227,3 +227,28 @@ def test_inter_token_latency_is_observed_between_responses_with_tokens_and_canno
         assert observed == []  # one response: no gap to measure
     finally:
         outbox.close()
+
+
+def test_sampled_observer_observes_off_the_callers_thread_and_bounds_the_rate():
+    import threading
+
+    from qwen_triton.serving.stats_reporter import SampledObserver
+
+    seen, threads = [], set()
+
+    def observe(value):
+        threads.add(threading.get_ident())
+        seen.append(value)
+
+    observer = SampledObserver(observe, period_s=0.05, per_period=8)
+    for i in range(3):
+        observer(float(i))
+    deadline = time.monotonic() + 5
+    while len(seen) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert seen == [0.0, 1.0, 2.0] and threading.get_ident() not in threads
+    for i in range(100):  # a burst within one period: only the newest 8 are kept
+        observer(float(i))
+    time.sleep(0.3)
+    assert seen[3:] == [float(i) for i in range(92, 100)]

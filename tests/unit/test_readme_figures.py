@@ -1,6 +1,5 @@
 """The README's measured figures are the committed benchmark results, not numbers typed by hand."""
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -9,43 +8,41 @@ ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 
-def _section(title: str) -> str:
-    start = README.index(title)
-    ends = [i for i in (README.find("\n## ", start + 1), README.find("\n### ", start + 1)) if i > 0]
-    return README[start:min(ends) if ends else None]
+def test_generated_figures_are_current():
+    """docs/benchmarks.md and the README's figures block are what client.benchmarks_doc makes of the JSON."""
+    from client import benchmarks_doc
+
+    assert benchmarks_doc.stale(ROOT) == [], "run python -m client.benchmarks_doc"
+    assert benchmarks_doc.main(["--check"]) == 0
+    assert benchmarks_doc.BEGIN in README and benchmarks_doc.END in README
+    for gpu in ("h100", "h200"):
+        assert (ROOT / f"benchmarks/results/{gpu}.png").stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("gpu", ["h100", "h200"])
-def test_gpu_table_matches_the_json(gpu):
-    result = json.loads((ROOT / f"benchmarks/results/{gpu}.json").read_text())
-    text = _section(f"### {gpu.upper()}")
-    assert f"**{round(result['decode_bs1_tok_s'])}**" in text
-    assert f"{result['ttft_512_ms']} ms" in text
-    assert f"**{round(result['c64_output_tok_s']):,}**, {result['c64_failed_requests']} failed" in text
-    assert f"{result['hf_bs1_tok_s']} / {round(result['hf_bs32_tok_s'])} tok/s" in text
-    assert f"{result['ratio_decode_bs1_vs_hf_bs1']:.1f}x" in text
-    if "ratio_bs32_vs_hf_bs32" in result:  # runs from 2026-12-05 on
-        assert f"**{round(result['bs32_output_tok_s']):,}**" in text
-        assert f"{result['ratio_bs32_vs_hf_bs32']:.1f}x" in text
-    assert f"{round(result['bandwidth_floor_bs1_tok_s'])} tok/s" in text
-    assert f"| {result['max_concurrency_2048_tokens']} " in text
-    assert (ROOT / f"benchmarks/results/{gpu}.png").stat().st_size > 10_000
-    for suite, run in result.get("tests", {}).items():  # runs from 2026-12-04 on record the test suites
-        assert run["returncode"] == 0, (suite, run["summary"])
-        passed = re.search(r"(\d+) passed", run["summary"]).group(1)
-        assert f"{passed} passed" in text, suite
-    for baseline in ("c64_prefill_steps_only", "c64_fixed_requests"):  # H200 run on: same-run baselines
-        if baseline in result["served"]:
-            assert f"{round(result['served'][baseline]['output_tok_s']):,}, 0 failed" in text
+@pytest.mark.parametrize("name, key, value", [("h100", "decode_bs1_tok_s", 1.0), ("h200", "c64_output_tok_s", 1.0),
+                                              ("h100", "max_concurrency_2048_tokens", 1),
+                                              ("cpu", "streaming_load", None)])
+def test_a_changed_result_makes_the_check_fail(name, key, value, tmp_path):
+    from client import benchmarks_doc
 
-
-def test_cpu_table_matches_cpu_json():
-    result = json.loads((ROOT / "benchmarks/results/cpu.json").read_text())
-    text = _section("## Measured figures (CPU)")
-    for load, perf in zip(result["streaming_load"], result["perf_analyzer"]):
-        row = f"| {load['concurrency']} | {round(load['output_tok_s'])} | {round(load['ttft_ms_p50'])} ms |"
-        assert row in text
-        assert f"{perf['requests_per_s']:.2f} requests/s" in text
+    results = benchmarks_doc.load_results(ROOT)
+    changed = json.loads(json.dumps(results))
+    if key == "streaming_load":
+        changed[name][key][0]["output_tok_s"] += 100
+    else:
+        changed[name][key] = value
+    before, after = benchmarks_doc.generate(ROOT, results), benchmarks_doc.generate(ROOT, changed)
+    assert before[benchmarks_doc.DOC] != after[benchmarks_doc.DOC]
+    assert before[benchmarks_doc.README] != after[benchmarks_doc.README]
+    assert benchmarks_doc.stale(ROOT, changed) == [benchmarks_doc.DOC, benchmarks_doc.README]
+    # --check on a copy whose JSON changed fails
+    for sub in ("benchmarks/results", "docs"):
+        (tmp_path / sub).mkdir(parents=True)
+    for path in (benchmarks_doc.DOC, benchmarks_doc.README):
+        (tmp_path / path).write_text((ROOT / path).read_text())
+    for other, result in changed.items():
+        (tmp_path / f"benchmarks/results/{other}.json").write_text(json.dumps(result))
+    assert benchmarks_doc.main(["--check", "--root", str(tmp_path)]) == 1
 
 
 def test_the_reliability_page_shows_the_committed_results():

@@ -10,6 +10,7 @@ from qwen_triton.serving.llm_service import LLMService
 from qwen_triton.serving.model_params import LLMModelParams
 from qwen_triton.serving.nv_metrics import NvMetrics
 from qwen_triton.serving.requests import parse_llm_inputs
+from qwen_triton.serving.stats_reporter import SampledObserver
 from qwen_triton.serving.responses import (FIRST_RESPONSE_BUCKETS_S, FIRST_RESPONSE_METRIC, INTER_TOKEN_BUCKETS_S,
                                            INTER_TOKEN_METRIC)
 from qwen_triton.serving.triton_io import error_response, make_response, read_inputs
@@ -56,13 +57,12 @@ class EngineMetrics:
             name=INTER_TOKEN_METRIC, kind=pb_utils.MetricFamily.HISTOGRAM,
             description="seconds between consecutive responses with tokens of a streaming request leaving tensorrt_llm")
         self.inter_token = self.inter_token_family.Metric(labels={}, buckets=list(INTER_TOKEN_BUCKETS_S))
+        self.observe_inter_token = SampledObserver(self.inter_token.observe)  # no IPC on the outbox thread
         self.nv = NvMetrics(pb_utils, model, version)
 
     def observe_first_response(self, seconds):
         self.first_response.observe(seconds)
 
-    def observe_inter_token(self, seconds):
-        self.inter_token.observe(seconds)
 
     def __call__(self, stats):
         for field, gauge in self.gauges.items():

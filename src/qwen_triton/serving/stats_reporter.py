@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import deque
 from typing import Callable, Generic, TypeVar
 
 logger = logging.getLogger(__name__)
@@ -40,3 +42,30 @@ class StatsReporter(Generic[Stats]):
                 logger.exception("stats callback failed")
             with self._cond:  # bounds the IPC rate; a newer value waits and is published next
                 self._cond.wait_for(lambda: False, timeout=self.min_interval_s)
+
+
+class SampledObserver:
+    """A histogram observe() off the caller's thread: the outbox thread only appends a value (no IPC; an observe
+    is a round trip to the server, and one per response halved how many responses that thread could send). A
+    thread of its own observes at most `per_period` of the values kept every `period_s`; the rest are dropped, so
+    under load the histogram is a sample of the newest values, not a count of them."""
+
+    def __init__(self, observe: Callable[[float], None], period_s: float = 0.25, per_period: int = 64):
+        self.observe = observe
+        self.period_s, self.per_period = period_s, per_period
+        self._values: deque[float] = deque(maxlen=per_period)
+        threading.Thread(target=self._loop, name="qwen-observe", daemon=True).start()
+
+    def __call__(self, value: float) -> None:
+        self._values.append(value)  # deque.append is atomic; the oldest falls out when full
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.period_s)
+            for _ in range(len(self._values)):
+                try:
+                    self.observe(self._values.popleft())
+                except IndexError:
+                    break
+                except Exception:
+                    logger.exception("histogram observe failed")
