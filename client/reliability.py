@@ -227,6 +227,9 @@ def sigterm_under_load(launched: Launched, streams: int = 16, load_s: float = 3.
     for t in clients:
         t.start()
     time.sleep(load_s)
+    deadline = time.monotonic() + 30  # a busy machine may take longer to get the streams running
+    while launched.server.busy() < streams // 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     tree = launched.processes()
     start = time.monotonic()
     launched.process.send_signal(signal.SIGTERM)
