@@ -272,6 +272,7 @@ TENSORRT_LLM = ModelSpec(
         # deltas cut at UTF-8 boundaries, non-streaming sends everything once. Decoding them needs no state.
         TensorSpec("output_ids", "INT32", (-1, -1)),
         TensorSpec("sequence_length", "INT32", (-1,)),
+        TensorSpec("text", "STRING"),  # output_ids decoded, once, here: postprocessing passes it on
         *STATS_OUTPUTS,
         *LOGPROB_OUTPUTS,
         *INDEX_OUTPUTS,
@@ -288,6 +289,7 @@ POSTPROCESSING = ModelSpec(
         # from one decoupled model only.
         _opt("tokens_batch", "INT32", (-1, -1)),
         _opt("sequence_length", "INT32", (-1,)),
+        _opt("text", "STRING"),  # tensorrt_llm's decoded text; without it (a direct caller) tokens are decoded
         *(_opt(t.name, t.dtype, t.dims) for t in (*STATS_OUTPUTS, *LOGPROB_OUTPUTS, *INDEX_OUTPUTS)),
         _opt("request_key", "UINT64"),
     ),

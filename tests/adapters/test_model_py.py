@@ -287,3 +287,13 @@ def test_preprocessing_refuses_unknown_parameters_by_name(preprocessing):
     assert refused.has_error() and refused.error().message().startswith("max_token: is not an input")
     assert refused.error().code() == pb_utils.TritonError.INVALID_ARG
     assert not served.has_error()
+
+
+def test_postprocessing_passes_tensorrt_llm_text_on_without_decoding(postprocessing):
+    """A token is decoded once: given tensorrt_llm's text, postprocessing sends it rather than decoding the ids."""
+    request = pb_utils.InferenceRequest([
+        pb_utils.Tensor("tokens_batch", np.array([[[100, 101]]], dtype=np.int32)),
+        pb_utils.Tensor("text", np.array([["already decoded".encode()]], dtype=np.object_))])
+    postprocessing.execute([request])
+    (response,) = request.get_response_sender().responses
+    assert pb_utils.get_output_tensor_by_name(response, "text_output").as_numpy().tolist() == [b"already decoded"]

@@ -141,3 +141,21 @@ def test_time_to_first_response_is_reported_once_and_cannot_break_the_request(to
     box.close()
     assert len(observed) == 1 and 0.03 <= observed[0] <= time.perf_counter() - started
     assert responder.responses[-1][1:] == (b"stop", True)  # the failing callback ended nothing
+
+
+class TextResponder(Responder):
+    def send(self, outputs, final):
+        super().send(outputs, final)
+        self.responses[-1] += (outputs["text"][0].decode("utf-8"),)
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_each_response_carries_the_text_of_its_ids_decoded_once(tokenizer, outbox, streaming):
+    """tensorrt_llm sends the detokenizer's text with the ids, so postprocessing does not decode them again."""
+    tokens = tokenizer.encode("你好 🎉 world, 世界") + tokenizer.encode(" and more")
+    responder = TextResponder()
+    stream = make_stream(tokenizer, outbox, responder, streaming=streaming)
+    feed(stream, tokens)
+    assert responder.done.wait(5)
+    assert all(text == tokenizer.decode(ids) for ids, _, _, text in responder.responses)
+    assert "".join(text for *_, text in responder.responses) == tokenizer.decode(tokens)

@@ -29,8 +29,12 @@ class Postprocessor:
         tokens = values.get("tokens_batch")
         if tokens is None:
             return None
-        length = values.get("sequence_length")
-        outputs = self(tokens, None if length is None else int(np.asarray(length).reshape(-1)[0]))
+        text = values.get("text")
+        if text is not None:  # tensorrt_llm decoded these ids already; a token is decoded once
+            outputs = {"text_output": np.asarray(text, dtype=np.object_).reshape(1)}
+        else:
+            length = values.get("sequence_length")
+            outputs = self(tokens, None if length is None else int(np.asarray(length).reshape(-1)[0]))
         finish = values.get("finish_reason")
         if finish is not None:
             outputs["finish_reason"] = np.asarray(finish, dtype=np.object_).reshape(1)  # [1], like text_output

@@ -62,6 +62,8 @@ class ResponseStream:
         # ensemble sent them: text_input without the chat template), as TensorRT-LLM's; a stream never does.
         echo = [] if request.exclude_input_in_output or request.streaming else request.echo_ids or request.input_ids
         self._pending: list[int] = list(echo)
+        # The text of _pending, decoded once here (postprocessing passes it on instead of decoding again).
+        self._pending_text: list[str] = [text.tokenizer.decode(list(echo))] if echo else []
         self.logprobs = TokenLogProbs() if request.return_log_probs else None
         self._pending_logprobs: list[float] = []  # of the generated ids in _pending
         self._cumulative = 0.0  # TokenLogProbs.cumulative when _pending was last extended
@@ -79,7 +81,7 @@ class ResponseStream:
             return self._end(error=RuntimeError(f"generation failed: {event.error}"))
         if self._stopped_by_client:
             return self._end(finish=FinishReason.CANCELLED)
-        finish, released = event.finish_reason, []
+        finish, released, texts = event.finish_reason, [], []
         for i, token in enumerate(event.new_token_ids):
             self._sampled(event, i, token)
             if token in self.stop_ids:
@@ -87,15 +89,19 @@ class ResponseStream:
             self.num_output_tokens += 1
             release = self.text.push(token)
             released.extend(release.token_ids)
+            texts.append(release.text)
             if release.stopped:
                 finish = FinishReason.STOP
                 break
         else:
             if finish is not None:
-                released.extend(self.text.finish().token_ids)
+                release = self.text.finish()
+                released.extend(release.token_ids)
+                texts.append(release.text)
         logprobs = self.logprobs.released(len(released)) if self.logprobs else []
         with self._lock:
             self._pending.extend(released)
+            self._pending_text.extend(texts)
             self._pending_logprobs.extend(logprobs)
             self._cumulative = self.logprobs.cumulative if self.logprobs else 0.0
             self._finish = finish
@@ -120,6 +126,7 @@ class ResponseStream:
             if self._done:
                 return
             ids, self._pending = self._pending, []
+            text, self._pending_text = "".join(self._pending_text), []
             logprobs, self._pending_logprobs = self._pending_logprobs, []
             cumulative = self._cumulative
             finish, error = self._finish, self._error
@@ -129,6 +136,7 @@ class ResponseStream:
                 self.responder.fail(error)
             elif ids or finish is not None:
                 outputs = self._outputs(ids, finish)
+                outputs["text"] = np.asarray([text.encode("utf-8")], dtype=np.object_)
                 if self.logprobs is not None:
                     outputs["cum_log_probs"] = np.asarray([cumulative], dtype=np.float32)
                     outputs["output_log_probs"] = np.asarray([logprobs], dtype=np.float32)  # [beam=1, n]
