@@ -82,7 +82,7 @@ def _post(url: str, body: dict) -> dict:
 def test_streaming_is_refused_by_name(unary):
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{unary.ports.grpc}")
     with pytest.raises(InferenceServerException) as refused:
-        client.infer("ensemble", _inputs(_ensemble_values(stream=True)))
+        client.infer("ensemble", _inputs(_ensemble_values(stream=True)), client_timeout=60)
     assert "stream: " in str(refused.value) and "decoupled" in str(refused.value)
 
 

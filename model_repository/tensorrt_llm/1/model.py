@@ -49,6 +49,7 @@ class EngineMetrics:
                                          description=text, kind=pb_utils.MetricFamily.GAUGE)
             for field, text in self.FIELDS.items()}
         self.gauges = {field: family.Metric(labels={}) for field, family in self.families.items()}
+        self.published = {}  # field -> the value last set
         self.first_family = pb_utils.MetricFamily(
             name=FIRST_RESPONSE_METRIC, kind=pb_utils.MetricFamily.HISTOGRAM,
             description="seconds from a request reaching tensorrt_llm to its first response leaving it")
@@ -65,8 +66,13 @@ class EngineMetrics:
 
 
     def __call__(self, stats):
+        # Stats arrive after every step (iteration and timestamp always change) and every set is an IPC round
+        # trip: only values that changed are set, as NvMetrics does.
         for field, gauge in self.gauges.items():
-            gauge.set(getattr(stats, field))
+            value = getattr(stats, field)
+            if self.published.get(field) != value:
+                gauge.set(value)
+                self.published[field] = value
         self.nv(stats)
 
 

@@ -89,7 +89,7 @@ def check_neutral(values, neutrals: tuple[Neutral, ...]) -> None:
             continue
         if neutral.off is None:
             flat = np.asarray(array).reshape(-1)
-            if neutral.spec.dtype == "STRING" and not any(bytes(v) if not isinstance(v, str) else v for v in flat):
+            if neutral.spec.dtype == "STRING" and not any(len(v) for v in flat):
                 continue  # an empty string: not asked for
             raise InvalidRequest(neutral.spec.name, neutral.why)
         value = _scalar(values, neutral.spec.name)
