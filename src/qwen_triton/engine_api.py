@@ -12,7 +12,7 @@ from enum import Enum
 from typing import Callable, Protocol
 
 from .errors import InvalidRequest
-from .vocab import STOP_TOKEN_IDS
+from .vocab import ENDOFTEXT_ID, STOP_TOKEN_IDS
 
 
 MIN_TEMPERATURE = 1e-5  # vLLM's _SAMPLING_EPS: lower temperatures sample greedily
@@ -33,6 +33,9 @@ class SamplingParams:
     bad_words_ids: tuple[tuple[int, ...], ...] = ()  # token sequences never completed
     logit_bias: tuple[tuple[int, float], ...] = ()  # (id, value) added to that id's logit (embedding_bias)
     logprobs: bool = False  # report each sampled token's log-probability (return_log_probs)
+    # What TensorRT-LLM pads its output buffers with; the torch engine pads nothing. No TokenEvent ever carries
+    # padding: each holds exactly the ids generated.
+    pad_id: int = ENDOFTEXT_ID
     banned: "BannedWords" = field(init=False, repr=False, compare=False)  # bad_words_ids, indexed
 
     def __post_init__(self):
@@ -135,6 +138,7 @@ class EngineStats:
 class LLMEngine(Protocol):
     """Token ids in, TokenEvents out through the request's sink; the same for both runtimes."""
 
+    # Raises InvalidRequest("input_ids") for a prompt it can never take (beyond max_input_len or its KV cache).
     def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Sink) -> int: ...
     def abort(self, seq_id: int) -> None: ...  # ends the request at the next step: a final CANCELLED event
     def stats(self) -> EngineStats: ...

@@ -168,7 +168,8 @@ BEAM_ONLY_TENSORRT_LLM = (_opt("len_penalty", "FP32"), _opt("early_stopping", "B
 
 # text_input is required, but marked optional: Triton 2.51's ensemble answers a request that lacks a required
 # input with the final flag alone (an empty success); optional, its absence reaches preprocessing, which
-# refuses it by name (INVALID_ARG "text_input: is required").
+# refuses it by name (INVALID_ARG "text_input: is required"). A request with no input for preprocessing at all
+# is refused by Triton ("request has 0 inputs").
 TEXT_INPUT = _opt("text_input", "STRING")
 # Older names (tensorrtllm_backend v0.13 to v0.19 clients, GenAI-Perf) of two knobs; preprocessing resolves
 # them, since an ensemble cannot feed two of its inputs to one input of a model.
@@ -176,18 +177,26 @@ ALIASES = {"min_length": "min_tokens", "random_seed": "seed"}
 ALIAS_INPUTS = (_opt("min_tokens", "INT32"), _opt("min_length", "INT32"), _opt("seed", "UINT64"),
                 _opt("random_seed", "UINT64"))
 EMBEDDING_BIAS_INPUTS = (_opt("embedding_bias_words", "STRING", (-1,)), _opt("embedding_bias_weights", "FP32", (-1,)))
+# What the ensemble wires straight to tensorrt_llm, which settles defaults and limits (preprocessing never sees
+# them). Stop strings stay text from the client to tensorrt_llm, which matches them on the decoded text.
+STOP_WORDS = _opt("stop_words", "STRING", (-1,))
+SETTLED_BY_TENSORRT_LLM = (_opt("max_tokens", "INT32"), STOP_WORDS, _opt("end_id", "INT32"), _opt("pad_id", "INT32"))
 CHAT_INPUTS = (
-    _opt("max_tokens", "INT32"),
-    _opt("stop_words", "STRING", (-1,)),
     _opt("bad_words", "STRING", (-1,)),
-    _opt("end_id", "INT32"),
-    _opt("pad_id", "INT32"),
     _opt("system_prompt", "STRING"),
     _opt("history", "STRING"),
     _opt("apply_chat_template", "BOOL"),
 )
 # Knobs the ensemble wires straight to tensorrt_llm (min_tokens and seed go through preprocessing).
 DIRECT_SAMPLING = tuple(s for s in SAMPLING_INPUTS if s.name not in ALIASES.values())
+
+# The ensemble inputs wired straight to tensorrt_llm (ensemble name -> tensorrt_llm name), defined once: the
+# ensemble's config renders its input_map from this and tensorrt_llm_bls forwards by it.
+ENSEMBLE_TO_TENSORRT_LLM = {
+    "max_tokens": "request_output_len", "stop_words": "stop_words", "end_id": "end_id", "pad_id": "pad_id",
+    "stream": "streaming", **{s.name: TRTLLM_SAMPLING_NAMES[s.name] for s in DIRECT_SAMPLING},
+    "return_log_probs": "return_log_probs", "exclude_input_in_output": "exclude_input_in_output",
+}
 
 ENSEMBLE_TEXT_OUTPUTS = (
     TensorSpec("text_output", "STRING", (-1,), batched=False),
@@ -203,6 +212,7 @@ ENSEMBLE = ModelSpec(
     inputs=(
         TEXT_INPUT,
         *CHAT_INPUTS,
+        *SETTLED_BY_TENSORRT_LLM,
         _opt("stream", "BOOL"),
         *DIRECT_SAMPLING,
         *ALIAS_INPUTS,
@@ -223,12 +233,8 @@ PREPROCESSING = ModelSpec(
     outputs=(
         TensorSpec("input_ids", "INT32", (-1,)),
         TensorSpec("input_lengths", "INT32"),
-        TensorSpec("request_output_len", "INT32"),
         # tensorrtllm_backend's word-list layout: row 0 flat token ids, row 1 end offsets padded with -1.
-        TensorSpec("stop_words_list", "INT32", (2, -1)),
         TensorSpec("bad_words_list", "INT32", (2, -1)),
-        TensorSpec("end_id", "INT32"),
-        TensorSpec("pad_id", "INT32"),
         TensorSpec("cancel_probe_ms", "INT32"),  # the ensemble's opt-in to cancellation probes (below)
         # Sent only when the request gives them (a missing output reaches tensorrt_llm as an absent input).
         TensorSpec("min_tokens", "INT32"),
@@ -245,11 +251,16 @@ TENSORRT_LLM = ModelSpec(
     inputs=(
         TensorSpec("input_ids", "INT32", (-1,)),
         TensorSpec("input_lengths", "INT32"),
-        TensorSpec("request_output_len", "INT32"),
+        # Required by tensorrtllm_backend's config; optional here so that its default is settled in one place
+        # (the engine's generation_config max_new_tokens).
+        _opt("request_output_len", "INT32"),
         _opt("streaming", "BOOL"),
         _opt("end_id", "INT32"),
+        # Reaches the runtime (TensorRT-LLM pads with it inside); no response is ever padded: output_ids holds
+        # exactly sequence_length ids.
         _opt("pad_id", "INT32"),
-        _opt("stop_words_list", "INT32", (2, -1)),
+        STOP_WORDS,  # text, from the ensemble
+        _opt("stop_words_list", "INT32", (2, -1)),  # ids, from NVIDIA's direct clients: decoded once to text
         _opt("bad_words_list", "INT32", (2, -1)),
         *(_opt(TRTLLM_SAMPLING_NAMES[s.name], s.dtype) for s in SAMPLING_INPUTS),
         _opt("min_length", "INT32"),  # tensorrtllm_backend v0.13 to v0.19's name of min_tokens

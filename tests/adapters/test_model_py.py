@@ -44,7 +44,7 @@ def llm(tiny_engine, model_py):
 
 
 def test_preprocessing_answers_a_bad_request_alone(preprocessing):
-    good = _request(PREPROCESSING, text_input=b"Hello", max_tokens=np.int32(7), stop_words=[b"\n\n", b"User:"])
+    good = _request(PREPROCESSING, text_input=b"Hello", bad_words=[b"\n\n", b"User:"])
     bad = _request(PREPROCESSING, text_input=b"Hi", history=b"{not json")
     responses = preprocessing.execute([good, bad, good])
     assert not responses[0].has_error() and not responses[2].has_error()
@@ -52,8 +52,7 @@ def test_preprocessing_answers_a_bad_request_alone(preprocessing):
     assert "history" in responses[1].error().message()
     ids = _out(responses[0], "input_ids")
     assert _out(responses[0], "input_lengths")[0] == len(ids)
-    assert _out(responses[0], "request_output_len")[0] == 7
-    assert _out(responses[0], "stop_words_list").shape[0] == 2
+    assert _out(responses[0], "bad_words_list").shape[0] == 2
     assert ids[0] == 151644 and ids[-1] == 198  # <|im_start|> ... "assistant\n"
 
 
@@ -110,11 +109,11 @@ def test_postprocessing_stops_a_cancelled_request_once_and_answers_probes_with_t
 
 
 def _llm_request(preprocessing, text, **knobs):
-    (pre,) = preprocessing.execute([_request(PREPROCESSING, text_input=text.encode(), max_tokens=np.int32(12))])
+    (pre,) = preprocessing.execute([_request(PREPROCESSING, text_input=text.encode())])
     # As a direct caller: cancel_probe_ms is the ensemble's opt-in (its requests are cancelled by a stop).
     values = {o.name: _out(pre, o.name) for o in PREPROCESSING.outputs
               if o.name != "cancel_probe_ms" and pb_utils.get_output_tensor_by_name(pre, o.name) is not None}
-    values.update(knobs)
+    values.update({"request_output_len": 12, **knobs})
     tensors = [pb_utils.Tensor(k, np.asarray(v, dtype=TENSORRT_LLM.input(k).numpy_dtype).reshape(1, -1)
                                if TENSORRT_LLM.input(k).dims != (2, -1) else np.asarray(v)[np.newaxis])
                for k, v in values.items()]

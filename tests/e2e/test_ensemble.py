@@ -63,9 +63,10 @@ def test_ensemble_equals_the_three_models_called_by_hand(triton, client):
     query = "你好，请介绍一下你自己。"
     via_ensemble = client.generate(query, **GREEDY)
     grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{triton.ports.grpc}")
-    pre = _infer(grpc, PREPROCESSING, {"text_input": np.array([query.encode()], dtype=np.object_),
-                                       "max_tokens": np.array([24], dtype=np.int32)})
+    pre = _infer(grpc, PREPROCESSING, {"text_input": np.array([query.encode()], dtype=np.object_)})
     llm_inputs = {o.name: pre.as_numpy(o.name)[0] for o in PREPROCESSING.outputs if pre.as_numpy(o.name) is not None}
+    # What the ensemble wires straight from the client to tensorrt_llm (GREEDY's max_tokens and temperature).
+    llm_inputs["request_output_len"] = np.array([GREEDY["max_tokens"]], dtype=np.int32)
     llm_inputs["temperature"] = np.array([0.0], dtype=np.float32)
     (llm,) = _stream(grpc, TENSORRT_LLM, llm_inputs)
     (post,) = _stream(grpc, POSTPROCESSING, {"tokens_batch": llm.as_numpy("output_ids")[0],

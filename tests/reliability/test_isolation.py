@@ -29,14 +29,23 @@ def test_a_poison_request_among_innocents_fails_alone_and_names_its_field(probe,
     assert result["poison"].startswith("error:") and field in result["poison"], result
 
 
-def test_a_request_without_text_input_is_refused_by_name(triton):
+@pytest.mark.parametrize("body, named", [
+    # NVIDIA's documented generate body without text_input: preprocessing refuses it by name.
+    ({"max_tokens": 4, "bad_words": "", "stop_words": ""}, True),
+    # Nothing for preprocessing at all (every input goes straight to tensorrt_llm): Triton refuses the step.
+    ({"max_tokens": 4, "temperature": 0.0}, False),
+])
+def test_a_request_without_text_input_is_refused(triton, body, named):
     # Triton's ensemble answers a request missing a required input with the final flag alone (an empty
-    # success; the generate endpoint then complains that no response came).
+    # success; the generate endpoint then complains that no response came): text_input is optional in the
+    # config, and its absence is an error, never an empty answer.
     url = f"http://127.0.0.1:{triton.ports.http}/v2/models/ensemble/generate"
-    request = urllib.request.Request(url, data=json.dumps({"max_tokens": 4}).encode(), method="POST")
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
-    assert refused.value.code == 400 and "text_input: is required" in refused.value.read().decode()
+    message = refused.value.read().decode()
+    assert refused.value.code == 400
+    assert ("text_input: is required" in message) if named else ("request has 0 inputs" in message)
 
 
 def test_the_heaviest_accepted_word_list_does_not_hold_the_request_beside_it(probe, long_engine):

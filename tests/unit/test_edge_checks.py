@@ -38,7 +38,7 @@ def preprocessor(folder):
     ("end_id", dict(end_id=FAR)),
     ("pad_id", dict(pad_id=-1)),
     ("bad_words", dict(bad_words_list=to_word_list([[5], [7, FAR]]))),
-    ("stop_words", dict(stop_words_list=to_word_list([[FAR]]))),
+    ("stop_words_list", dict(stop_words_list=to_word_list([[FAR]]))),
 ])
 def test_ids_outside_the_vocabulary_are_refused_by_field(service, field, request_fields):
     request = LLMRequest(**{"input_ids": (1, 2), "request_output_len": 4, **request_fields})
@@ -47,28 +47,48 @@ def test_ids_outside_the_vocabulary_are_refused_by_field(service, field, request
     assert refused.value.field == field and str(FAR if field != "pad_id" else -1) in str(refused.value)
 
 
-@pytest.mark.parametrize("field", ["bad_words", "stop_words"])
-def test_word_lists_are_bounded_by_the_engine(service, preprocessor, folder, field):
+@pytest.mark.parametrize("field", ["bad_words", "stop_words_list"])
+def test_word_lists_are_bounded_by_the_engine(service, folder, field):
     limits = folder.config.limits
     too_many = [[5]] * (limits.max_words_per_list + 1)
     too_long = [[5] * (limits.max_word_tokens + 1)]
     for words, what in ((too_many, "words"), (too_long, "tokens")):
-        request = LLMRequest(input_ids=(1,), request_output_len=4, **{f"{field}_list": to_word_list(words)})
+        list_name = field if field.endswith("_list") else f"{field}_list"
+        request = LLMRequest(input_ids=(1,), request_output_len=4, **{list_name: to_word_list(words)})
         with pytest.raises(InvalidRequest, match=what) as refused:
             service.sampling_params(request) and service.stop_strings(request)
         assert refused.value.field == field
-    chat = ChatRequest(text_input="hi", **{field: ("x",) * (limits.max_words_per_list + 1)})
+
+
+def test_bad_words_text_is_bounded_by_preprocessing(preprocessor, folder):
+    limits = folder.config.limits
     with pytest.raises(InvalidRequest) as refused:
-        preprocessor(chat)
-    assert refused.value.field == field
-    assert preprocessor(ChatRequest(text_input="hi", **{field: ("x",) * limits.max_words_per_list}))
+        preprocessor(ChatRequest(text_input="hi", bad_words=("x",) * (limits.max_words_per_list + 1)))
+    assert refused.value.field == "bad_words"
+    assert preprocessor(ChatRequest(text_input="hi", bad_words=("x",) * limits.max_words_per_list))
 
 
-def test_end_and_pad_ids_are_checked_by_preprocessing(preprocessor):
-    for field in ("end_id", "pad_id"):
-        with pytest.raises(InvalidRequest) as refused:
-            preprocessor(ChatRequest(text_input="hi", **{field: FAR}))
-        assert refused.value.field == field
+def test_stop_strings_are_bounded_by_tensorrt_llm(service, folder):
+    """The ensemble's stop strings arrive as text and are settled where direct callers' word lists are."""
+    limits = folder.config.limits
+    for words, what in ((("x",) * (limits.max_words_per_list + 1), "words"),
+                        (("lorem " * (limits.max_word_tokens + 1),), "tokens")):
+        with pytest.raises(InvalidRequest, match=what) as refused:
+            service.stop_strings(LLMRequest(input_ids=(1,), stop_words=words))
+        assert refused.value.field == "stop_words"
+    fine = ("x",) * limits.max_words_per_list
+    assert service.stop_strings(LLMRequest(input_ids=(1,), stop_words=fine)) == list(fine)
+
+
+def test_defaults_are_settled_by_tensorrt_llm(service, folder):
+    """Preprocessing sends no default: a request without an output length gets the checkpoint's."""
+    params = service.sampling_params(LLMRequest(input_ids=(1,)))
+    assert params.max_tokens == folder.generation.max_new_tokens
+    assert service.sampling_params(LLMRequest(input_ids=(1,), request_output_len=3)).max_tokens == 3
+
+
+def test_pad_id_reaches_the_runtime(service):
+    assert service.sampling_params(LLMRequest(input_ids=(1,), pad_id=7)).pad_id == 7
 
 
 def test_a_long_chat_is_trimmed_oldest_first_to_what_the_engine_accepts(preprocessor, folder):

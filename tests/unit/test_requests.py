@@ -13,18 +13,28 @@ def _text(*items):
 
 def test_chat_request_reads_optional_inputs():
     request = ChatRequest.from_inputs({
-        "text_input": _text("你好".encode()), "max_tokens": np.array([5], np.int32),
-        "stop_words": _text(b"a", b"", b"bc"), "apply_chat_template": np.array([False])})
-    assert request.text_input == "你好" and request.max_tokens == 5
-    assert request.stop_words == ("a", "bc")  # empty strings dropped
+        "text_input": _text("你好".encode()), "bad_words": _text(b"a", b"", b"bc"),
+        "apply_chat_template": np.array([False])})
+    assert request.text_input == "你好"
+    assert request.bad_words == ("a", "bc")  # empty strings dropped
     assert request.apply_chat_template is False and request.system_prompt is None
+
+
+def test_llm_request_reads_what_the_ensemble_wires_straight_to_it():
+    request = LLMRequest.from_inputs({
+        "input_ids": np.array([[1, 2]], np.int32), "stop_words": _text(b"a", b"", b"bc"),
+        "pad_id": np.array([7], np.int32)})
+    assert request.stop_words == ("a", "bc") and request.pad_id == 7
+    assert request.request_output_len is None  # settled by LLMService, from the checkpoint's defaults
+    with pytest.raises(InvalidRequest) as info:
+        LLMRequest.from_inputs({"input_ids": np.array([[1]], np.int32), "request_output_len": np.array([0], np.int32)})
+    assert info.value.field == "max_tokens"
 
 
 @pytest.mark.parametrize("values,field", [
     ({}, "text_input"),
     ({"text_input": _text(b"  ")}, "text_input"),
     ({"text_input": _text(b"\xff\xfe")}, "text_input"),
-    ({"text_input": _text(b"hi"), "max_tokens": np.array([0], np.int32)}, "max_tokens"),
     ({"text_input": _text(b"hi"), "history": _text(b"\xc3")}, "history"),
 ])
 def test_chat_request_errors_name_the_field(values, field):

@@ -99,7 +99,7 @@ def test_finish_frees_blocks_wherever_the_sequence_is():
 
 def test_prompt_that_can_never_fit_is_rejected_at_add():
     scheduler = make_scheduler(num_blocks=4, block_size=4)
-    with pytest.raises(InvalidRequest, match="text_input"):
+    with pytest.raises(InvalidRequest, match="input_ids"):
         scheduler.add(make_requests(1, prompt_len=65)[0])
     with pytest.raises(InvalidRequest, match="KV blocks"):
         scheduler.add(make_requests(1, prompt_len=20)[0])

@@ -44,9 +44,9 @@ class Scheduler:
         """Reject a prompt that can never be scheduled. Reads only immutable limits: safe from any thread."""
         n, limits = len(seq.prompt_ids), self.limits
         if n > limits.max_input_len:
-            raise InvalidRequest("text_input", f"prompt is {n} tokens; this engine accepts at most {limits.max_input_len}")
+            raise InvalidRequest("input_ids", f"prompt is {n} tokens; this engine accepts at most {limits.max_input_len}")
         if seq.num_blocks_needed(limits.block_size) + 1 > self.blocks.num_blocks:
-            raise InvalidRequest("text_input", f"prompt of {n} tokens needs more KV blocks than the cache has")
+            raise InvalidRequest("input_ids", f"prompt of {n} tokens needs more KV blocks than the cache has")
 
     def schedule(self) -> ScheduleOutput:
         if self._can_mix():

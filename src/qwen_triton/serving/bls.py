@@ -16,7 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ..errors import Unavailable
-from ..schema import DIRECT_SAMPLING, PREPROCESSING, TENSORRT_LLM, TENSORRT_LLM_BLS, TRTLLM_SAMPLING_NAMES
+from ..schema import ENSEMBLE_TO_TENSORRT_LLM, PREPROCESSING, TENSORRT_LLM, TENSORRT_LLM_BLS, TRTLLM_SAMPLING_NAMES
 from .cancellation import CancelRelay
 from .postprocess import Postprocessor
 from .preprocess import Preprocessor
@@ -27,9 +27,7 @@ logger = logging.getLogger(__name__)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 # As the ensemble wires tensorrt_llm: client inputs passed straight through (client name -> tensorrt_llm name),
 # and every preprocessing output under its own name, but for the knobs preprocessing resolves (seed).
-DIRECT = {"stream": "streaming", "return_log_probs": "return_log_probs",
-          "exclude_input_in_output": "exclude_input_in_output",
-          **{s.name: TRTLLM_SAMPLING_NAMES[s.name] for s in DIRECT_SAMPLING}}
+DIRECT = ENSEMBLE_TO_TENSORRT_LLM
 PREPROCESSED = {t.name: TRTLLM_SAMPLING_NAMES.get(t.name, t.name) for t in PREPROCESSING.outputs}
 LLM_OUTPUTS = [t.name for t in TENSORRT_LLM.outputs]
 INPUT_NAMES = tuple(t.name for t in TENSORRT_LLM_BLS.inputs)

@@ -29,9 +29,9 @@ def drain_key_from_env() -> int | None:
 
 
 def stop_values(request_key: int) -> dict[str, object]:
-    """tensorrt_llm's inputs for a stop: its config requires input_ids, input_lengths and request_output_len,
-    so placeholders go along."""
-    return {"input_ids": 0, "input_lengths": 1, "request_output_len": 1, "stop": True, "request_key": request_key}
+    """tensorrt_llm's inputs for a stop: its config requires input_ids and input_lengths, so placeholders go
+    along."""
+    return {"input_ids": 0, "input_lengths": 1, "stop": True, "request_key": request_key}
 
 
 def new_request_key() -> int:

@@ -61,9 +61,10 @@ class LLMService:
         return service
 
     def sampling_params(self, request: LLMRequest) -> SamplingParams:
-        """Defaults applied and every id checked against the engine, here, before the engine sees any of it."""
+        """The one place a request is settled: defaults applied, every limit and id checked against the engine,
+        before the engine sees any of it (the ensemble's requests and direct callers' alike)."""
         d, vocab = self.defaults, self.config.model.vocab_size
-        check_ids(request.input_ids, "input_ids", vocab)
+        check_ids(request.input_ids, "input_ids", vocab)  # its length: the engine's own limit (LLMEngine.submit)
         check_token_fields(vocab, end_id=request.end_id, pad_id=request.pad_id)
         knobs = {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p,
                  "repetition_penalty": d.repetition_penalty, **request.sampling}
@@ -71,9 +72,11 @@ class LLMService:
             knobs["top_p"] = 1.0
         stop_ids = set(STOP_TOKEN_IDS) | ({request.end_id} if request.end_id is not None else set())
         bad_words = self.words(request.bad_words_list, "bad_words")
-        return SamplingParams(max_tokens=request.request_output_len, stop_token_ids=tuple(sorted(stop_ids)),
-                              bad_words_ids=tuple(tuple(w) for w in bad_words), logprobs=request.return_log_probs,
-                              logit_bias=self.logit_bias(request.embedding_bias), **knobs)
+        pad = {} if request.pad_id is None else {"pad_id": request.pad_id}
+        return SamplingParams(max_tokens=request.request_output_len or d.max_new_tokens,
+                              stop_token_ids=tuple(sorted(stop_ids)), bad_words_ids=tuple(tuple(w) for w in bad_words),
+                              logprobs=request.return_log_probs, logit_bias=self.logit_bias(request.embedding_bias),
+                              **pad, **knobs)
 
     def logit_bias(self, bias) -> tuple[tuple[int, float], ...]:
         """A dense embedding_bias (at most one value per vocabulary id) -> its non-zero (id, value) pairs."""
@@ -93,9 +96,18 @@ class LLMService:
         return words
 
     def stop_strings(self, request: LLMRequest) -> list[str]:
-        # Word lists carry ids; the stop is matched on text, and decode(encode(s)) == s.
-        words = self.words(request.stop_words_list, "stop_words")
-        return [text for text in (self.tokenizer.decode(w) for w in words) if text]
+        """Stops are matched on the decoded text. The ensemble sends them as text; NVIDIA's direct clients as a
+        word list of ids, decoded here once (decode(encode(s)) == s). Both within the word-list limits."""
+        limits = self.config.limits
+        texts = [t for t in request.stop_words if t]
+        if len(texts) > limits.max_words_per_list:
+            raise InvalidRequest("stop_words", f"{len(texts)} words; this engine accepts at most "
+                                               f"{limits.max_words_per_list}")
+        for text in texts:  # a stop string's cost when matched grows with its length, bounded as a word's
+            check_words([self.tokenizer.encode(text)], "stop_words", 1, limits.max_word_tokens,
+                        self.config.model.vocab_size)
+        words = self.words(request.stop_words_list, "stop_words_list")
+        return texts + [text for text in (self.tokenizer.decode(w) for w in words) if text]
 
     def handle(self, request: LLMRequest | StopRequest, responder: Responder) -> None:
         if isinstance(request, StopRequest):

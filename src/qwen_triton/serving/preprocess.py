@@ -1,6 +1,9 @@
-"""ChatRequest -> tensorrt_llm inputs: ChatML prompt ids, output length, word lists, end/pad ids.
+"""ChatRequest -> tensorrt_llm inputs: the ChatML prompt's ids and the other text the request carries as ids
+(bad words, embedding-bias words, the echoed input). It applies the template and tokenizes, nothing more: the
+output length, end and pad ids and stop strings go from the ensemble straight to tensorrt_llm, which settles
+every default and limit (serving/llm_service.py), for direct callers as well.
 
-Owns the edge checks that need the tokenizer or the engine's limits (prompt length).
+Owns the edge checks that need the tokenizer: the prompt's length after the template, word lengths in tokens.
 """
 from __future__ import annotations
 
@@ -10,8 +13,7 @@ from ..config import EngineFolder, load_engine_folder
 from ..errors import InvalidRequest
 from ..text.chat_template import DEFAULT_SYSTEM_PROMPT, build_prompt, parse_history
 from ..text.tokenizer import QwenTokenizer
-from ..text.word_lists import check_token_fields, check_words, encode_words, to_word_list
-from ..vocab import ENDOFTEXT_ID, IM_END_ID
+from ..text.word_lists import check_words, encode_words, to_word_list
 from .cancellation import CANCEL_PROBE_MS
 from .requests import ChatRequest
 
@@ -47,22 +49,16 @@ class Preprocessor:
         return to_word_list(ids)
 
     def __call__(self, request: ChatRequest) -> dict[str, np.ndarray]:
-        check_token_fields(self.folder.config.model.vocab_size, end_id=request.end_id, pad_id=request.pad_id)
         ids = self.prompt_ids(request)
         limits = self.folder.config.limits
         if len(ids) > limits.max_input_len:
             raise InvalidRequest(
                 "text_input", f"prompt is {len(ids)} tokens after the chat template; "
                 f"this engine accepts at most {limits.max_input_len}")
-        max_tokens = request.max_tokens or self.folder.generation.max_new_tokens
         return {
             "input_ids": np.asarray(ids, dtype=np.int32),
             "input_lengths": np.asarray([len(ids)], dtype=np.int32),
-            "request_output_len": np.asarray([max_tokens], dtype=np.int32),
-            "stop_words_list": self.word_list(request.stop_words, "stop_words"),
             "bad_words_list": self.word_list(request.bad_words, "bad_words"),
-            "end_id": np.asarray([IM_END_ID if request.end_id is None else request.end_id], dtype=np.int32),
-            "pad_id": np.asarray([ENDOFTEXT_ID if request.pad_id is None else request.pad_id], dtype=np.int32),
             "cancel_probe_ms": np.asarray([CANCEL_PROBE_MS], dtype=np.int32),
             **self.knobs(request),
         }

@@ -118,11 +118,7 @@ class ChatRequest:
     """What preprocessing receives from the ensemble."""
 
     text_input: str
-    max_tokens: int | None = None
-    stop_words: tuple[str, ...] = ()
     bad_words: tuple[str, ...] = ()
-    end_id: int | None = None
-    pad_id: int | None = None
     system_prompt: str | None = None
     history: str | None = None
     apply_chat_template: bool = True
@@ -134,8 +130,6 @@ class ChatRequest:
     def __post_init__(self):
         if not self.text_input.strip():
             raise InvalidRequest("text_input", "is empty")
-        if self.max_tokens is not None and self.max_tokens <= 0:
-            raise InvalidRequest("max_tokens", f"must be > 0, got {self.max_tokens}")
 
     @classmethod
     def from_inputs(cls, values: dict[str, np.ndarray]) -> "ChatRequest":
@@ -146,11 +140,7 @@ class ChatRequest:
         get_float(values, "length_penalty")  # beam search only: accepted, no effect at beam width 1
         return cls(
             text_input=text,
-            max_tokens=get_int(values, "max_tokens"),
-            stop_words=get_texts(values, "stop_words"),
             bad_words=get_texts(values, "bad_words"),
-            end_id=get_int(values, "end_id"),
-            pad_id=get_int(values, "pad_id"),
             system_prompt=get_text(values, "system_prompt"),
             history=get_text(values, "history"),
             apply_chat_template=get_bool(values, "apply_chat_template", True),
@@ -174,11 +164,12 @@ class LLMRequest:
     """What the tensorrt_llm model receives (tensorrtllm_backend names), before defaults are applied."""
 
     input_ids: tuple[int, ...]
-    request_output_len: int
+    request_output_len: int | None = None  # None: the engine's generation_config max_new_tokens
     streaming: bool = False
     end_id: int | None = None
-    pad_id: int | None = None  # checked, not used: the engine pads nothing a client sees
-    stop_words_list: np.ndarray | None = None  # (2, N) word-list layout
+    pad_id: int | None = None  # reaches the runtime; no response is ever padded
+    stop_words: tuple[str, ...] = ()  # stop strings as text (the ensemble's)
+    stop_words_list: np.ndarray | None = None  # (2, N) word-list layout (NVIDIA's direct clients)
     bad_words_list: np.ndarray | None = None
     sampling: dict = field(default_factory=dict)  # ensemble knob name -> value, only those sent
     exclude_input_in_output: bool = True
@@ -190,7 +181,7 @@ class LLMRequest:
     def __post_init__(self):
         if not self.input_ids:
             raise InvalidRequest("input_ids", "is empty")
-        if self.request_output_len <= 0:
+        if self.request_output_len is not None and self.request_output_len <= 0:
             raise InvalidRequest("max_tokens", f"must be > 0, got {self.request_output_len}")
 
     @classmethod
@@ -209,10 +200,11 @@ class LLMRequest:
         bias = values.get("embedding_bias")
         return cls(
             input_ids=ids[:length],
-            request_output_len=get_int(values, "request_output_len", 0),
+            request_output_len=get_int(values, "request_output_len"),
             streaming=get_bool(values, "streaming", False),
             end_id=get_int(values, "end_id"),
             pad_id=get_int(values, "pad_id"),
+            stop_words=get_texts(values, "stop_words"),
             stop_words_list=values.get("stop_words_list"),
             bad_words_list=values.get("bad_words_list"),
             sampling=sampling,

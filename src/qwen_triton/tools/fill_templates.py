@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config import load_engine_folder
 from ..errors import ConfigError
-from ..schema import ALL_MODELS, ModelSpec, TensorSpec
+from ..schema import ALL_MODELS, ENSEMBLE_TO_TENSORRT_LLM, ModelSpec, TensorSpec
 from ..serving.model_params import RUNTIMES
 
 TEMPLATE = "config.pbtxt.template"
@@ -76,14 +76,21 @@ def _identity_maps(kind: str, names) -> str:
     return "\n".join(f'      {kind}_map {{ key: "{n}" value: "{n}" }}' for n in names)
 
 
+def _input_maps(wiring: dict[str, str]) -> str:
+    """{ensemble input: model input} -> that step's input_map lines."""
+    return "\n".join(f'      input_map {{ key: "{model}" value: "{ours}" }}' for ours, model in wiring.items())
+
+
 def model_fields(name: str) -> dict[str, str]:
-    """Placeholders rendered from the schema: a model's io blocks; the ensemble's identity wiring (every
-    preprocessing input from the ensemble input of that name, every postprocessing output to the client)."""
+    """Placeholders rendered from the schema: a model's io blocks; the ensemble's wiring (every preprocessing
+    input from the ensemble input of that name, the inputs tensorrt_llm takes straight from the client, every
+    postprocessing output to the client)."""
     if name not in SPECS:
         return {}
     fields = {"io": render_io(SPECS[name])}
     if name == "ensemble":
         fields["preprocessing_input_map"] = _identity_maps("input", (t.name for t in SPECS["preprocessing"].inputs))
+        fields["tensorrt_llm_direct_map"] = _input_maps(ENSEMBLE_TO_TENSORRT_LLM)
         fields["postprocessing_output_map"] = _identity_maps("output", (t.name for t in SPECS["postprocessing"].outputs))
     return fields
 

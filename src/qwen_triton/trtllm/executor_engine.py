@@ -57,8 +57,8 @@ class ExecutorEngine:
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Sink) -> int:
         if len(prompt_ids) > self.limits.max_input_len:
-            raise InvalidRequest("text_input", f"prompt is {len(prompt_ids)} tokens; "
-                                               f"this engine accepts at most {self.limits.max_input_len}")
+            raise InvalidRequest("input_ids", f"prompt is {len(prompt_ids)} tokens; "
+                                              f"this engine accepts at most {self.limits.max_input_len}")
         request = executor_request(self.trtllm, prompt_ids, params, self.limits)
         tracked = _Tracked(sink, len(prompt_ids), params.max_tokens, frozenset(params.stop_token_ids))
         # Under the lock so that the awaiter cannot see a response for an id not yet in the map.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..config import EngineLimits
 from ..errors import InvalidRequest
 from ..engine_api import SamplingParams
-from ..vocab import ENDOFTEXT_ID, IM_END_ID
+from ..vocab import IM_END_ID
 from .settings import ExecutorSettings
 
 
@@ -50,7 +50,7 @@ def executor_request(trtllm, prompt_ids: list[int], params: SamplingParams, limi
         sampling_config=sampling_config(trtllm, params),
         output_config=trtllm.OutputConfig(exclude_input_from_output=True, return_log_probs=params.logprobs),
         end_id=IM_END_ID,
-        pad_id=ENDOFTEXT_ID,
+        pad_id=params.pad_id,
         stop_words=stop_words,
         bad_words=[list(word) for word in params.bad_words_ids] or None,
     )
