@@ -30,7 +30,7 @@ def _tok(value: float) -> str:
 
 
 def _load_row(run: dict) -> str:
-    """One client-side load run (loadtest.result_dict): throughput, failures, TTFT and ITL."""
+    """One client-side load run (benchmarks/load_generator.py's result_dict): throughput, failures, TTFT and ITL."""
     return (f"{_tok(run['output_tok_s'])} tok/s, {run['failed']} failed of {run['requests']} "
             f"(TTFT p50 {run['ttft_ms_p50']} ms, ITL mean {run['itl_ms_mean']} ms)")
 
@@ -102,15 +102,15 @@ def cpu_table(result: dict) -> str:
 
 
 METHOD = """\
-## How `bench.gpu` measures
+## How `benchmarks.gpu` measures
 
-`python -m qwen_triton.bench.gpu` (`src/qwen_triton/bench/gpu.py`) measures and records; it asserts
-nothing. In one command on the GPU host it runs `tests/gpu` and `tests/fidelity` first, on an idle GPU, and
-records their pytest summaries (`tests`; `--skip-tests` skips them); makes a random-weight engine in
-Qwen-7B's exact shape on the device (fp16, `max_batch_size` 64, `max_input_len` 1,024, `max_seq_len` 2,048,
-16-token KV blocks); measures the transformers baseline in the GPU host's own Python (`--hf-python`); then
-serves the engine through the real Triton ensemble and measures client-side over gRPC streaming, greedy,
-counting output tokens only:
+`python -m benchmarks.gpu` (`benchmarks/gpu.py`, run from the repository root) measures and records; it
+asserts nothing. In one command on the GPU host it runs `tests/gpu` and `tests/fidelity` first, on an idle
+GPU, and records their pytest summaries (`tests`; `--skip-tests` skips them); makes a random-weight engine
+in Qwen-7B's exact shape on the device (fp16, `max_batch_size` 64, `max_input_len` 1,024, `max_seq_len`
+2,048, 16-token KV blocks); measures the transformers baseline in the GPU host's own Python (`--hf-python`);
+then serves the engine through the real Triton ensemble and measures client-side over gRPC streaming,
+greedy, counting output tokens only:
 
 - `decode_bs1_tok_s`: 1,000 / the mean inter-token latency of one stream (three requests of 256 tokens,
   32-token prompts, one after the other; `served.bs1`).
@@ -119,7 +119,7 @@ counting output tokens only:
   rate if every step only read the weights at copy speed.
 - `ttft_512_ms`: median of 8 times to the first text of a 1-token request with a 512-token prompt, the
   requests sent on one client stream kept open (`served.ttft_512_samples_ms`), after one unrecorded request.
-  `engine_alone_ttft_512` is `bench.prefill` on the same engine without Triton (its first token and its
+  `engine_alone_ttft_512` is `benchmarks.prefill` on the same engine without Triton (its first token and its
   kernel time); `served.ttft_512_triton_stats_ms` and `served.ttft_512_first_response_ms` are Triton's
   per-model statistics and the server's time-to-first-response histogram over the TTFT requests (the unrecorded one included).
 - `bs32_output_tok_s`: 32 requests sent at once in transformers' batch-32 setup (32-token prompts, 128
@@ -139,8 +139,10 @@ counting output tokens only:
   2,048: how many sequences of 2,048 tokens the paged cache holds at once (the cache is also capped at
   `max_batch_size` x `max_seq_len`).
 
-`python -m qwen_triton.bench.plot benchmarks/results/<gpu>.json` draws the PNG. The history of these
-figures, and what was tried to reach them, is in [perf-log.md](perf-log.md).
+`python -m benchmarks.plot benchmarks/results/<gpu>.json` draws the PNG. The command under each GPU's table
+is the one its JSON recorded, as run that day: before 2026-12-06 these modules lived in the server package,
+as `qwen_triton.bench.<module>` (now `benchmarks.<module>`). The history of these figures, and what was
+tried to reach them, is in [perf-log.md](perf-log.md).
 """
 
 CPU_METHOD = """\

@@ -1,5 +1,6 @@
-"""python -m client.load_test: streaming load against the ensemble (output tokens/s, TTFT, ITL) and a
-perf_analyzer run with an explicit --input-data file. Prints JSON; --out also writes it."""
+"""python -m client.load_test: streaming load against the ensemble (output tokens/s, TTFT, ITL;
+benchmarks/load_generator.py) and a perf_analyzer run with an explicit --input-data file
+(benchmarks/perf_analyzer.py). Prints JSON; --out also writes it."""
 import argparse
 import json
 import os
@@ -7,7 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from qwen_triton.loadtest import result_dict, run_perf_analyzer, run_streaming_load
+from benchmarks.load_generator import result_dict, run_streaming_load
+from benchmarks.perf_analyzer import run_perf_analyzer
 
 
 def main(argv=None):

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from client.server_metrics import gauge, scrape
 from qwen_triton.client import QwenClient
-from qwen_triton.server_metrics import gauge, scrape
 from qwen_triton.serving.launcher import http_ready
 from qwen_triton.serving.processes import children, is_alive
 

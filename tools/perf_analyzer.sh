@@ -6,7 +6,7 @@
 # mangled names (nvidia_pytriton.libs/libb64-<hash>.so.0d). `make venv` moves the wheel's binaries to
 # <venv>/libexec/ and installs this script as <venv>/bin/perf_analyzer and <venv>/bin/perf_client: it links
 # the two libraries under their real names into <venv>/share/qwen-triton/perf-libs (the folder
-# qwen_triton.serving.launcher.perf_analyzer_env uses) and execs the real binary with that folder on
+# benchmarks/perf_analyzer.py's perf_analyzer_env uses) and execs the real binary with that folder on
 # LD_LIBRARY_PATH. A symlink to this script (e.g. .venv-tools/bin/perf_analyzer, for GenAI-Perf) works too.
 set -eu
 

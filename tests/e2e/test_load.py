@@ -1,7 +1,8 @@
 """The project's load tests run against the real server (they measure; here we only check they work)."""
 import pytest
 
-from qwen_triton.loadtest import run_perf_analyzer, run_streaming_load
+from benchmarks.load_generator import Job, run_steady_window, run_streaming_load, ttft_samples_ms, with_triton_stats
+from benchmarks.perf_analyzer import run_perf_analyzer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.decoupled_only]
 
@@ -28,8 +29,6 @@ def test_streaming_load_from_several_processes(triton):
 
 
 def test_steady_window_counts_only_tokens_inside_the_window(triton):
-    from qwen_triton.loadtest import Job, run_steady_window
-
     jobs = [Job("hello", 8), Job("a longer prompt about the sea", 12)]
     result = run_steady_window(f"127.0.0.1:{triton.ports.grpc}", concurrency=2, jobs=jobs, warmup_s=0.5,
                                window_s=1.5, processes=2)
@@ -39,9 +38,6 @@ def test_steady_window_counts_only_tokens_inside_the_window(triton):
 
 
 def test_ttft_samples_and_triton_statistics_over_them(triton):
-    from qwen_triton.loadtest import with_triton_stats
-    from qwen_triton.loadtest import Job, ttft_samples_ms
-
     url = f"127.0.0.1:{triton.ports.grpc}"
     samples, stats = with_triton_stats(url, lambda: ttft_samples_ms(url, Job(" the" * 64, 1, True), repeats=3))
     assert len(samples) == 3 and all(0 < s < 10_000 for s in samples)

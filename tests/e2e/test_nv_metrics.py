@@ -5,8 +5,8 @@ import time
 
 import pytest
 
+from client.server_metrics import histogram, scrape
 from qwen_triton.client import QwenClient
-from qwen_triton.server_metrics import histogram, scrape
 from qwen_triton.serving.responses import FIRST_RESPONSE_METRIC, INTER_TOKEN_METRIC
 
 pytestmark = [pytest.mark.e2e, pytest.mark.decoupled_only]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen_triton.loadtest import write_input_data
+from benchmarks.perf_analyzer import write_input_data
 
 pytestmark = [pytest.mark.e2e, pytest.mark.decoupled_only]
 PERF_ANALYZER = Path(sys.executable).parent / "perf_analyzer"

@@ -10,9 +10,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from benchmarks.perf_analyzer import run_perf_analyzer
 from client.nvidia_clients import inflight_client_inputs
 from qwen_triton.client import QwenClient
-from qwen_triton.loadtest import run_perf_analyzer
 from qwen_triton.serving.launcher import Ports, TritonServer
 from qwen_triton.text.tokenizer import QwenTokenizer
 from qwen_triton.tools.fill_templates import fill_repository, values_for_engine

@@ -4,7 +4,7 @@ dependent launch stays off off Hopper-class CUDA devices."""
 import pytest
 import torch
 
-from qwen_triton.bench.attention import served_contexts
+from benchmarks.attention import served_contexts
 from qwen_triton.models import paged_attention, pdl
 
 

@@ -3,7 +3,7 @@ import os
 import sys
 from pathlib import Path
 
-from qwen_triton.serving.launcher import Ports, TritonServer, find_triton, perf_analyzer_env
+from qwen_triton.serving.launcher import Ports, TritonServer, find_triton
 
 
 def test_free_ports_are_distinct():
@@ -22,8 +22,3 @@ def test_wheel_server_gets_its_own_backend_dir_and_this_python_first(monkeypatch
     assert any(Path(d).name == "nvidia_pytriton.libs" for d in env["LD_LIBRARY_PATH"].split(os.pathsep))
     command = TritonServer(tmp_path, Ports(1, 2, 3)).command()
     assert "--grpc-port=1" in command and any(a.startswith("--backend-directory=") for a in command)
-
-
-def test_perf_analyzer_finds_its_libraries():
-    libs = perf_analyzer_env()["LD_LIBRARY_PATH"].split(os.pathsep)
-    assert any((Path(d) / "libb64.so.0d").exists() for d in libs)

@@ -1,7 +1,7 @@
 """Reading Triton's metrics port: gauges by name, histograms between two snapshots."""
 import pytest
 
-from qwen_triton.server_metrics import gauge, histogram, histogram_delta_ms
+from client.server_metrics import gauge, histogram, histogram_delta_ms
 
 NAME = "qwen_time_to_first_response_seconds"
 

@@ -72,7 +72,7 @@ class TritonInstall:
         return env
 
 
-def _pytriton_root() -> Path | None:
+def pytriton_root() -> Path | None:
     # find_spec, not import: importing pytriton pulls its client stack (gevent).
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
@@ -80,7 +80,7 @@ def _pytriton_root() -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _wheel_libs(root: Path) -> Path:
+def wheel_libs(root: Path) -> Path:
     return root.parent / "nvidia_pytriton.libs"
 
 
@@ -106,32 +106,10 @@ def find_triton() -> TritonInstall:
     on_path = shutil.which("tritonserver")
     if on_path and not os.environ.get("QWEN_TRITON_USE_WHEEL"):
         return TritonInstall(Path(on_path), None)
-    root = _pytriton_root()
+    root = pytriton_root()
     if root is None:
         raise RuntimeError("no tritonserver on PATH and nvidia-pytriton is not installed (pip install -e .[serve])")
-    return TritonInstall(root / "tritonserver" / "bin" / "tritonserver", _own_backend_dir(root), (_wheel_libs(root),))
-
-
-def perf_analyzer_binary() -> str:
-    """The client wheel's perf_analyzer beside this interpreter, else the one on PATH (NGC SDK image)."""
-    beside = Path(sys.executable).parent / "perf_analyzer"
-    return str(beside) if beside.is_file() else "perf_analyzer"
-
-
-def perf_analyzer_env() -> dict[str, str]:
-    """Environment in which the client wheel's perf_analyzer finds libb64.so.0d and libcudart.so.12."""
-    env = dict(os.environ)
-    root = _pytriton_root()
-    if root is None:
-        return env
-    link_dir = Path(sys.prefix) / "share" / "qwen-triton" / "perf-libs"
-    link_dir.mkdir(parents=True, exist_ok=True)
-    for pattern, name in (("libb64-*.so.0d", "libb64.so.0d"), ("libcudart-*.so.12*", "libcudart.so.12")):
-        found = sorted(_wheel_libs(root).glob(pattern))
-        if found and not (link_dir / name).exists():
-            (link_dir / name).symlink_to(found[0])
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(link_dir), str(_wheel_libs(root)), env.get("LD_LIBRARY_PATH")]))
-    return env
+    return TritonInstall(root / "tritonserver" / "bin" / "tritonserver", _own_backend_dir(root), (wheel_libs(root),))
 
 
 def http_ready(host: str, http_port: int, timeout_s: float = 2.0) -> bool:

@@ -11,7 +11,8 @@ import json
 import torch
 import torch.nn.functional as F
 
-from ..models import gemv
+from qwen_triton.models import gemv
+
 from .timing import graph_ms
 
 SHAPES = {"qkv_proj": (12288, 4096), "o_proj": (4096, 4096), "gate_up_proj": (22016, 4096),

@@ -1,30 +1,23 @@
-"""Load tests against the served ensemble: a streaming gRPC load generator that measures output tokens/s,
-time to first token and inter-token latency, and a perf_analyzer run with an explicit --input-data file.
-Measures; asserts nothing."""
+"""A streaming gRPC load generator against the served ensemble: output tokens/s, time to first token and
+inter-token latency of each request, from threads or several client processes, over a fixed list of requests
+or a steady window; and Triton's per-model statistics over a run. Measures; asserts nothing."""
 from __future__ import annotations
 
 import bisect
-import csv
 import itertools
-import json
 import multiprocessing
 import statistics
-import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 
-from .client import QwenClient
-from .schema import ENSEMBLE
-from .serving.launcher import perf_analyzer_binary, perf_analyzer_env
+from qwen_triton.client import QwenClient
 
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
-
-
 RESPONSE_TIMEOUT_S = 120.0  # a request silent this long counts as failed instead of hanging the load
+
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -229,41 +222,6 @@ def _summarise(concurrency: int, samples: list[_Sample], failed: int, duration: 
         ttft_ms_p50=round(ms([s.ttft_s for s in samples], statistics.median), 2),
         itl_ms_mean=round(ms(itls, statistics.mean), 2),
         latency_ms_p50=round(ms([s.latency_s for s in samples], statistics.median), 2))
-
-
-def write_input_data(path: Path, prompt: str, max_tokens: int, stream: bool = True, greedy: bool = True) -> Path:
-    """perf_analyzer --input-data: only the inputs we mean to send, each with its shape."""
-    entry = {
-        "text_input": {"content": [prompt], "shape": list(ENSEMBLE.input("text_input").dims)},
-        "max_tokens": {"content": [max_tokens], "shape": list(ENSEMBLE.input("max_tokens").dims)},
-        "stream": {"content": [stream], "shape": list(ENSEMBLE.input("stream").dims)},
-        "min_tokens": {"content": [max_tokens], "shape": list(ENSEMBLE.input("min_tokens").dims)},
-    }
-    if greedy:
-        entry["temperature"] = {"content": [0.0], "shape": list(ENSEMBLE.input("temperature").dims)}
-    path.write_text(json.dumps({"data": [entry]}, ensure_ascii=False, indent=1))
-    return path
-
-
-def run_perf_analyzer(url: str, workdir: Path, concurrency: int, max_tokens: int, measurement_ms: int = 4000,
-                      prompt: str = DEFAULT_PROMPT, stream: bool = True, greedy: bool = True,
-                      grpc_streaming: bool = True) -> dict:
-    """grpc_streaming=False: unary ModelInfer, for a repository filled with --decoupled false."""
-    data = write_input_data(workdir / "perf_input.json", prompt, max_tokens, stream, greedy)
-    report = workdir / "perf_analyzer.csv"
-    # --streaming: a decoupled ensemble is only driven over a gRPC stream.
-    cmd = [perf_analyzer_binary(), "-m", "ensemble", "-i", "grpc", "-u", url,
-           *(["--streaming"] if grpc_streaming else []), "--input-data", str(data),
-           f"--concurrency-range={concurrency}:{concurrency}", f"--measurement-interval={measurement_ms}",
-           "--measurement-mode=time_windows", "--max-trials=3", "--stability-percentage=100", "-f", str(report)]
-    run = subprocess.run(cmd, env=perf_analyzer_env(), capture_output=True, text=True, timeout=600)
-    if run.returncode != 0:
-        raise RuntimeError(f"perf_analyzer failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
-    with open(report) as f:
-        row = next(csv.DictReader(f))
-    return {"command": " ".join(cmd), "requests_per_s": float(row["Inferences/Second"]),
-            "latency_p50_ms": float(row["p50 latency"]) / 1000, "latency_p99_ms": float(row["p99 latency"]) / 1000,
-            "stdout_tail": run.stdout[-1500:]}
 
 
 def result_dict(result: LoadResult) -> dict:

@@ -9,15 +9,13 @@ import dataclasses
 import itertools
 import json
 import random
-from pathlib import Path
 
 import torch
 
-from ..models import paged_attention
-from .sharegpt import load_lengths
-from .timing import graph_ms
+from qwen_triton.models import paged_attention
 
-LENGTHS = Path(__file__).resolve().parents[3] / "benchmarks" / "sharegpt_lengths.json"
+from .sharegpt import LENGTHS, load_lengths
+from .timing import graph_ms
 
 
 def served_contexts(batch: int, seed: int = 0) -> list[int]:

@@ -22,16 +22,17 @@ from pathlib import Path
 
 import torch
 
-from ..config import load_engine_folder
-from ..runtime.engine import Engine, TokenEvent
-from ..runtime.model_runner import ModelRunner
-from ..runtime.request import SamplingParams
-from ..text.detokenizer import TextStream
-from ..text.tokenizer import QwenTokenizer
-from ..tools.random_checkpoint import QWEN_7B
-from ..tools.random_engine import make_random_engine
+from qwen_triton.config import load_engine_folder
+from qwen_triton.runtime.engine import Engine, TokenEvent
+from qwen_triton.runtime.model_runner import ModelRunner
+from qwen_triton.runtime.request import SamplingParams
+from qwen_triton.text.detokenizer import TextStream
+from qwen_triton.text.tokenizer import QwenTokenizer
+from qwen_triton.tools.random_checkpoint import QWEN_7B
+from qwen_triton.tools.random_engine import make_random_engine
+
 from .gpu import LIMITS, WORD
-from .sharegpt import load_lengths
+from .sharegpt import LENGTHS, load_lengths
 
 
 class ClosedLoop:
@@ -105,7 +106,7 @@ def measure(engine_dir: Path, args, lengths) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--lengths", default="benchmarks/sharegpt_lengths.json")
+    parser.add_argument("--lengths", type=Path, default=LENGTHS)
     parser.add_argument("--warmup-s", type=float, default=5.0)
     parser.add_argument("--window-s", type=float, default=15.0)
     parser.add_argument("--max-waiting", type=int, default=1, help="mixed_max_waiting of the second variant")
@@ -113,7 +114,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", help="also append the result lines here (JSONL, after a line naming the run)")
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
-    lines = [{"command": "python -m qwen_triton.bench.engine_load " + " ".join(given),
+    lines = [{"command": "python -m benchmarks.engine_load " + " ".join(given),
               "gpu": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat()}]
     lengths = load_lengths(args.lengths)
     root = Path(tempfile.mkdtemp(prefix="qwen-engine-load-"))

@@ -1,5 +1,6 @@
-"""Triton's Prometheus metrics port, read by the benchmarks and tests: gauges, and histograms between two
-snapshots (count, mean, and the bucket bounds that hold the median and the 90th percentile). Torch-free."""
+"""Triton's Prometheus metrics port, read by the benchmarks, the reliability probes and tests: gauges, and
+histograms between two snapshots (count, mean, and the bucket bounds that hold the median and the 90th
+percentile). Torch-free."""
 from __future__ import annotations
 
 import math

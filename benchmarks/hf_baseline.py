@@ -9,7 +9,7 @@ import time
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from ..config import load_engine_folder
+from qwen_triton.config import load_engine_folder
 
 
 def hf_tokens_per_s(model, batch: int, prompt_len: int, new_tokens: int) -> float:

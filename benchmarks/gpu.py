@@ -9,7 +9,6 @@ import datetime
 import json
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,21 +16,23 @@ from pathlib import Path
 
 import torch
 
-from ..config import EngineLimits
-from ..loadtest import Job, result_dict, run_jobs, run_steady_window, ttft_samples_ms, with_triton_stats
-from ..server_metrics import gauge, histogram, histogram_delta_ms, scrape
-from ..serving.launcher import Ports, TritonServer
-from ..serving.responses import FIRST_RESPONSE_METRIC
-from ..tools.fill_templates import fill_repository, values_for_engine
-from ..tools.random_checkpoint import QWEN_7B
-from ..tools.random_engine import make_random_engine
+from client.server_metrics import gauge, histogram, histogram_delta_ms, scrape
+from qwen_triton.config import EngineLimits
+from qwen_triton.serving.launcher import Ports, TritonServer
+from qwen_triton.serving.responses import FIRST_RESPONSE_METRIC
+from qwen_triton.tools.fill_templates import fill_repository, values_for_engine
+from qwen_triton.tools.random_checkpoint import QWEN_7B
+from qwen_triton.tools.random_engine import make_random_engine
+
+from .checkout import MODEL_REPOSITORY, RESULTS, run_module
 from .gpu_tests import run_suites
-from .sharegpt import load_lengths
+from .load_generator import Job, result_dict, run_jobs, run_steady_window, ttft_samples_ms, with_triton_stats
+from .sharegpt import LENGTHS, load_lengths
 
 CLIENT_PROCESSES = 8  # the c64 load comes from 8 processes x 8 streams (one Python process saturates first)
 WORD = " the"  # one Qwen token, so a prompt of n words is n tokens with apply_chat_template false
 C64_WARMUP_S, C64_WINDOW_S = 5.0, 20.0  # c64 throughput: output tokens arriving in the window, 64 in flight
-HF_PROMPT_LEN, HF_NEW_TOKENS = 32, 128  # passed to bench.hf_baseline and served alike (bs32_like_hf)
+HF_PROMPT_LEN, HF_NEW_TOKENS = 32, 128  # passed to benchmarks.hf_baseline and served alike (bs32_like_hf)
 LIMITS = EngineLimits(dtype="float16", max_batch_size=64, max_input_len=1024, max_seq_len=2048,
                       max_num_batched_tokens=8192, block_size=16)
 
@@ -50,7 +51,7 @@ def copy_bandwidth_gbs(n_bytes: int = 2 << 30) -> float:
 
 def decode_bytes_per_step(engine_dir: Path) -> int:
     """Weights read once per decode step (fp16), the embedding excepted (one row is gathered)."""
-    from ..config import load_engine_folder
+    from qwen_triton.config import load_engine_folder
 
     m = load_engine_folder(engine_dir).config.model
     per_layer = (m.hidden_size * (m.hidden_size + 2 * m.num_key_value_heads * m.head_dim) + m.hidden_size ** 2
@@ -73,7 +74,7 @@ def with_server_stats(ports: Ports, run):
 
 def _server(engine_dir: Path, work: Path) -> tuple[TritonServer, Ports]:
     repo = work / f"repo-{engine_dir.name}"
-    fill_repository(Path(__file__).resolve().parents[3] / "model_repository",
+    fill_repository(MODEL_REPOSITORY,
                     values_for_engine(engine_dir, device="cuda", preprocessing_instance_count=2,
                                       postprocessing_instance_count=4), repo)
     ports = Ports.free()
@@ -93,10 +94,10 @@ def c64_with_prefill_steps_only(engine_dir: Path, work: Path, jobs: list[Job]) -
 
 
 def engine_alone_first_token(engine_dir: Path, prompt_len: int = 512) -> dict:
-    """bench.prefill on the same engine, without Triton: the engine's share of time to first token. In its own
+    """benchmarks.prefill on the same engine, without Triton: the engine's share of time to first token. In its own
     process, so its GPU memory is free again before the server sizes its KV cache."""
-    out = subprocess.run([sys.executable, "-m", "qwen_triton.bench.prefill", "--engine-dir", str(engine_dir),
-                          "--prompt-len", str(prompt_len)], check=True, stdout=subprocess.PIPE, text=True).stdout
+    out = run_module(sys.executable, "benchmarks.prefill", "--engine-dir", str(engine_dir),
+                     "--prompt-len", str(prompt_len)).stdout
     return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
 
@@ -129,8 +130,8 @@ def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_reques
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out-dir", default="benchmarks/results")
-    parser.add_argument("--lengths", default="benchmarks/sharegpt_lengths.json")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--lengths", type=Path, default=LENGTHS)
     parser.add_argument("--c64-requests", type=int, default=256)
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--skip-prefill-steps-baseline", action="store_true",
@@ -150,10 +151,9 @@ def main(argv=None):
     make_random_engine(engine_dir, QWEN_7B, LIMITS, seed=0)
     bandwidth = copy_bandwidth_gbs()
     floor = bandwidth * 1e9 / decode_bytes_per_step(engine_dir)
-    hf = {} if args.skip_hf else json.loads(subprocess.run(
-        [args.hf_python, "-m", "qwen_triton.bench.hf_baseline", "--engine-dir", str(engine_dir),
-         "--prompt-len", str(HF_PROMPT_LEN), "--new-tokens", str(HF_NEW_TOKENS)],
-        check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1])
+    hf = {} if args.skip_hf else json.loads(run_module(
+        args.hf_python, "benchmarks.hf_baseline", "--engine-dir", str(engine_dir),
+        "--prompt-len", str(HF_PROMPT_LEN), "--new-tokens", str(HF_NEW_TOKENS)).stdout.strip().splitlines()[-1])
     engine_alone = engine_alone_first_token(engine_dir)
     c64_jobs = [Job(WORD * i, o, True) for i, o in load_lengths(args.lengths)]  # raw prompts of i tokens
     served = serve_and_load(engine_dir, work, c64_jobs, args.c64_requests)
@@ -163,7 +163,7 @@ def main(argv=None):
         served["c64_prefill_steps_only"] = c64_with_prefill_steps_only(separate, work, c64_jobs)
     result = {
         "gpu": gpu, "date": datetime.date.today().isoformat(),
-        "command": "python -m qwen_triton.bench.gpu " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m benchmarks.gpu " + " ".join(sys.argv[1:] if argv is None else argv),
         "model": "random weights, Qwen-7B shape (4096 hidden, 32 layers, 32 heads, MLP 11008, vocab 151936), fp16",
         "decode_bs1_tok_s": round(1000 / served["bs1"]["itl_ms_mean"], 2),
         "ttft_512_ms": round(statistics.median(served["ttft_512_samples_ms"]), 2),
@@ -180,7 +180,7 @@ def main(argv=None):
         result["ratio_decode_bs1_vs_hf_bs1"] = round(result["decode_bs1_tok_s"] / hf["hf_bs1_tok_s"], 2)
         result["ratio_bs32_vs_hf_bs32"] = round(result["bs32_output_tok_s"] / hf["hf_bs32_tok_s"], 2)
     short = re.search(r"\b([A-Z]+\d{2,4})\b", gpu)
-    out = Path(args.out_dir) / ((short.group(1) if short else "gpu").lower() + ".json")
+    out = args.out_dir / ((short.group(1) if short else "gpu").lower() + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "served"}, indent=2))

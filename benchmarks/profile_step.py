@@ -9,11 +9,12 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ..runtime.engine import Engine
-from ..runtime.model_runner import ModelRunner
-from ..runtime.request import SamplingParams
-from ..tools.random_checkpoint import QWEN_7B
-from ..tools.random_engine import make_random_engine
+from qwen_triton.runtime.engine import Engine
+from qwen_triton.runtime.model_runner import ModelRunner
+from qwen_triton.runtime.request import SamplingParams
+from qwen_triton.tools.random_checkpoint import QWEN_7B
+from qwen_triton.tools.random_engine import make_random_engine
+
 from .gpu import LIMITS
 
 

@@ -1,5 +1,5 @@
 """Where the served c64 load spends its CPU: py-spy samples of every Triton Python-backend stub while the
-load runs (random Qwen-7B-shape engine, as bench.gpu). Writes collapsed stacks and prints, per stub thread,
+load runs (random Qwen-7B-shape engine, as benchmarks.gpu). Writes collapsed stacks and prints, per stub thread,
 its busy fraction and hottest frames. Diagnostic only; needs py-spy on PATH."""
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ import threading
 import time
 from pathlib import Path
 
-from ..loadtest import Job, run_jobs
-from ..serving.launcher import Ports, TritonServer
-from ..tools.fill_templates import fill_repository, values_for_engine
-from ..tools.random_checkpoint import QWEN_7B
-from ..tools.random_engine import make_random_engine
+from qwen_triton.serving.launcher import Ports, TritonServer
+from qwen_triton.tools.fill_templates import fill_repository, values_for_engine
+from qwen_triton.tools.random_checkpoint import QWEN_7B
+from qwen_triton.tools.random_engine import make_random_engine
+
+from .checkout import MODEL_REPOSITORY
 from .gpu import CLIENT_PROCESSES, LIMITS, WORD
-from .sharegpt import load_lengths
+from .load_generator import Job, run_jobs
+from .sharegpt import LENGTHS, load_lengths
 
 
 def stub_pids() -> dict[int, str]:
@@ -55,10 +57,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="qwen-profile-"))
     make_random_engine(work / "engine", QWEN_7B, LIMITS, seed=0)
-    fill_repository(Path(__file__).resolve().parents[3] / "model_repository",
+    fill_repository(MODEL_REPOSITORY,
                     values_for_engine(work / "engine", device="cuda", preprocessing_instance_count=2,
                                       postprocessing_instance_count=4), work / "repo")
-    lengths = load_lengths("benchmarks/sharegpt_lengths.json")
+    lengths = load_lengths(LENGTHS)
     with TritonServer(work / "repo", Ports.free(), log_file=work / "server.log") as server:
         url = f"127.0.0.1:{server.ports.grpc}"
         run_jobs(url, 4, [Job(WORD * 64, 16, True)] * 8)

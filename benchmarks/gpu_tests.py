@@ -1,17 +1,15 @@
-"""The test suites bench.gpu records beside its figures, run on the GPU host: tests/gpu with this interpreter
+"""The test suites benchmarks.gpu records beside its figures, run on the GPU host: tests/gpu with this interpreter
 (the bundle's) and tests/fidelity with the one that has transformers (the host's own: transformers does not
 import under the bundle's numpy 1.26), the bundle's site-packages appended there for pytest."""
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import sysconfig
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+from .checkout import ROOT, child_env
 
 
 def run_pytest(python: str, suite: str, extra_site: str | None = None) -> dict:
@@ -19,9 +17,7 @@ def run_pytest(python: str, suite: str, extra_site: str | None = None) -> dict:
     {"returncode", "summary"}: pytest's last line ("45 passed, 4 skipped in 90.1s")."""
     append = f"sys.path.append({extra_site!r}); " if extra_site else ""
     code = f"import sys; {append}import pytest; sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {suite!r}]))"
-    src = str(ROOT / "src")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (src, os.environ.get("PYTHONPATH")))))
-    proc = subprocess.run([python, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.run([python, "-c", code], cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     return {"returncode": proc.returncode, "summary": lines[-1].strip("= ") if lines else ""}

@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ..config import load_engine_folder
-from ..runtime.engine import Engine
-from ..runtime.model_runner import ModelRunner
-from ..runtime.request import SamplingParams
-from ..tools.random_checkpoint import QWEN_7B
-from ..tools.random_engine import make_random_engine
+from qwen_triton.config import load_engine_folder
+from qwen_triton.runtime.engine import Engine
+from qwen_triton.runtime.model_runner import ModelRunner
+from qwen_triton.runtime.request import SamplingParams
+from qwen_triton.tools.random_checkpoint import QWEN_7B
+from qwen_triton.tools.random_engine import make_random_engine
+
 from .gpu import LIMITS
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .checkout import RESULTS
+
 
 def plot(result_file: Path) -> Path:
     import matplotlib
@@ -49,8 +51,8 @@ def plot(result_file: Path) -> Path:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("result", nargs="?", default="benchmarks/results/h100.json")
-    print(f"wrote {plot(Path(parser.parse_args(argv).result))}")
+    parser.add_argument("result", nargs="?", type=Path, default=RESULTS / "h100.json")
+    print(f"wrote {plot(parser.parse_args(argv).result)}")
 
 
 if __name__ == "__main__":
