@@ -178,8 +178,9 @@ def beside_heavy_request(server: Server, heavy: dict, tokens: int = 32, repeats:
 class Launched:
     """`python -m qwen_triton.serving.launcher` (what make serve runs) in a subprocess, on a filled repository."""
 
-    def __init__(self, repo: Path, ports, log_file: Path):
+    def __init__(self, repo: Path, ports, log_file: Path, openai_port: int = 0):
         self.repo, self.ports, self.log_file = repo, ports, log_file
+        self.openai_port = openai_port  # 0: the launcher starts no OpenAI server
         self.server = Server(f"127.0.0.1:{ports.grpc}", ports.metrics)
         self.process: subprocess.Popen | None = None
 
@@ -189,7 +190,7 @@ class Launched:
     def start(self, timeout_s: float = 180) -> "Launched":
         command = [sys.executable, "-m", "qwen_triton.serving.launcher", "--model-repository", str(self.repo),
                    "--grpc-port", str(self.ports.grpc), "--http-port", str(self.ports.http),
-                   "--metrics-port", str(self.ports.metrics)]
+                   "--metrics-port", str(self.ports.metrics), "--openai-port", str(self.openai_port)]
         self.process = subprocess.Popen(command, stdout=open(self.log_file, "w"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while not self.ready():

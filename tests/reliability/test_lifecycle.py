@@ -1,9 +1,18 @@
 """The launcher (make serve) under trouble: SIGTERM under load answers every request and exits cleanly with
 nothing left behind; a killed model stub fails what was in flight at once, shows not ready, and the server
-serves again."""
+serves again. With an OpenAI port, the OpenAI server starts once Triton is ready, a stream in flight at SIGTERM
+gets its last event, both stop, and it is restarted alone or with Triton."""
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
 import pytest
 
-from client.reliability import kill_stub, sigterm_under_load
+from client.reliability import Launched, kill_stub, sigterm_under_load
+from qwen_triton.serving.launcher import Ports
 
 pytestmark = pytest.mark.e2e
 
@@ -24,3 +33,79 @@ def test_a_killed_stub_fails_in_flight_requests_now_and_the_server_comes_back(la
     assert result["in_flight"].startswith("error") and result["in_flight_ended_after_s"] < 5, result
     assert result["not_ready_seen"] and result["serving_again_after_s"] < 60, result
     assert result["next_request"].startswith("ok:"), result
+
+
+@pytest.fixture
+def with_openai(long_repo, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = Launched(long_repo, Ports.free(), tmp_path / "launcher.log", openai_port=port).start()
+    server.openai_url = f"http://127.0.0.1:{port}/v1"
+    yield server
+    server.stop()
+
+
+def _openai_pid(launched) -> int | None:
+    found = [pid for pid in launched.processes()
+             if b"qwen_triton.openai_server" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return found[0] if found else None
+
+
+def _sdk_answer(url: str, timeout_s: float = 60) -> str:
+    """The OpenAI server's first answer once it serves (it starts after Triton is ready)."""
+    import openai
+
+    deadline = time.monotonic() + timeout_s
+    with openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=30) as sdk:
+        while True:
+            try:
+                reply = sdk.chat.completions.create(model="ensemble", max_tokens=4,
+                                                    messages=[{"role": "user", "content": "Hello"}])
+                return reply.choices[0].finish_reason
+            except (openai.APIConnectionError, openai.InternalServerError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
+def test_make_serve_starts_and_stops_the_openai_server_with_triton(with_openai):
+    import openai
+
+    assert _sdk_answer(with_openai.openai_url) in ("length", "stop")
+    tree, outcome = with_openai.processes(), {}
+    assert _openai_pid(with_openai) in tree
+
+    def long_stream():
+        with openai.OpenAI(base_url=with_openai.openai_url, api_key="unused", max_retries=0, timeout=60) as sdk:
+            stream = sdk.chat.completions.create(model="ensemble", stream=True, max_tokens=2000, temperature=0.0,
+                                                 messages=[{"role": "user", "content": "A long one."}],
+                                                 extra_body={"min_tokens": 2000})
+            try:
+                outcome["chunks"] = sum(1 for _ in stream)
+            except openai.APIError as exc:
+                outcome["error"] = str(exc)
+
+    thread = threading.Thread(target=long_stream)
+    thread.start()
+    while with_openai.server.busy() == 0 and thread.is_alive():
+        time.sleep(0.02)
+    with_openai.process.send_signal(signal.SIGTERM)
+    assert with_openai.process.wait(60) == 0
+    thread.join(30)
+    # The stream got its last event (the server's cancellation) before the OpenAI server exited: not cut off.
+    assert not thread.is_alive() and "cancelled" in outcome.get("error", ""), outcome
+    assert [pid for pid in tree if Path(f"/proc/{pid}").exists()] == []
+    with pytest.raises(OSError):  # nothing listens on the OpenAI port any more
+        socket.create_connection(("127.0.0.1", with_openai.openai_port), timeout=1)
+
+
+def test_the_openai_server_is_restarted_alone_and_with_triton(with_openai):
+    assert _sdk_answer(with_openai.openai_url)
+    first = _openai_pid(with_openai)
+    os.kill(first, signal.SIGKILL)  # the frontend alone dies: Triton keeps running
+    assert _sdk_answer(with_openai.openai_url) and _openai_pid(with_openai) not in (None, first)
+    second = _openai_pid(with_openai)
+    result = kill_stub(with_openai, "tensorrt_llm")  # Triton restarts, and the OpenAI server with it
+    assert result["next_request"].startswith("ok:"), result
+    assert _sdk_answer(with_openai.openai_url) and _openai_pid(with_openai) not in (None, second)
