@@ -112,12 +112,13 @@ def _process_main(url, concurrency, jobs, sampling, run_s, ready, start, results
 
 
 def _run_processes(url: str, concurrency: int, jobs: list[Job], sampling: dict, processes: int,
-                   run_s: float | None = None):
+                   run_s: float | None = None, target=_process_main):
     """The same load from several client processes: one Python process decoding every streamed response
-    saturates its GIL long before the server does. Timing starts when all processes are up."""
+    saturates its GIL long before the server does. Timing starts when all processes are up. target: what each
+    process runs, with _process_main's arguments (benchmarks.openai_load's sends the load as SSE instead)."""
     ctx = multiprocessing.get_context("spawn")
     ready, results, start = ctx.Queue(), ctx.Queue(), ctx.Event()
-    workers = [ctx.Process(target=_process_main, daemon=True,
+    workers = [ctx.Process(target=target, daemon=True,
                            args=(url, concurrency // processes + (i < concurrency % processes),
                                  jobs[i::processes], sampling, run_s, ready, start, results))
                for i in range(processes)]
@@ -151,14 +152,14 @@ def run_jobs(url: str, concurrency: int, jobs: list[Job], greedy: bool = True, p
 
 
 def run_steady_window(url: str, concurrency: int, jobs: list[Job], warmup_s: float, window_s: float,
-                      greedy: bool = True, processes: int = 1) -> LoadResult:
+                      greedy: bool = True, processes: int = 1, target=_process_main) -> LoadResult:
     """Throughput at a held concurrency, as perf_analyzer measures it: every stream keeps one request in
     flight (cycling through jobs) for warmup_s + window_s, and only the output tokens that arrive inside the
     window are counted; a fixed list of requests would instead end with a ramp-down at falling concurrency.
     TTFT and ITL come from the requests started inside the window; failures from the whole run."""
     sampling = {"temperature": 0.0} if greedy else {}
     samples, failures, began, _ = _run_processes(url, concurrency, jobs, sampling, max(1, min(processes, concurrency)),
-                                                 run_s=warmup_s + window_s)
+                                                 run_s=warmup_s + window_s, target=target)
     lo, hi = began + warmup_s, began + warmup_s + window_s
     tokens = sum(s.tokens_by(hi) - s.tokens_by(lo) for s in samples)
     inside = [s for s in samples if lo <= s.start_s < hi]
