@@ -6,7 +6,7 @@ import torch
 
 from qwen_triton.runtime.model_runner import ModelRunner
 from qwen_triton.runtime.request import SamplingParams, Sequence
-from qwen_triton.runtime.schedule import ScheduleOutput
+from qwen_triton.runtime.schedule_output import ScheduleOutput
 
 TOL = 1e-4
 # ChatML prompt of 21 tokens (crosses a 16-token block boundary) and a short plain one.

@@ -1,9 +1,9 @@
 """RMSNorm (with the residual add before it), RoPE with the KV-cache write, and SiLU-times-up as one Triton
-kernel each on CUDA, in place of 8, 12 and 2 small torch kernels per call: at batch 1 those small kernels cost
-about a quarter of a decode step. Arithmetic follows the torch code they
-replace (float32 statistics, products rounded to fp16/bf16); results agree with it to the last bit for most
-elements and within one rounding step for the rest (tests/gpu). Eager and CUDA-graph decode use the same
-kernels. Without Triton or CUDA the callers keep their torch code."""
+kernel each on CUDA, in place of 8, 12 and 2 small torch kernels per call: at batch 1 a decode step is bound by
+kernel launches, so fewer kernels make it shorter. Arithmetic follows the torch reference ops they replace
+(models/ops.py: float32 statistics, products rounded to fp16/bf16); results agree with it to the last bit for
+most elements and within one rounding step for the rest (tests/gpu/test_kernels.py). ops.select_ops picks
+these for every CUDA model when Triton imports, at any dtype; eager and CUDA-graph steps use the same kernels."""
 from __future__ import annotations
 
 import torch
@@ -15,10 +15,6 @@ try:
     from . import pdl
 except ImportError:  # CPU-only installs
     triton = None
-
-
-def available(x: torch.Tensor) -> bool:
-    return triton is not None and x.is_cuda
 
 
 if triton is not None:
@@ -139,8 +135,9 @@ def rope_write_kv(qkv: torch.Tensor, num_heads: int, num_kv_heads: int, cos: tor
 
 
 def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float):
-    """x (T, N) unit stride along N, residual (T, N) contiguous -> (rms_norm(x + residual), x + residual)."""
+    """x (T, N) unit stride along N, residual (T, N) -> (rms_norm(x + residual), x + residual)."""
     T, N = x.shape
+    residual = residual.contiguous()  # the kernel indexes it densely; a no-op for the model's residuals
     out = torch.empty((T, N), dtype=weight.dtype, device=x.device)
     total = torch.empty((T, N), dtype=x.dtype, device=x.device)
     _add_rms_norm_kernel[(T,)](x, residual, weight, out, total, x.stride(0), N, eps,

@@ -1,8 +1,9 @@
 """Small-batch linear layers (y = x W^T + b with few rows of x) as a split-K Triton GEMV on CUDA. At batch 1 a
-decode step only streams weights, and cuBLAS reads some Qwen-7B shapes well below the memory bandwidth (the
-4096 x 4096 o_proj at about a quarter of it on an H200): more, smaller programs keep more bytes in flight.
-Each program sums BLOCK_K-wide slices of BLOCK_N weight rows over its split of K in float32; splits are
-summed (and the bias added) in float32 before one rounding to the output dtype, as cuBLAS rounds once."""
+decode step only streams weights, and cuBLAS reads some Qwen-7B shapes (the square 4096 x 4096 o_proj most)
+well below the memory bandwidth: more, smaller programs keep more bytes in flight. Each program sums
+BLOCK_K-wide slices of BLOCK_N weight rows over its split of K in float32; splits are summed (and the bias
+added) in float32 before one rounding to the output dtype, as cuBLAS rounds once. ops.small_batch_linear
+sends a half-precision CUDA model's calls of up to max_rows rows here (benchmarks/gemv.py compares)."""
 from __future__ import annotations
 
 import torch
@@ -21,17 +22,10 @@ MAX_ROWS_SQUARE = 16  # 4096 x 4096 (o_proj): cuBLAS from here on (max_rows)
 
 
 def max_rows(n: int, k: int) -> int:
-    # From 17 to 64 rows the Triton tiles beat cuBLAS on an H100 only where one side is longer than 4,096 (qkv,
-    # gate_up, down, lm_head); the square 4096 x 4096 o_proj stays with cuBLAS there.
-    # (benchmarks/results/gemv_bs32_64_h100.jsonl)
+    """The most rows of x the GEMV takes for a weight (n, k); cuBLAS above. From 17 to 64 rows the Triton tiles
+    beat cuBLAS on an H100 only where one side is longer than 4,096 (qkv, gate_up, down, lm_head); the square
+    4096 x 4096 o_proj stays with cuBLAS there (benchmarks/results/gemv_bs32_64_h100.jsonl)."""
     return MAX_ROWS if max(n, k) > 4096 else MAX_ROWS_SQUARE
-
-
-def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    # Half precision only: with float32 inputs tl.dot would round to TF32, where cuBLAS (torch's default) does not.
-    return (triton is not None and x.is_cuda and x.dim() == 2 and x.shape[0] <= max_rows(*weight.shape)
-            and x.stride(1) == 1 and x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == x.dtype
-            and weight.is_contiguous())
 
 
 if triton is not None:
@@ -112,11 +106,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 def choose_launch(M: int, N: int, K: int) -> tuple[int, int, int, int]:
-    """Fastest launches of `python -m qwen_triton.bench.gemv` for Qwen-7B's shapes. Batch 1 (H200,
+    """Fastest launches of benchmarks/gemv.py for Qwen-7B's shapes. Batch 1 (H200,
     benchmarks/results/gemv_h200.jsonl): 4 rows x 1,024 columns per program for the narrow outputs (o_proj,
-    down_proj: 3.2 and 3.8 TB/s where cuBLAS reads 2.5 and 3.3), 16 x 256 for the wide ones. 2 to 16 rows:
-    32-wide tensor-core tiles, K split in 4 for the narrow outputs; 17 to 64 (H100): K split in 2 for down_proj
-    (the wide outputs unsplit read 2.7 to 2.9 TB/s, cuBLAS 2.5 to 2.8)."""
+    down_proj), 16 x 256 for the wide ones. 2 to 16 rows: 32-wide tensor-core tiles, K split in 4 for the narrow
+    outputs; 17 to 64 (H100, benchmarks/results/gemv_bs32_64_h100.jsonl): K split in 2 for down_proj, the wide
+    outputs unsplit."""
     narrow = N <= 4096
     if M == 1:
         return (4, 1024, 1, 4) if narrow else (16, 256, 1, 4)

@@ -1,7 +1,8 @@
 """Decode attention over the paged KV cache as Triton kernels on CUDA: each (sequence, head, split) program
 reads only live blocks of its share of the context (online softmax), so cost follows real context lengths,
 not the padded table; the split that finishes last merges the splits, in the same launch. Launches depend on
-shapes only, so they run inside CUDA graphs. Without Triton or CUDA the caller uses its SDPA path."""
+shapes only, so they run inside CUDA graphs. ops.select_ops picks decode() for every CUDA model when Triton
+imports; elsewhere the torch reference (ops.decode_attention) gathers the whole table through SDPA."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,10 +18,6 @@ except ImportError:  # CPU-only installs: torch's CPU wheel carries no Triton
     triton = None
 
 
-def available(q: torch.Tensor) -> bool:
-    return triton is not None and q.is_cuda
-
-
 if triton is not None:
 
     @triton.jit
@@ -31,7 +28,7 @@ if triton is not None:
         # Program (sequence, head, split) reads tiles [first, first + per_split) of its sequence. A sequence read
         # by one program gets its output here; otherwise each live split stores its partial state (acc, m, l)
         # and counts itself done on the (sequence, head)'s counter; the one that counts last merges them (no
-        # second launch: 32 fewer per step) and sets the counter back to 0, the state every launch starts from.
+        # second launch per layer) and sets the counter back to 0, the state every launch starts from.
         # Programs past the sequence's last tile read and write nothing.
         pdl.wait_then_release(PDL)
         seq = tl.program_id(0)
@@ -159,15 +156,15 @@ class LaunchPolicy:
     stages: int
 
 
-# Measured on an H200 with each call reading its own cache (python -m qwen_triton.bench.attention, Qwen-7B heads,
+# Chosen from runs on an H200 with each call reading its own cache (benchmarks/attention.py, Qwen-7B heads,
 # scattered blocks, benchmarks/results/attention_pipelined_h200.jsonl): with the tile loop pipelined, about 8
-# programs per SM of 32-token tiles, 2 warps each, read fastest at batch 1 to 8 (context 512 / 2,000; batch 4 at
-# 2,000: 38 us where 4 splits of 128-token tiles took 44 unpipelined, 63 pipelined); 3 stages were slower at
-# every shape (batch 64 at 2,000 tokens: 735 us against 538). Where even splits give too few programs (batch 16
-# and up), contexts differ under load and the longest sequences' programs ran alone at the end of the layer:
-# chunks of CHUNK_TILES tiles per program instead (see Launch). A pipelined 64-token chunk takes 33 KiB of
-# shared memory per program, so only devices with Hopper-class shared memory pipeline; the others keep the
-# launch measured before pipelining (benchmarks/results/attention_h200.jsonl: about 4 programs per SM).
+# programs per SM of 32-token tiles, 2 warps each, read fastest at batch 1 to 8 (contexts of 512 and 2,000),
+# ahead of fewer splits of 128-token tiles pipelined or not; 3 stages were slower at every shape. Where even
+# splits give too few programs (batch 16 and up), contexts differ under load and the longest sequences'
+# programs ran alone at the end of the layer: chunks of CHUNK_TILES tiles per program instead (see Launch). A
+# pipelined 64-token chunk takes 33 KiB of shared memory per program, so only devices with Hopper-class shared
+# memory pipeline; the others keep the launch chosen before pipelining (benchmarks/results/attention_h200.jsonl:
+# about 4 programs per SM).
 PIPELINED = LaunchPolicy(programs_per_sm=8, max_splits=32, min_even_splits=4, even_tiles=(32, 32), stages=2)
 UNPIPELINED = LaunchPolicy(programs_per_sm=4, max_splits=16, min_even_splits=2, even_tiles=(64, 128), stages=1)
 PIPELINE_MIN_SHARED_BYTES = 200 * 1024  # per SM: H100 and H200 have 228 KiB, an A100 164, an L4 100

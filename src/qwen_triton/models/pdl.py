@@ -1,8 +1,8 @@
 """Programmatic dependent launch (PDL, compute capability 9.0 and up). A kernel launched with it may be
 scheduled while the kernel before it in the stream still runs, so its launch latency hides behind that
 kernel's tail; it then waits (griddepcontrol.wait) for that kernel's completion and memory before reading
-or writing anything. At batch 1 a decode step is about 300 dependent kernels of a few microseconds each, so
-the gaps between them are a measurable share of the step. Contract for every kernel launched through
+or writing anything. At batch 1 a decode step is hundreds of short dependent kernels, so the gaps between
+them are a real share of the step. Contract for every kernel launched through
 launch_kwargs(): it calls wait_then_release(PDL) before its first global memory access (the chain stays
 ordered transitively: a kernel completes only after its own wait). cuBLAS and torch kernels keep plain stream
 order. QWEN_TRITON_PDL=0 turns it off (an A/B switch for the benchmarks)."""

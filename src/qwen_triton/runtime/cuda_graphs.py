@@ -1,6 +1,7 @@
 """CUDA graphs of the decode step (forward + logits), one per (batch bucket, KV-block bucket), captured
 largest first into one memory pool (nano-vllm's capture_cudagraph). Replaying one graph replaces hundreds
-of kernel launches: at batch 1 a 7B decode step is launch-bound without it.
+of kernel launches: at batch 1 a 7B decode step is launch-bound without it. The model's ops were chosen at
+load (models/ops.py) and launch a fixed set of kernels per shape, so a capture records exactly the eager step.
 
 Padded rows write their K/V to a scratch block the scheduler never hands out, so they corrupt nothing.
 """
@@ -15,8 +16,8 @@ from ..models.qwen import AttentionBatch
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128)
 PREFILL_BUCKETS = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048)  # tokens of one sequence
 # A mixed step's prompt rows ride on the decode step's weight pass, so their padding costs compute on every
-# step that admits a prompt: finer buckets where served prompts are common (ShareGPT-like lengths: 224 rows
-# per 172-token prompt with PREFILL_BUCKETS, 200 with these).
+# step that admits a prompt: finer buckets where served prompts are common (ShareGPT-like lengths), for fewer
+# padding rows per prompt than PREFILL_BUCKETS give.
 MIXED_TOKEN_BUCKETS = tuple(sorted({*PREFILL_BUCKETS, 96, 192, 320}))
 BLOCK_BUCKETS = (16, 32, 64, 128)  # x block_size tokens of context read per sequence
 

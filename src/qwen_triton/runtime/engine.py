@@ -22,7 +22,7 @@ from ..config import EngineLimits
 from ..engine_api import EngineStats, FinishReason, SamplingParams, Sink, TokenEvent  # noqa: F401
 from .request import PENDING_TOKEN, Sequence
 from .sampler import Sampler
-from .schedule import ScheduleOutput
+from .schedule_output import ScheduleOutput
 from .scheduler import Scheduler
 from .staging import HostRing
 from .token_feed import PendingTokens, TokenFeed

@@ -1,5 +1,6 @@
-"""Engine folder -> QwenForCausalLM on a device, loading tensor names exactly as build/ wrote them; it must not
-rename or fuse anything (build/convert did that once) and knows nothing of the KV cache."""
+"""Engine folder -> QwenForCausalLM on a device, loading tensor names exactly as build/ wrote them, with the
+model's kernels chosen here, once (models/ops.py select_ops); it must not rename or fuse anything (build/convert
+did that once) and knows nothing of the KV cache."""
 from __future__ import annotations
 
 import torch
@@ -7,6 +8,7 @@ from safetensors import safe_open
 
 from ..config import EngineFolder
 from ..errors import ConfigError
+from ..models.ops import Ops, select_ops
 from ..models.qwen import QwenForCausalLM
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -19,7 +21,7 @@ def _names(names: set[str], limit: int = 10) -> str:
 
 def load_model(folder: EngineFolder, device: torch.device | str, dtype: torch.dtype) -> QwenForCausalLM:
     device = torch.device(device)
-    model = _load(folder, device, dtype)
+    model = _load(folder, device, dtype, select_ops(device, dtype))
     if model.lm_head is not None and device.type == "cpu" and dtype == torch.float32:
         _store_hidden_major(model.lm_head.weight)
     return model
@@ -28,20 +30,19 @@ def load_model(folder: EngineFolder, device: torch.device | str, dtype: torch.dt
 @torch.no_grad()
 def _store_hidden_major(weight: torch.Tensor) -> None:
     # Same (vocab, hidden) tensor, same values, stored as its transpose: for the few rows of a decode step
-    # MKL's float32 GEMM then streams contiguous vocab-long rows instead of computing vocab short dot products
-    # (the default 64-hidden engine's head, one thread of the 2-core build machine: 5.5 -> 2.4 ms at one row,
-    # 14.1 -> 5.1 at two; at 896 hidden 50 -> 33 ms). bfloat16 is slower this way (8.7 -> 12.0 ms), so it keeps
-    # the checkpoint's order.
+    # MKL's float32 GEMM then streams contiguous vocab-long rows instead of computing vocab short dot products,
+    # which is faster on CPU. bfloat16 is slower this way, so it keeps the checkpoint's order. CPU models use
+    # the torch ops, which take any strides.
     weight.data = weight.data.t().contiguous().t()
 
 
-def _load(folder: EngineFolder, device: torch.device, dtype: torch.dtype) -> QwenForCausalLM:
+def _load(folder: EngineFolder, device: torch.device, dtype: torch.dtype, ops: Ops) -> QwenForCausalLM:
     if folder.random_weights_seed is not None:
-        return random_model(folder, device, dtype, folder.random_weights_seed)
+        return random_model(folder, device, dtype, folder.random_weights_seed, ops)
     if not folder.weights.is_file():
         raise ConfigError(f"{folder.weights} not found: build the engine with python -m build.convert")
     with torch.device("meta"):  # no memory until the real tensors are assigned
-        model = QwenForCausalLM(folder.config.model)
+        model = QwenForCausalLM(folder.config.model, ops)
     expected = model.state_dict()
     state = {}
     with safe_open(str(folder.weights), framework="pt", device="cpu") as f:
@@ -61,10 +62,11 @@ def _load(folder: EngineFolder, device: torch.device, dtype: torch.dtype) -> Qwe
 
 
 @torch.no_grad()
-def random_model(folder: EngineFolder, device: torch.device, dtype: torch.dtype, seed: int) -> QwenForCausalLM:
+def random_model(folder: EngineFolder, device: torch.device, dtype: torch.dtype, seed: int,
+                 ops: Ops) -> QwenForCausalLM:
     """Seeded random weights made on the device: a Qwen-7B-shape benchmark engine without a 15 GB file."""
     with torch.device(device):
-        model = QwenForCausalLM(folder.config.model).to(dtype)
+        model = QwenForCausalLM(folder.config.model, ops).to(dtype)
     generator = torch.Generator(device=device).manual_seed(seed)
     for name, param in sorted(model.named_parameters()):
         if name.endswith("norm.weight"):

@@ -10,9 +10,10 @@ import torch
 
 from ..config import EngineFolder
 from ..errors import ConfigError
+from ..models.ops import check_operands
 from ..models.qwen import AttentionBatch
 from .loader import TORCH_DTYPES, load_model
-from .schedule import ScheduleOutput
+from .schedule_output import ScheduleOutput
 from .staging import PinnedStaging
 from .token_feed import TokenFeed
 
@@ -59,6 +60,9 @@ class ModelRunner:
         self.kv_cache = torch.zeros(m.num_hidden_layers, 2, self.num_kv_blocks + 1, self.block_size,
                                     m.num_key_value_heads, m.head_dim, device=self.device, dtype=self.dtype)
         self.kv_caches = [(self.kv_cache[i, 0], self.kv_cache[i, 1]) for i in range(m.num_hidden_layers)]
+        # Once, here: the CUDA ops read weights and caches as dense memory of the model's dtype (models/ops.py).
+        caches = ((f"kv_cache[{i}][{j}]", c) for i, pair in enumerate(self.kv_caches) for j, c in enumerate(pair))
+        check_operands(self.model.ops, [*self.model.named_parameters(), *caches], self.dtype)
         self.prefill_graphs, self.graphs, self.mixed_graphs = self._capture_graphs(use_cuda_graphs)
         # Read by the scheduler: the longest prompt a decode step can take in (0: no mixed steps). Only
         # graphed: eager, a mixed step's launches would cost the host more than the prefill step they save.
@@ -67,12 +71,11 @@ class ModelRunner:
     def _capture_graphs(self, enabled: bool):
         if not enabled or self.device.type != "cuda":
             return None, None, None
-        from ..models import paged_attention
         from .cuda_graphs import DecodeGraphs, MixedGraphs, PrefillGraphs
 
         limits, scratch = self.config.limits, self.num_kv_blocks * self.block_size
         max_blocks = math.ceil(limits.max_seq_len / self.block_size)
-        paged = paged_attention.triton is not None
+        paged = self.model.ops.paged_decode
         with torch.inference_mode():
             prefill = PrefillGraphs(self.model, self.kv_caches, limits.max_input_len, scratch, self.device)
             decode = DecodeGraphs(self.model, self.kv_caches, limits.max_batch_size, max_blocks, scratch, self.device,

@@ -14,7 +14,7 @@ from ..config import EngineLimits
 from ..errors import InvalidRequest
 from .block_manager import BlockManager
 from .request import Sequence, SequenceStatus
-from .schedule import ScheduleOutput
+from .schedule_output import ScheduleOutput
 
 
 class Scheduler:

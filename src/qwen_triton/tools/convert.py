@@ -17,6 +17,7 @@ from safetensors import safe_open
 
 from ..config import WEIGHTS_FILE, EngineFolder, EngineLimits, ModelConfig, load_engine_folder
 from ..errors import ConfigError
+from ..models.ops import TORCH_OPS
 from ..models.qwen import QwenForCausalLM
 from ..runtime.loader import TORCH_DTYPES
 from ..text.hf_tokenizer import write_hf_tokenizer
@@ -118,8 +119,8 @@ def plan_tensors(reader: CheckpointReader, kind: str, model: ModelConfig) -> lis
         if target is None or (model.tie_word_embeddings and target == "lm_head.weight"):
             continue  # a tied head some checkpoints still store: the runtime reuses the embedding
         groups.setdefault(target, {})[part] = name
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in QwenForCausalLM(model).state_dict().items()}
+    with torch.device("meta"):  # names and shapes only: the ops are never called
+        expected = {k: tuple(v.shape) for k, v in QwenForCausalLM(model, TORCH_OPS).state_dict().items()}
     missing, unexpected = sorted(set(expected) - set(groups)), sorted(set(groups) - set(expected))
     if missing or unexpected:
         raise ConfigError(f"checkpoint does not match its config.json: missing {missing[:8]}, "

@@ -1,0 +1,161 @@
+"""The kernels the model calls, chosen once at load: select_ops(device, dtype) returns an Ops of plain functions,
+either the torch reference set (any device, any dtype: CPU serving and the fidelity tests run it) or the CUDA
+set (the Triton kernels of fused_ops, gemv and paged_attention). models/qwen.py calls ops.<name> and never asks
+which set it holds; no op branches on device or dtype per call. Every op launches a fixed set of kernels for its
+input shapes, so CUDA graphs capture either set as it is.
+
+Shapes (T tokens, H query heads, Hkv KV heads, D head dim, B decode rows; caches (num_blocks, block_size, Hkv, D)):
+  linear(x (M, K), weight (N, K), bias (N,) | None) -> (M, N)
+  rms_norm(x (T, N), weight (N,), eps) -> (T, N)
+  add_rms_norm(x (T, N), residual (T, N), weight (N,), eps) -> (rms_norm(x + residual), x + residual)
+  rope_write_kv(qkv (T, (H + 2 Hkv) D), H, Hkv, cos, sin (T, 1, D), slot_mapping (T,), k_cache, v_cache)
+      -> q (T, H, D), k (T, Hkv, D) rotated, v (T, Hkv, D); k and v written to each token's cache slot first
+  silu_mul(gate_up (T, 2I), rows [gate | up]) -> silu(gate) * up, (T, I)
+  prefill_attention(q (T, H, D), k, v (T, Hkv, D), seq_lens) -> (T, H, D), causal within each sequence
+  decode_attention(q (B, H, D), k_cache, v_cache, block_tables (B, max_blocks), context_lens (B,)) -> (B, H, D)
+
+The CUDA set takes raw pointers, so it relies on invariants instead of checking them per call: activations are
+2-D with unit stride along the last dimension (the model keeps this: each is a fresh kernel output or a
+contiguous reshape); every weight and cache is contiguous and in the model's dtype (check_operands, at load)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from . import fused_ops, gemv, paged_attention
+
+# Without Triton (torch's CPU wheel carries none) every device gets the torch set.
+TRITON = all(module.triton is not None for module in (fused_ops, gemv, paged_attention))
+HALF = (torch.float16, torch.bfloat16)
+# 4-D inputs: with 3-D ones SDPA takes its math path (a float32 (H, n, n) softmax) on CUDA. Not cuDNN: it builds
+# a plan on the host for every new sequence length, which stalls the engine thread under load.
+PREFILL_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+@dataclass(frozen=True)
+class Ops:
+    """One implementation of each op (shapes in the module docstring)."""
+
+    name: str  # "torch" or "triton": the set select_ops chose
+    linear: Callable
+    rms_norm: Callable
+    add_rms_norm: Callable
+    rope_write_kv: Callable
+    silu_mul: Callable
+    prefill_attention: Callable
+    decode_attention: Callable
+    # decode_attention reads only each sequence's live blocks (its cost follows context_lens, not the table
+    # width): one full-width decode graph serves every context, and mixed steps can be graphed.
+    paged_decode: bool
+    # The kernels index weights and caches as dense memory of the model's dtype (check_operands).
+    dense_operands: bool
+
+
+def repeat_kv(kv: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
+    """GQA: kv head j serves query heads j*groups .. j*groups + groups - 1 (HF repeat_kv order)."""
+    return kv if groups == 1 else kv.repeat_interleave(groups, dim=dim)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # As HF Qwen2: normalise in float32, cast back, then scale in the weight's dtype.
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
+
+
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float):
+    total = x + residual
+    return rms_norm(total, weight, eps), total
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # rotate_half pairs i with i + D/2
+    return x * cos + rotated * sin  # (T, heads, D)
+
+
+def rope_write_kv(qkv, num_heads: int, num_kv_heads: int, cos, sin, slot_mapping, k_cache, v_cache):
+    T, D = qkv.shape[0], k_cache.shape[-1]
+    q, k, v = qkv.split((num_heads * D, num_kv_heads * D, num_kv_heads * D), dim=-1)
+    q = apply_rope(q.view(T, num_heads, D), cos, sin)  # (T, H, D)
+    k = apply_rope(k.view(T, num_kv_heads, D), cos, sin)  # (T, Hkv, D)
+    v = v.view(T, num_kv_heads, D)  # (T, Hkv, D)
+    for cache, new in ((k_cache, k), (v_cache, v)):
+        cache.view(-1, num_kv_heads, D)[slot_mapping] = new  # cache rows: (slot, kv head)
+    return q, k, v
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def prefill_attention(q, k, v, seq_lens: tuple[int, ...]) -> torch.Tensor:
+    # Every sequence starts at token 0, so its attention is causal self-attention over its own tokens
+    # and the cache is only written, never read.
+    groups = q.shape[1] // k.shape[1]
+    outs, start = [], 0
+    with sdpa_kernel(PREFILL_SDPA_BACKENDS):
+        for n in seq_lens:
+            qs, ks, vs = (t[None, start:start + n].transpose(1, 2) for t in (q, k, v))  # (1, H|Hkv, n, D)
+            o = F.scaled_dot_product_attention(qs, repeat_kv(ks, groups, 1), repeat_kv(vs, groups, 1), is_causal=True)
+            outs.append(o[0].transpose(0, 1))  # (n, H, D)
+            start += n
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)  # (T, H, D)
+
+
+def decode_attention(q, k_cache, v_cache, block_tables, context_lens) -> torch.Tensor:
+    # Gathers every block of the table (padding included) and masks past each context: cost follows the
+    # table's width, hence paged_decode=False.
+    B, max_blocks = block_tables.shape
+    _, block_size, num_kv_heads, D = k_cache.shape
+    L, groups = max_blocks * block_size, q.shape[1] // num_kv_heads
+    keys = k_cache[block_tables].view(B, L, num_kv_heads, D).transpose(1, 2)  # (B, Hkv, L, D)
+    values = v_cache[block_tables].view(B, L, num_kv_heads, D).transpose(1, 2)
+    visible = torch.arange(L, device=q.device)[None, :] < context_lens[:, None]  # (B, L)
+    out = F.scaled_dot_product_attention(q[:, :, None, :], repeat_kv(keys, groups, 1), repeat_kv(values, groups, 1),
+                                         attn_mask=visible[:, None, None, :])  # (B, H, 1, D)
+    return out[:, :, 0, :]  # (B, H, D)
+
+
+def small_batch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear, through the split-K GEMV when x has few rows (decode steps) and cuBLAS otherwise (prefill,
+    mixed steps). The row count differs from call to call, so this one choice is the op's, made per call.
+    Half precision only: with float32 inputs tl.dot would round to TF32, where cuBLAS (torch's default) does not."""
+    if x.shape[0] <= gemv.max_rows(*weight.shape):
+        return gemv.linear(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+TORCH_OPS = Ops(name="torch", linear=F.linear, rms_norm=rms_norm, add_rms_norm=add_rms_norm,
+                rope_write_kv=rope_write_kv, silu_mul=silu_mul, prefill_attention=prefill_attention,
+                decode_attention=decode_attention, paged_decode=False, dense_operands=False)
+
+
+def triton_ops(dtype: torch.dtype) -> Ops:
+    """The CUDA set: fused Triton norms, RoPE + cache write, SiLU-mul and paged decode attention at any dtype;
+    the GEMV path for linear layers only in half precision (cuBLAS for float32)."""
+    return Ops(name="triton", linear=small_batch_linear if dtype in HALF else F.linear,
+               rms_norm=fused_ops.rms_norm, add_rms_norm=fused_ops.add_rms_norm,
+               rope_write_kv=fused_ops.rope_write_kv, silu_mul=fused_ops.silu_mul,
+               prefill_attention=prefill_attention, decode_attention=paged_attention.decode,
+               paged_decode=True, dense_operands=True)
+
+
+def select_ops(device: torch.device | str, dtype: torch.dtype) -> Ops:
+    """The op set for a model on `device` in `dtype`; called once, at load."""
+    return triton_ops(dtype) if torch.device(device).type == "cuda" and TRITON else TORCH_OPS
+
+
+def check_operands(ops: Ops, tensors: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype) -> None:
+    """At load: every weight and cache the ops will index is dense and in the model's dtype. The kernels take
+    raw pointers, so a strided or mistyped operand would be read wrongly rather than refused."""
+    if not ops.dense_operands:
+        return
+    bad = [f"{name} {tuple(t.shape)} {t.dtype}" for name, t in tensors if not t.is_contiguous() or t.dtype != dtype]
+    if bad:
+        raise ValueError(f"the {ops.name} ops need contiguous {dtype} operands: " + ", ".join(bad[:5]))
