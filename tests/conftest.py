@@ -51,6 +51,22 @@ def tiny_engine(tiny_checkpoint) -> Path:
     return engine
 
 
+# An engine whose answers can run for seconds on a CPU (2,000 tokens), so that a cancellation or Stop that did not
+# reach the engine shows, however slow the client that sends it.
+LONG_LIMITS = dict(dtype="float32", max_batch_size=32, max_input_len=1024, max_seq_len=4096,
+                   max_num_batched_tokens=4096, block_size=16)
+
+
+@pytest.fixture(scope="session")
+def long_engine(tiny_checkpoint) -> Path:
+    from qwen_triton.config import EngineLimits
+    from qwen_triton.tools.convert import convert_checkpoint
+
+    engine = tiny_checkpoint.parent / "long_engine"
+    convert_checkpoint(tiny_checkpoint, engine, EngineLimits(**LONG_LIMITS))
+    return engine
+
+
 FAKE_TRTLLM = ROOT / "tests" / "support" / "fake_trtllm"
 
 

@@ -94,19 +94,11 @@ def test_bad_input_is_refused_naming_its_field_and_the_next_request_is_served(tr
         assert bls.generate("Hello", max_tokens=4, temperature=0.0).num_output_tokens > 0
 
 
-LONG_LIMITS = dict(dtype="float32", max_batch_size=32, max_input_len=1024, max_seq_len=4096,
-                   max_num_batched_tokens=4096, block_size=16)  # tests/reliability/conftest.py's
-
-
 @pytest.fixture(scope="module")
-def long_server(tiny_checkpoint, tmp_path_factory):
+def long_server(long_engine, tmp_path_factory):
     """2,000 tokens take seconds on a CPU with this engine: a cancellation that never reached it shows."""
-    from qwen_triton.config import EngineLimits
-    from qwen_triton.tools.convert import convert_checkpoint
-
     root = tmp_path_factory.mktemp("bls_long")
-    convert_checkpoint(tiny_checkpoint, root / "engine", EngineLimits(**LONG_LIMITS))
-    fill_repository(ROOT / "model_repository", values_for_engine(root / "engine", device="cpu"), root / "repo")
+    fill_repository(ROOT / "model_repository", values_for_engine(long_engine, device="cpu"), root / "repo")
     server = TritonServer(root / "repo", Ports.free(), log_file=root / "server.log", exit_timeout_s=5)
     with server:
         yield server

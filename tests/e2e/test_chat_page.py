@@ -13,7 +13,13 @@ import pytest
 
 from client.reliability import Server
 
+from qwen_triton.serving.launcher import Ports, TritonServer
+from qwen_triton.tools.fill_templates import fill_repository, values_for_engine
+
 from .openai_fixtures import openai_url  # noqa: F401  (the fixture)
+
+ROOT = Path(__file__).resolve().parents[2]
+LONG_ANSWER_TOKENS = 2000  # seconds of generation on a CPU: more than Stop could ever take to arrive
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -46,6 +52,18 @@ window.fetch = (url, options) => {
 
 
 @pytest.fixture(scope="module")
+def triton(long_engine, tmp_path_factory):
+    """This module's own server (decoupled): its engine's answers run for seconds, so Stop lands mid-answer
+    however slowly the browser clicks it."""
+    root = tmp_path_factory.mktemp("chat_page")
+    fill_repository(ROOT / "model_repository", values_for_engine(long_engine, device="cpu"), root / "repo")
+    server = TritonServer(root / "repo", Ports.free(), log_file=root / "server.log", exit_timeout_s=5)
+    server.decoupled = True
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -55,6 +73,9 @@ def browser():
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1200,900"):
         options.add_argument(arg)
+    # "none": a command returns at once; with the default, ChromeDriver holds a key press that starts the page's
+    # streaming fetch until the answer has ended, and Stop would come too late to test anything.
+    options.page_load_strategy = "none"
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     yield driver
     driver.quit()
@@ -65,7 +86,8 @@ def page(browser, openai_url):
     """The page loaded afresh (an empty conversation) at desktop width, its model listed."""
     browser.set_window_size(1200, 900)
     browser.get(openai_url + "/")
-    wait_for(lambda: browser.execute_script("return document.body.dataset.state") == "idle", 30)
+    wait_for(lambda: browser.execute_script("return document.readyState === 'complete' && document.body"
+                                            " && document.body.dataset.state") == "idle", 30)
     assert browser.find_element("id", "model-name").text not in ("", "…")
     assert browser.find_element("id", "error").get_attribute("hidden") is not None
     browser.execute_script(WATCH_LAST_ANSWER + RECORD_REQUESTS)
@@ -155,14 +177,14 @@ def run_to_the_end(openai_url: str, body: dict) -> dict:
         return json.load(response)
 
 
-def test_stop_ends_a_long_answer_and_the_engine_goes_idle(page, probe, openai_url, tiny_engine, tmp_path):
+def test_stop_ends_a_long_answer_and_the_engine_goes_idle(page, probe, openai_url, tmp_path):
     set_value(page, "temperature", 0)
-    set_value(page, "max-tokens", json.loads((tiny_engine / "engine_config.json").read_text())["limits"]["max_seq_len"])
+    set_value(page, "max-tokens", LONG_ANSWER_TOKENS)
     assert probe.wait_idle(30) is not None
     steps_before = engine_steps(probe)
     send_turn(page, "Write a very long story about the sea.")
     wait_for(lambda: len(answer_text(page)) > 0, 30, poll_s=0.005)
-    assert probe.busy() >= 1 and page.find_element("id", "stop").is_enabled()
+    assert probe.busy() >= 1 and page.find_element("id", "stop").is_enabled(), (state(page), last_answer(page).text)
     page.find_element("id", "stop").click()
     wait_for(lambda: state(page) == "idle", 5)
     assert probe.wait_idle(2.0) is not None, probe.engine()

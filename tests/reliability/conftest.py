@@ -10,18 +10,6 @@ from qwen_triton.serving.launcher import Ports, TritonServer
 from qwen_triton.tools.fill_templates import fill_repository, values_for_engine
 
 ROOT = Path(__file__).resolve().parents[2]
-LONG_LIMITS = dict(dtype="float32", max_batch_size=32, max_input_len=1024, max_seq_len=4096,
-                   max_num_batched_tokens=4096, block_size=16)
-
-
-@pytest.fixture(scope="session")
-def long_engine(tiny_checkpoint) -> Path:
-    from qwen_triton.config import EngineLimits
-    from qwen_triton.tools.convert import convert_checkpoint
-
-    engine = tiny_checkpoint.parent / "long_engine"
-    convert_checkpoint(tiny_checkpoint, engine, EngineLimits(**LONG_LIMITS))
-    return engine
 
 
 @pytest.fixture(scope="session")

@@ -89,24 +89,51 @@ function requestBody(history) {
   };
 }
 
+// Text that arrived is shown at most every FLUSH_MS, not once per chunk: a fast stream would otherwise keep the
+// page's thread busy with layout (and scrolling) and leave the Stop button, and the rest of the page, unanswered.
+// Written when a chunk arrives FLUSH_MS after the last write (a hidden tab's timers fire late), else by a timer.
+const FLUSH_MS = 30;
+function throttledWriter(textNode) {
+  let pending = "", timer = null, last = -Infinity;
+  const flush = () => {
+    if (timer !== null) clearTimeout(timer);
+    timer = null;
+    last = performance.now();
+    if (!pending) return;
+    const follow = nearBottom();
+    textNode.appendData(pending);
+    pending = "";
+    if (follow) textNode.parentNode.scrollIntoView({ block: "end" });
+  };
+  const write = (text) => {
+    pending += text;
+    if (performance.now() - last >= FLUSH_MS) flush();
+    else if (timer === null) timer = setTimeout(flush, FLUSH_MS);
+  };
+  return { write, flush };
+}
+
 // Reads the stream into the answer's Text node and `result` (kept up to date, so a stopped answer has its counts).
 async function streamAnswer(response, textNode, timing, result) {
-  for await (const data of sseData(response)) {
-    if (data === "[DONE]") { result.done = true; break; }
-    const chunk = JSON.parse(data);
-    if (chunk.error) throw new PageError(describeError(chunk.error));
-    if (chunk.usage) result.usage = chunk.usage;
-    const choice = chunk.choices && chunk.choices[0];
-    if (!choice) continue;
-    const delta = choice.delta && choice.delta.content;
-    if (delta) {
-      if (timing.first === null) timing.first = performance.now();
-      result.chunks += 1;
-      const follow = nearBottom();
-      textNode.appendData(delta);
-      if (follow) textNode.parentNode.scrollIntoView({ block: "end" });
+  const writer = throttledWriter(textNode);
+  try {
+    for await (const data of sseData(response)) {
+      if (data === "[DONE]") { result.done = true; break; }
+      const chunk = JSON.parse(data);
+      if (chunk.error) throw new PageError(describeError(chunk.error));
+      if (chunk.usage) result.usage = chunk.usage;
+      const choice = chunk.choices && chunk.choices[0];
+      if (!choice) continue;
+      const delta = choice.delta && choice.delta.content;
+      if (delta) {
+        if (timing.first === null) timing.first = performance.now();
+        result.chunks += 1;
+        writer.write(delta);
+      }
+      if (choice.finish_reason) result.finish = choice.finish_reason;
     }
-    if (choice.finish_reason) result.finish = choice.finish_reason;
+  } finally {
+    writer.flush();  // what arrived before the end (or Stop) is on the page before the answer is settled
   }
   if (!result.done) throw new PageError("The stream ended before the server said it was done.");
 }
