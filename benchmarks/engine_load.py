@@ -25,7 +25,7 @@ import torch
 from qwen_triton.config import load_engine_folder
 from qwen_triton.runtime.engine import Engine, TokenEvent
 from qwen_triton.runtime.model_runner import ModelRunner
-from qwen_triton.runtime.request import SamplingParams
+from qwen_triton.runtime.sequence import SamplingParams
 from qwen_triton.text.detokenizer import TextStream
 from qwen_triton.text.tokenizer import QwenTokenizer
 from qwen_triton.tools.random_checkpoint import QWEN_7B

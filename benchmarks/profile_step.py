@@ -11,7 +11,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from qwen_triton.runtime.engine import Engine
 from qwen_triton.runtime.model_runner import ModelRunner
-from qwen_triton.runtime.request import SamplingParams
+from qwen_triton.runtime.sequence import SamplingParams
 from qwen_triton.tools.random_checkpoint import QWEN_7B
 from qwen_triton.tools.random_engine import make_random_engine
 

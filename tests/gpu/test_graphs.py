@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from qwen_triton.runtime.model_runner import ModelRunner
-from qwen_triton.runtime.request import SamplingParams, Sequence
+from qwen_triton.runtime.sequence import SamplingParams, Sequence
 from qwen_triton.runtime.schedule_output import ScheduleOutput
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

@@ -9,10 +9,10 @@ import pytest
 from qwen_triton.config import load_engine_folder
 from qwen_triton.errors import Unavailable
 from qwen_triton.runtime.engine import TokenEvent
-from qwen_triton.runtime.request import FinishReason
+from qwen_triton.runtime.sequence import FinishReason
 from qwen_triton.serving.llm_service import LLMService
 from qwen_triton.serving.outbox import Outbox, Reply
-from qwen_triton.serving.requests import LLMRequest
+from qwen_triton.serving.request_types import LLMRequest
 from qwen_triton.text.tokenizer import QwenTokenizer
 
 DRAIN_KEY = 12345

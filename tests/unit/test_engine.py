@@ -5,7 +5,7 @@ import torch
 
 from qwen_triton.config import EngineLimits
 from qwen_triton.runtime.engine import Engine
-from qwen_triton.runtime.request import FinishReason, SamplingParams
+from qwen_triton.runtime.sequence import FinishReason, SamplingParams
 from qwen_triton.vocab import IM_END_ID, PADDED_VOCAB_SIZE
 
 LIMITS = EngineLimits(max_batch_size=4, max_input_len=32, max_seq_len=64, max_num_batched_tokens=128, block_size=4)

@@ -5,10 +5,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVING = ["engine_api", "serving.llm_service", "serving.responses", "serving.requests", "serving.preprocess",
-           "serving.postprocess", "serving.runtimes", "serving.outbox", "serving.cancellation", "serving.triton_io",
+SERVING = ["engine_api", "serving.llm_service", "serving.responses", "serving.request_types", "serving.preprocess",
+           "serving.postprocess", "serving.runtime_choice", "serving.outbox", "serving.cancellation", "serving.triton_io",
            "serving.bls", "serving.nv_metrics", "serving.stats_reporter", "serving.watchdog", "serving.launcher",
-           "serving.supervisor", "trtllm.executor_engine", "trtllm.requests", "trtllm.build", "schema", "config"]
+           "serving.supervisor", "trtllm.executor_engine", "trtllm.executor_request", "trtllm.build", "schema", "config"]
 ADAPTERS = ["preprocessing", "tensorrt_llm", "postprocessing", "tensorrt_llm_bls"]
 
 PROBE = """

@@ -6,7 +6,7 @@ import pytest
 from qwen_triton.config import load_engine_folder
 from qwen_triton.runtime.engine import Engine
 from qwen_triton.runtime.model_runner import ModelRunner
-from qwen_triton.runtime.request import PENDING_TOKEN, FinishReason, SamplingParams
+from qwen_triton.runtime.sequence import PENDING_TOKEN, FinishReason, SamplingParams
 
 
 class Recorder:

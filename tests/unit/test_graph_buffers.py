@@ -9,7 +9,7 @@ import torch
 from qwen_triton.config import load_engine_folder
 from qwen_triton.runtime import cuda_graphs
 from qwen_triton.runtime.model_runner import ModelRunner
-from qwen_triton.runtime.request import SamplingParams, Sequence
+from qwen_triton.runtime.sequence import SamplingParams, Sequence
 from qwen_triton.runtime.schedule_output import ScheduleOutput
 
 

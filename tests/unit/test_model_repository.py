@@ -140,7 +140,7 @@ def test_the_torch_runtime_on_cpu_uses_the_configured_threads(tiny_engine):
     import torch
 
     from qwen_triton.config import load_engine_folder
-    from qwen_triton.serving.runtimes import start_engine
+    from qwen_triton.serving.runtime_choice import start_engine
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)

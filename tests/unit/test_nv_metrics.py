@@ -15,15 +15,15 @@ import triton_python_backend_utils as pb_utils
 
 from qwen_triton.config import EngineLimits
 from qwen_triton.runtime.engine import Engine, EngineStats, TokenEvent
-from qwen_triton.runtime.request import FinishReason, SamplingParams
+from qwen_triton.runtime.sequence import FinishReason, SamplingParams
 from qwen_triton.serving.nv_metrics import NvMetrics
 from qwen_triton.serving.outbox import Outbox
-from qwen_triton.serving.requests import LLMRequest
+from qwen_triton.serving.request_types import LLMRequest
 from qwen_triton.serving.responses import ResponseStream
 from qwen_triton.text.detokenizer import TextStream
 from qwen_triton.text.tokenizer import QwenTokenizer
 from qwen_triton.trtllm.executor_engine import ExecutorEngine, iteration_engine_stats
-from qwen_triton.trtllm.requests import executor_config
+from qwen_triton.trtllm.executor_request import executor_config
 from qwen_triton.trtllm.settings import ExecutorSettings
 from qwen_triton.vocab import IM_END_ID, PADDED_VOCAB_SIZE, STOP_TOKEN_IDS
 

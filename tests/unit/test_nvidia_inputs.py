@@ -6,12 +6,12 @@ import torch
 
 from qwen_triton.config import load_engine_folder
 from qwen_triton.errors import InvalidRequest
-from qwen_triton.runtime.request import Sequence, SamplingParams
+from qwen_triton.runtime.sequence import Sequence, SamplingParams
 from qwen_triton.runtime.sampler import Sampler
 from qwen_triton.schema import NEUTRAL_ENSEMBLE, NEUTRAL_TENSORRT_LLM
 from qwen_triton.serving.logprobs import TokenLogProbs
 from qwen_triton.serving.preprocess import Preprocessor
-from qwen_triton.serving.requests import ChatRequest, LLMRequest
+from qwen_triton.serving.request_types import ChatRequest, LLMRequest
 from qwen_triton.text.tokenizer import QwenTokenizer
 
 

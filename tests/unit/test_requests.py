@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from qwen_triton.errors import InvalidRequest
-from qwen_triton.runtime.request import SamplingParams
-from qwen_triton.serving.requests import ChatRequest, LLMRequest
+from qwen_triton.runtime.sequence import SamplingParams
+from qwen_triton.serving.request_types import ChatRequest, LLMRequest
 
 
 def _text(*items):

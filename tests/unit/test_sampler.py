@@ -1,7 +1,7 @@
 """Sampler: greedy, padding never sampled, penalties, min_tokens, bad words, seeds independent of batch."""
 import torch
 
-from qwen_triton.runtime.request import SamplingParams, Sequence
+from qwen_triton.runtime.sequence import SamplingParams, Sequence
 from qwen_triton.runtime.sampler import Sampler
 from qwen_triton.vocab import NUM_TOKENIZER_IDS, PADDED_VOCAB_SIZE
 
@@ -108,7 +108,7 @@ def test_fast_path_respects_min_tokens():
 def test_indexed_bad_words_ban_exactly_what_the_word_by_word_rule_bans():
     import random
 
-    from qwen_triton.runtime.request import BannedWords
+    from qwen_triton.runtime.sequence import BannedWords
 
     rng = random.Random(0)
     words = tuple(tuple(rng.randrange(6) for _ in range(rng.randrange(1, 4))) for _ in range(40))

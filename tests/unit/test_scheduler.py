@@ -4,7 +4,7 @@ import pytest
 from qwen_triton.config import EngineLimits
 from qwen_triton.errors import InvalidRequest
 from qwen_triton.runtime.block_manager import BlockManager
-from qwen_triton.runtime.request import SamplingParams, Sequence, SequenceStatus
+from qwen_triton.runtime.sequence import SamplingParams, Sequence, SequenceStatus
 from qwen_triton.runtime.scheduler import Scheduler
 
 

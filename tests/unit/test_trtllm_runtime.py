@@ -8,10 +8,10 @@ import pytest
 
 from qwen_triton.config import EngineLimits
 from qwen_triton.errors import InvalidRequest
-from qwen_triton.runtime.request import FinishReason, SamplingParams
+from qwen_triton.runtime.sequence import FinishReason, SamplingParams
 from qwen_triton.errors import ConfigError
 from qwen_triton.trtllm.executor_engine import ExecutorEngine, engine_world_size
-from qwen_triton.trtllm.requests import executor_config, executor_request, sampling_config
+from qwen_triton.trtllm.executor_request import executor_config, executor_request, sampling_config
 from qwen_triton.trtllm.settings import ExecutorSettings
 from qwen_triton.vocab import ENDOFTEXT_ID, IM_END_ID, IM_START_ID
 

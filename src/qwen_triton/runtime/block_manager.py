@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from .request import Sequence
+from .sequence import Sequence
 
 
 class BlockManager:

@@ -20,7 +20,7 @@ from typing import Callable
 
 from ..config import EngineLimits
 from ..engine_api import EngineStats, FinishReason, SamplingParams, Sink, TokenEvent  # noqa: F401
-from .request import PENDING_TOKEN, Sequence
+from .sequence import PENDING_TOKEN, Sequence
 from .sampler import Sampler
 from .schedule_output import ScheduleOutput
 from .scheduler import Scheduler

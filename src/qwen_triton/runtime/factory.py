@@ -1,5 +1,5 @@
 """The torch runtime's factory, as trtllm/executor_engine.start_executor_engine is TensorRT-LLM's: imported by
-serving/runtimes.py only when the model's `runtime` parameter chooses it (this module imports torch)."""
+serving/runtime_choice.py only when the model's `runtime` parameter chooses it (this module imports torch)."""
 from __future__ import annotations
 
 from typing import Callable

@@ -8,7 +8,7 @@ from collections import Counter
 import torch
 
 from ..vocab import NUM_TOKENIZER_IDS
-from .request import Sequence
+from .sequence import Sequence
 from .staging import PinnedStaging
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .request import Sequence
+from .sequence import Sequence
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections import deque
 from ..config import EngineLimits
 from ..errors import InvalidRequest
 from .block_manager import BlockManager
-from .request import Sequence, SequenceStatus
+from .sequence import Sequence, SequenceStatus
 from .schedule_output import ScheduleOutput
 
 

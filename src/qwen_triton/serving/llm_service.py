@@ -22,9 +22,9 @@ from ..vocab import STOP_TOKEN_IDS
 from .cancellation import drain_key_from_env, new_request_key
 from .model_params import LLMModelParams
 from .outbox import Reply
-from .requests import LLMRequest, StopRequest
+from .request_types import LLMRequest, StopRequest
 from .responses import Outbox, Responder, ResponseStream
-from .runtimes import start_engine
+from .runtime_choice import start_engine
 from .watchdog import Watchdog
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from ..config import EngineFolder, EngineLimits
 from ..errors import ConfigError, InvalidRequest
 from ..engine_api import EngineStats, FinishReason, SamplingParams, Sink, TokenEvent
 from . import NGC_IMAGE, TENSORRT_LLM_VERSION
-from .requests import executor_config, executor_request
+from .executor_request import executor_config, executor_request
 from .settings import ExecutorSettings, load_executor_settings
 
 logger = logging.getLogger(__name__)
