@@ -12,7 +12,7 @@ from qwen_triton.runtime.engine import TokenEvent
 from qwen_triton.runtime.sequence import FinishReason
 from qwen_triton.serving.llm_service import LLMService
 from qwen_triton.serving.outbox import Outbox, Reply
-from qwen_triton.serving.request_types import LLMRequest
+from qwen_triton.serving.llm_request import LLMRequest
 from qwen_triton.text.tokenizer import QwenTokenizer
 
 DRAIN_KEY = 12345

@@ -9,7 +9,8 @@ from qwen_triton.config import load_engine_folder
 from qwen_triton.errors import InvalidRequest
 from qwen_triton.serving.llm_service import LLMService
 from qwen_triton.serving.preprocess import Preprocessor
-from qwen_triton.serving.request_types import ChatRequest, LLMRequest
+from qwen_triton.serving.chat_request import ChatRequest
+from qwen_triton.serving.llm_request import LLMRequest
 from qwen_triton.text.tokenizer import QwenTokenizer
 from qwen_triton.text.word_lists import to_word_list
 

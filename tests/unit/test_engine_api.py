@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVING = ["engine_api", "serving.llm_service", "serving.responses", "serving.request_types", "serving.preprocess",
+SERVING = ["engine_api", "serving.llm_service", "serving.responses", "serving.chat_request", "serving.llm_request", "serving.wire_values", "serving.preprocess",
            "serving.postprocess", "serving.runtime_choice", "serving.outbox", "serving.cancellation", "serving.triton_io",
            "serving.bls", "serving.nv_metrics", "serving.stats_reporter", "serving.watchdog", "serving.launcher",
            "serving.supervisor", "trtllm.executor_engine", "trtllm.executor_request", "trtllm.build", "schema", "config"]

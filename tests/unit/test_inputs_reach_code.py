@@ -9,7 +9,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from qwen_triton.schema import ENSEMBLE, NEUTRAL_ENSEMBLE, NEUTRAL_TENSORRT_LLM, TENSORRT_LLM, TensorSpec
-from qwen_triton.serving.request_types import ChatRequest, LLMRequest
+from qwen_triton.serving.chat_request import ChatRequest
+from qwen_triton.serving.llm_request import LLMRequest
 from qwen_triton.tools.fill_templates import TemplateValues, fill_repository
 
 ROOT = Path(__file__).resolve().parents[2]

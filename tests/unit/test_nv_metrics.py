@@ -18,7 +18,7 @@ from qwen_triton.runtime.engine import Engine, EngineStats, TokenEvent
 from qwen_triton.runtime.sequence import FinishReason, SamplingParams
 from qwen_triton.serving.nv_metrics import NvMetrics
 from qwen_triton.serving.outbox import Outbox
-from qwen_triton.serving.request_types import LLMRequest
+from qwen_triton.serving.llm_request import LLMRequest
 from qwen_triton.serving.responses import ResponseStream
 from qwen_triton.text.detokenizer import TextStream
 from qwen_triton.text.tokenizer import QwenTokenizer

@@ -11,7 +11,8 @@ from qwen_triton.runtime.sampler import Sampler
 from qwen_triton.schema import NEUTRAL_ENSEMBLE, NEUTRAL_TENSORRT_LLM
 from qwen_triton.serving.logprobs import TokenLogProbs
 from qwen_triton.serving.preprocess import Preprocessor
-from qwen_triton.serving.request_types import ChatRequest, LLMRequest
+from qwen_triton.serving.chat_request import ChatRequest
+from qwen_triton.serving.llm_request import LLMRequest
 from qwen_triton.text.tokenizer import QwenTokenizer
 
 

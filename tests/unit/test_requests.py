@@ -4,7 +4,8 @@ import pytest
 
 from qwen_triton.errors import InvalidRequest
 from qwen_triton.runtime.sequence import SamplingParams
-from qwen_triton.serving.request_types import ChatRequest, LLMRequest
+from qwen_triton.serving.chat_request import ChatRequest
+from qwen_triton.serving.llm_request import LLMRequest
 
 
 def _text(*items):

@@ -8,7 +8,7 @@ import pytest
 
 from qwen_triton.runtime.engine import TokenEvent
 from qwen_triton.runtime.sequence import FinishReason
-from qwen_triton.serving.request_types import LLMRequest
+from qwen_triton.serving.llm_request import LLMRequest
 from qwen_triton.serving.outbox import CANCEL_POLL_S, Outbox
 from qwen_triton.serving.responses import ResponseStream
 from qwen_triton.text.detokenizer import TextStream

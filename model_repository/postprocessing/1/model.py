@@ -6,7 +6,7 @@ from qwen_triton.schema import POSTPROCESSING
 from qwen_triton.serving.cancellation import CancelRelay
 from qwen_triton.serving.model_params import TextModelParams
 from qwen_triton.serving.postprocess import Postprocessor
-from qwen_triton.serving.request_types import get_int
+from qwen_triton.serving.wire_values import get_int
 from qwen_triton.serving.triton_io import error_response, make_response, read_inputs, send_stop
 from qwen_triton.text.tokenizer import QwenTokenizer
 

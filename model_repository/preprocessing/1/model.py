@@ -4,7 +4,8 @@ Unknown request parameters (HTTP generate keys that are not inputs) are refused 
 from qwen_triton.schema import PREPROCESSING
 from qwen_triton.serving.model_params import TextModelParams
 from qwen_triton.serving.preprocess import Preprocessor
-from qwen_triton.serving.request_types import ChatRequest, check_parameters
+from qwen_triton.serving.chat_request import ChatRequest
+from qwen_triton.serving.wire_values import check_parameters
 from qwen_triton.serving.triton_io import error_response, make_response, read_inputs
 
 

@@ -9,7 +9,7 @@ from qwen_triton.schema import TENSORRT_LLM
 from qwen_triton.serving.llm_service import LLMService
 from qwen_triton.serving.model_params import LLMModelParams
 from qwen_triton.serving.nv_metrics import NvMetrics
-from qwen_triton.serving.request_types import parse_llm_inputs
+from qwen_triton.serving.llm_request import parse_llm_inputs
 from qwen_triton.serving.stats_reporter import SampledObserver
 from qwen_triton.serving.responses import (FIRST_RESPONSE_BUCKETS_S, FIRST_RESPONSE_METRIC, INTER_TOKEN_BUCKETS_S,
                                            INTER_TOKEN_METRIC)

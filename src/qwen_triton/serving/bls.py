@@ -20,7 +20,8 @@ from ..schema import ENSEMBLE_TO_TENSORRT_LLM, PREPROCESSING, TENSORRT_LLM, TENS
 from .cancellation import CancelRelay
 from .postprocess import Postprocessor
 from .preprocess import Preprocessor
-from .request_types import ChatRequest, check_parameters, get_int
+from .chat_request import ChatRequest
+from .wire_values import check_parameters, get_int
 from .triton_io import error_response, make_response, read_inputs, send_stop
 
 logger = logging.getLogger(__name__)

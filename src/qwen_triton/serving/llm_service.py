@@ -22,7 +22,7 @@ from ..vocab import STOP_TOKEN_IDS
 from .cancellation import drain_key_from_env, new_request_key
 from .model_params import LLMModelParams
 from .outbox import Reply
-from .request_types import LLMRequest, StopRequest
+from .llm_request import LLMRequest, StopRequest
 from .responses import Outbox, Responder, ResponseStream
 from .runtime_choice import start_engine
 from .watchdog import Watchdog

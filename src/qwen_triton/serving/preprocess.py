@@ -15,7 +15,7 @@ from ..text.chat_template import DEFAULT_SYSTEM_PROMPT, build_prompt, parse_hist
 from ..text.tokenizer import QwenTokenizer
 from ..text.word_lists import check_words, encode_words, to_word_list
 from .cancellation import CANCEL_PROBE_MS
-from .request_types import ChatRequest
+from .chat_request import ChatRequest
 
 
 class Preprocessor:

@@ -18,7 +18,7 @@ from ..engine_api import FinishReason, TokenEvent
 from ..text.detokenizer import TextStream
 from .logprobs import TokenLogProbs
 from .outbox import Outbox
-from .request_types import LLMRequest
+from .llm_request import LLMRequest
 
 logger = logging.getLogger(__name__)
 # Histogram on Triton's metrics port: submission -> first response sent by the tensorrt_llm model (the engine's
