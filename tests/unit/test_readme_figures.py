@@ -21,7 +21,8 @@ def test_generated_figures_are_current():
 
 @pytest.mark.parametrize("name, key, value", [("h100", "decode_bs1_tok_s", 1.0), ("h200", "c64_output_tok_s", 1.0),
                                               ("h100", "max_concurrency_2048_tokens", 1),
-                                              ("cpu", "streaming_load", None)])
+                                              ("cpu", "streaming_load", None),
+                                              ("openai_frontend_cpu", "summary", None)])
 def test_a_changed_result_makes_the_check_fail(name, key, value, tmp_path):
     from client import benchmarks_doc
 
@@ -29,6 +30,8 @@ def test_a_changed_result_makes_the_check_fail(name, key, value, tmp_path):
     changed = json.loads(json.dumps(results))
     if key == "streaming_load":
         changed[name][key][0]["output_tok_s"] += 100
+    elif key == "summary":
+        changed[name][key]["c64"]["ratio_output_tok_s_openai_over_grpc"] = 0.5
     else:
         changed[name][key] = value
     before, after = benchmarks_doc.generate(ROOT, results), benchmarks_doc.generate(ROOT, changed)
