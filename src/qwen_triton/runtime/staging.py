@@ -1,7 +1,7 @@
 """Host-to-device copies of small int64 inputs without a device sync and without allocating pinned memory
 per step. A copy from pageable memory waits for the stream (that is, for the step in flight), and a
-pinned allocation per step measured a quarter of the engine thread's time under load; so each copy goes
-through the next buffer of a ring of pinned buffers allocated once.
+pinned allocation per step takes a large share of the engine thread's time under load (docs/perf-log.md); so
+each copy goes through the next buffer of a ring of pinned buffers allocated once.
 
 Invariant: a buffer is reused RING_SIZE copies later. A step makes at most two copies and the engine
 keeps at most one step in flight, so a reused buffer's copy ran before a step that has been waited for."""

@@ -1,6 +1,6 @@
 """Engine stats to Triton gauges off the engine thread. A gauge update from a Python backend model is an
 IPC round trip to the server; made from the engine thread after every step whose stats changed it held
-every request in the batch (measured: about 20 ms added to the first token on an H100 host). Here the
+every request in the batch, delaying first tokens (docs/perf-log.md has the measurement). Here the
 engine only stores the latest stats; one thread publishes them, at most every MIN_INTERVAL_S."""
 from __future__ import annotations
 
