@@ -1,7 +1,8 @@
-"""python -m build.convert --hf-dir DIR --out ENGINE_DIR: HF Qwen checkpoint (v1 or Qwen2) -> engine folder."""
+"""python -m build.convert --hf-dir DIR --out ENGINE_DIR [--weight-only int8|int4]: HF Qwen checkpoint (v1 or
+Qwen2) -> engine folder, optionally with weight-only quantized linear layers (docs/quantization.md)."""
 import argparse
 
-from qwen_triton.config import DTYPES, EngineLimits
+from qwen_triton.config import DTYPES, WEIGHT_ONLY_PRECISIONS, EngineLimits, QuantConfig
 from qwen_triton.errors import ConfigError
 from qwen_triton.tools.convert import convert_checkpoint
 
@@ -22,14 +23,20 @@ def main(argv=None):
                         help="mix only while at most this many prompts wait, else prefill them together; 0: no cap")
     parser.add_argument("--kv-cache-free-gpu-mem-fraction", type=float, default=0.85,
                         help="share of the GPU memory free after the weights that the KV cache takes")
+    parser.add_argument("--weight-only", choices=WEIGHT_ONLY_PRECISIONS, default=None,
+                        help="round-to-nearest weight-only quantization of every decoder linear layer")
+    parser.add_argument("--group-size", type=int, default=128, help="int4: input columns per scale and zero point")
+    parser.add_argument("--quantize-head", action="store_true", help="quantize lm_head too (default: 16-bit)")
     args = parser.parse_args(argv)
     try:
+        quant = QuantConfig(weight_only_precision=args.weight_only, quantize_head=args.quantize_head,
+                            group_size=args.group_size if args.weight_only == "int4" else None)
         limits = EngineLimits(dtype=args.dtype, max_batch_size=args.max_batch_size, max_input_len=args.max_input_len,
                               max_seq_len=args.max_seq_len, block_size=args.block_size,
                               mixed_prefill_tokens=args.mixed_prefill_tokens, mixed_max_waiting=args.mixed_max_waiting,
                               kv_cache_free_gpu_mem_fraction=args.kv_cache_free_gpu_mem_fraction,
                               max_num_batched_tokens=args.max_num_batched_tokens or max(4096, args.max_input_len))
-        convert_checkpoint(args.hf_dir, args.out, limits, progress=print)
+        convert_checkpoint(args.hf_dir, args.out, limits, progress=print, quant=quant)
     except ConfigError as exc:
         raise SystemExit(f"build.convert: {exc}") from exc
 

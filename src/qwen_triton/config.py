@@ -1,6 +1,6 @@
 """Typed, validated, read-only configuration: model architecture, engine limits, generation defaults.
 
-An engine folder holds `engine_config.json` (ModelConfig + EngineLimits, written by build/)
+An engine folder holds `engine_config.json` (ModelConfig + EngineLimits [+ QuantConfig], written by build/)
 and optionally `generation_config.json` (the checkpoint's defaults). Nothing here is mutated
 after construction; values derived at start-up (KV block counts) are returned, not stored.
 """
@@ -19,6 +19,7 @@ TOKENIZER_FILE = "qwen.tiktoken"
 RANDOM_WEIGHTS_FILE = "random_weights.json"  # benchmark engines: weights made on the device from a seed
 
 DTYPES = ("float32", "bfloat16", "float16")
+WEIGHT_ONLY_PRECISIONS = ("int8", "int4")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -90,6 +91,27 @@ class EngineLimits:
 
 
 @dataclass(frozen=True)
+class QuantConfig:
+    """Weight-only quantization of the decoder's linear layers (TensorRT-LLM's words; the stored layout is in
+    models/quant_linear.py and docs/quantization.md). Engines without it are unquantized."""
+
+    weight_only_precision: str | None = None  # "int8" (per output channel) | "int4" (per group) | None
+    group_size: int | None = None  # int4 only: input columns sharing one scale and zero point
+    quantize_head: bool = False  # lm_head too (the embedding never)
+
+    def __post_init__(self):
+        precision = self.weight_only_precision
+        _require(precision in (None, *WEIGHT_ONLY_PRECISIONS),
+                 f"weight_only_precision must be one of {WEIGHT_ONLY_PRECISIONS} or null, got {precision!r}")
+        if precision == "int4":
+            _require(isinstance(self.group_size, int) and self.group_size > 0 and self.group_size % 2 == 0,
+                     f"int4 needs an even group_size > 0, got {self.group_size!r}")
+        else:
+            _require(self.group_size is None, f"group_size is for int4 only, got {self.group_size} with {precision}")
+        _require(precision is not None or not self.quantize_head, "quantize_head needs a weight_only_precision")
+
+
+@dataclass(frozen=True)
 class GenerationDefaults:
     """Sampling defaults when a request leaves a knob out (greedy unless the checkpoint says otherwise)."""
 
@@ -118,6 +140,7 @@ class EngineConfig:
     model: ModelConfig
     limits: EngineLimits = field(default_factory=EngineLimits)
     max_window_size: int = 6144  # chat-history window in tokens (Qwen-7B-Chat generation_config)
+    quantization: QuantConfig = field(default_factory=QuantConfig)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -128,6 +151,7 @@ class EngineConfig:
             model=_build(ModelConfig, data["model"]),
             limits=_build(EngineLimits, data.get("limits", {})),
             max_window_size=int(data.get("max_window_size", 6144)),
+            quantization=_build(QuantConfig, data.get("quantization") or {}),  # absent in older engine folders
         )
 
 

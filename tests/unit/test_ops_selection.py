@@ -86,7 +86,7 @@ def test_the_dense_ops_refuse_strided_or_mistyped_operands_at_load():
 
 def test_the_loader_selects_the_ops_once_for_the_whole_model(tiny_engine):
     model = load_model(load_engine_folder(tiny_engine), "cpu", torch.float32)
-    assert model.ops is ops.TORCH_OPS
+    assert model.ops is ops.select_ops("cpu", torch.float32) and model.ops.name == "torch"
     holders = [m for m in model.modules() if hasattr(m, "ops")]
     assert len(holders) > 3 * model.config.num_hidden_layers and all(m.ops is model.ops for m in holders)
 

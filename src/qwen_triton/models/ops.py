@@ -1,11 +1,14 @@
 """The kernels the model calls, chosen once at load: select_ops(device, dtype) returns an Ops of plain functions,
-either the torch reference set (any device, any dtype: CPU serving and the fidelity tests run it) or the CUDA
-set (the Triton kernels of fused_ops, gemv and paged_attention). models/qwen.py calls ops.<name> and never asks
+either the torch reference set (any device, any dtype: CPU serving and the fidelity tests run it; on CPU with
+torch's int8 weight-only matmul for int8 layers) or the CUDA set (the Triton kernels of fused_ops, gemv and
+paged_attention). models/qwen.py calls ops.<name> and never asks
 which set it holds; no op branches on device or dtype per call. Every op launches a fixed set of kernels for its
 input shapes, so CUDA graphs capture either set as it is.
 
 Shapes (T tokens, H query heads, Hkv KV heads, D head dim, B decode rows; caches (num_blocks, block_size, Hkv, D)):
   linear(x (M, K), weight (N, K), bias (N,) | None) -> (M, N)
+  linear_int8(x (M, K), qweight int8 (N, K), scales float32 (N,), bias) -> (M, N)    layout: models/quant_linear.py
+  linear_int4(x (M, K), qweight uint8 (N, K/2), scales float32 (N, K/g), zeros uint8 (N, K/g), bias) -> (M, N)
   rms_norm(x (T, N), weight (N,), eps) -> (T, N)
   add_rms_norm(x (T, N), residual (T, N), weight (N,), eps) -> (rms_norm(x + residual), x + residual)
   rope_write_kv(qkv (T, (H + 2 Hkv) D), H, Hkv, cos, sin (T, 1, D), slot_mapping (T,), k_cache, v_cache)
@@ -16,10 +19,13 @@ Shapes (T tokens, H query heads, Hkv KV heads, D head dim, B decode rows; caches
 
 The CUDA set takes raw pointers, so it relies on invariants instead of checking them per call: activations are
 2-D with unit stride along the last dimension (the model keeps this: each is a fresh kernel output or a
-contiguous reshape); every weight and cache is contiguous and in the model's dtype (check_operands, at load)."""
+contiguous reshape); every weight and cache is contiguous and in the model's dtype (check_operands, at load).
+The quantized linear ops are, for now, the dequantizing reference on every device except int8 on CPU: each call
+builds the (N, K) weight in x's dtype, then runs F.linear (correct, not fast; under CUDA graph capture the
+dequantized weight is allocated from the graph's pool)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
 import torch
@@ -27,6 +33,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import fused_ops, gemv, paged_attention
+from .quant_linear import dequantize_int4, dequantize_int8
 
 # Without Triton (torch's CPU wheel carries none) every device gets the torch set.
 TRITON = all(module.triton is not None for module in (fused_ops, gemv, paged_attention))
@@ -34,6 +41,21 @@ HALF = (torch.float16, torch.bfloat16)
 # 4-D inputs: with 3-D ones SDPA takes its math path (a float32 (H, n, n) softmax) on CUDA. Not cuDNN: it builds
 # a plan on the host for every new sequence length, which stalls the engine thread under load.
 PREFILL_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+# torch's CPU int8 weight-only matmul in float32 and float16 costs about one weight pass per row, so past a few
+# rows dequantizing once and calling the BLAS GEMM is faster; in bfloat16 it does not, and takes every row count.
+INT8PACK_MAX_ROWS = 4
+
+
+def dequant_linear_int8(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
+                        bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference: W = qweight * scales in x's dtype (a fresh (N, K) tensor per call), then F.linear."""
+    return F.linear(x, dequantize_int8(qweight, scales, x.dtype), bias)
+
+
+def dequant_linear_int4(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                        bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference: W = (unpack(qweight) - zeros) * scales per group, in x's dtype, then F.linear."""
+    return F.linear(x, dequantize_int4(qweight, scales, zeros, x.dtype), bias)
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,9 @@ class Ops:
     paged_decode: bool
     # The kernels index weights and caches as dense memory of the model's dtype (check_operands).
     dense_operands: bool
+    # Weight-only quantized layers (models/quant_linear.py QuantLinear); the reference unless a set says otherwise.
+    linear_int8: Callable = dequant_linear_int8
+    linear_int4: Callable = dequant_linear_int4
 
 
 def repeat_kv(kv: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
@@ -131,6 +156,22 @@ def small_batch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return F.linear(x, weight, bias)
 
 
+def int8pack_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
+    """CPU: torch._weight_int8pack_mm computes x @ (qweight * scales).T with per-output-channel scales, which
+    must be in x's dtype (float32, bfloat16 or float16) and x contiguous along K."""
+    out = torch._weight_int8pack_mm(x.contiguous(), qweight, scales.to(x.dtype))  # (M, N)
+    return out if bias is None else out + bias
+
+
+def small_batch_int8pack_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
+                                bias: torch.Tensor | None = None) -> torch.Tensor:
+    """int8pack_linear up to INT8PACK_MAX_ROWS rows (decode), the dequantizing reference beyond (prefill)."""
+    if x.shape[0] <= INT8PACK_MAX_ROWS:
+        return int8pack_linear(x, qweight, scales, bias)
+    return dequant_linear_int8(x, qweight, scales, bias)
+
+
 TORCH_OPS = Ops(name="torch", linear=F.linear, rms_norm=rms_norm, add_rms_norm=add_rms_norm,
                 rope_write_kv=rope_write_kv, silu_mul=silu_mul, prefill_attention=prefill_attention,
                 decode_attention=decode_attention, paged_decode=False, dense_operands=False)
@@ -146,9 +187,17 @@ def triton_ops(dtype: torch.dtype) -> Ops:
                paged_decode=True, dense_operands=True)
 
 
+# The torch set on CPU: int4 stays dequantize-then-matmul (torch's CPU int4 ops want their own packed layout).
+CPU_OPS = {dtype: replace(TORCH_OPS, linear_int8=int8pack_linear if dtype == torch.bfloat16 else
+                          small_batch_int8pack_linear) for dtype in (torch.float32, torch.bfloat16, torch.float16)}
+
+
 def select_ops(device: torch.device | str, dtype: torch.dtype) -> Ops:
     """The op set for a model on `device` in `dtype`; called once, at load."""
-    return triton_ops(dtype) if torch.device(device).type == "cuda" and TRITON else TORCH_OPS
+    device = torch.device(device)
+    if device.type == "cpu":
+        return CPU_OPS[dtype]
+    return triton_ops(dtype) if device.type == "cuda" and TRITON else TORCH_OPS
 
 
 def check_operands(ops: Ops, tensors: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype) -> None:

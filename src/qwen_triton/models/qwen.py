@@ -173,5 +173,6 @@ class QwenForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, hidden) rows wanted (last token of each sequence) -> (N, vocab) in the model's dtype."""
-        weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return self.ops.linear(hidden, weight)
+        if self.lm_head is None:
+            return self.ops.linear(hidden, self.model.embed_tokens.weight)
+        return self.lm_head(hidden)  # a Linear, or a QuantLinear (--quantize-head)

@@ -1,6 +1,7 @@
 """Engine folder -> QwenForCausalLM on a device, loading tensor names exactly as build/ wrote them, with the
 model's kernels chosen here, once (models/ops.py select_ops); it must not rename or fuse anything (build/convert
-did that once) and knows nothing of the KV cache."""
+did that once) and knows nothing of the KV cache. Weight-only quantized engines (engine_config.json's
+quantization) get QuantLinear layers (models/quant_linear.py) whose stored tensors keep their own dtypes."""
 from __future__ import annotations
 
 import torch
@@ -9,7 +10,8 @@ from safetensors import safe_open
 from ..config import EngineFolder
 from ..errors import ConfigError
 from ..models.ops import Ops, select_ops
-from ..models.qwen import QwenForCausalLM
+from ..models.quant_linear import quantize_modules
+from ..models.qwen import Linear, QwenForCausalLM
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -22,7 +24,7 @@ def _names(names: set[str], limit: int = 10) -> str:
 def load_model(folder: EngineFolder, device: torch.device | str, dtype: torch.dtype) -> QwenForCausalLM:
     device = torch.device(device)
     model = _load(folder, device, dtype, select_ops(device, dtype))
-    if model.lm_head is not None and device.type == "cpu" and dtype == torch.float32:
+    if isinstance(model.lm_head, Linear) and device.type == "cpu" and dtype == torch.float32:
         _store_hidden_major(model.lm_head.weight)
     return model
 
@@ -37,13 +39,18 @@ def _store_hidden_major(weight: torch.Tensor) -> None:
 
 
 def _load(folder: EngineFolder, device: torch.device, dtype: torch.dtype, ops: Ops) -> QwenForCausalLM:
+    quant = folder.config.quantization
     if folder.random_weights_seed is not None:
+        if quant.weight_only_precision is not None:
+            raise ConfigError(f"{folder.path}: random-weight engines are not quantized yet; build one with "
+                              f"python -m build.convert --weight-only")
         return random_model(folder, device, dtype, folder.random_weights_seed, ops)
     if not folder.weights.is_file():
         raise ConfigError(f"{folder.weights} not found: build the engine with python -m build.convert")
     with torch.device("meta"):  # no memory until the real tensors are assigned
-        model = QwenForCausalLM(folder.config.model, ops)
+        model = quantize_modules(QwenForCausalLM(folder.config.model, ops), quant)
     expected = model.state_dict()
+    parameters = {name for name, _ in model.named_parameters()}  # cast to dtype; quantized buffers keep theirs
     state = {}
     with safe_open(str(folder.weights), framework="pt", device="cpu") as f:
         found = set(f.keys())
@@ -53,10 +60,10 @@ def _load(folder: EngineFolder, device: torch.device, dtype: torch.dtype, ops: O
                               f"unexpected [{_names(unexpected)}]; rebuild the engine with build/convert")
         for name, meta in expected.items():
             tensor = f.get_tensor(name)
-            if tensor.shape != meta.shape:
-                raise ConfigError(f"{folder.weights}: {name} has shape {tuple(tensor.shape)}, "
-                                  f"engine_config.json implies {tuple(meta.shape)}")
-            state[name] = tensor.to(device=device, dtype=dtype)
+            if tensor.shape != meta.shape or (name not in parameters and tensor.dtype != meta.dtype):
+                raise ConfigError(f"{folder.weights}: {name} is {tuple(tensor.shape)} {tensor.dtype}, "
+                                  f"engine_config.json implies {tuple(meta.shape)} {meta.dtype}")
+            state[name] = tensor.to(device=device, dtype=dtype if name in parameters else tensor.dtype)
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval()
 

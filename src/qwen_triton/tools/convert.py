@@ -15,13 +15,14 @@ from typing import Callable
 import torch
 from safetensors import safe_open
 
-from ..config import WEIGHTS_FILE, EngineFolder, EngineLimits, ModelConfig, load_engine_folder
+from ..config import WEIGHTS_FILE, EngineFolder, EngineLimits, ModelConfig, QuantConfig, load_engine_folder
 from ..errors import ConfigError
 from ..models.ops import TORCH_OPS
 from ..models.qwen import QwenForCausalLM
 from ..runtime.loader import TORCH_DTYPES
 from ..text.hf_tokenizer import write_hf_tokenizer
 from .hf_metadata import model_config_from_hf, read_hf_config, write_engine_metadata
+from .quantize import quantize_weight, stored_tensors
 
 Progress = Callable[[str], None]
 
@@ -35,7 +36,8 @@ V1_RENAMES = [  # v1 name -> engine name; w1 / w2 are fused into gate_up_proj se
     (r"transformer\.h\.(\d+)\.mlp\.c_proj\.weight", r"model.layers.\1.mlp.down_proj.weight"),
 ]
 FUSED_ORDER = {"qkv_proj": ("q", "k", "v"), "gate_up_proj": ("gate", "up")}  # concatenated along dim 0
-SAFETENSORS_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int8: "I8",
+                      torch.uint8: "U8"}
 
 
 def engine_name(name: str, kind: str) -> tuple[str | None, str | None]:
@@ -141,15 +143,17 @@ def plan_tensors(reader: CheckpointReader, kind: str, model: ModelConfig) -> lis
     return plan
 
 
-def write_safetensors(path: Path, plan, reader: CheckpointReader, dtype: str, progress: Progress | None) -> None:
+def write_safetensors(path: Path, plan, reader: CheckpointReader, dtype: str, progress: Progress | None,
+                      quant: QuantConfig = QuantConfig()) -> None:
     """Streams the planned tensors into one safetensors file: the header is known from the shapes, so each
-    (fused) tensor is read, converted, written and dropped; peak memory is one fused tensor."""
-    width = torch.empty((), dtype=TORCH_DTYPES[dtype]).element_size()
+    (fused) tensor is read, converted (quantized, for the layers `quant` names), written and dropped; peak
+    memory is one fused tensor and its float32 copy while it is quantized."""
+    stored = [stored_tensors(name, shape, TORCH_DTYPES[dtype], quant) for name, _, shape in plan]  # checks first
     header, offset = {"__metadata__": {"format": "pt"}}, 0
-    for name, _, shape in plan:
-        size = width * math.prod(shape)
-        header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape),
-                        "data_offsets": [offset, offset + size]}
+    for out_name, (out_dtype, shape) in (item for tensors in stored for item in tensors.items()):
+        size = torch.empty((), dtype=out_dtype).element_size() * math.prod(shape)
+        header[out_name] = {"dtype": SAFETENSORS_DTYPES[out_dtype], "shape": list(shape),
+                            "data_offsets": [offset, offset + size]}
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned
@@ -159,30 +163,37 @@ def write_safetensors(path: Path, plan, reader: CheckpointReader, dtype: str, pr
         f.write(blob)
         for i, (name, sources, _) in enumerate(plan, 1):
             parts = [reader.get(s) for s in sources]
-            tensor = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)).to(TORCH_DTYPES[dtype]).contiguous()
-            f.write(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))  # little-endian, as safetensors
+            fused = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+            for out_name, tensor in quantize_weight(name, fused, TORCH_DTYPES[dtype], quant).items():
+                entry = header[out_name]
+                assert (SAFETENSORS_DTYPES[tensor.dtype], list(tensor.shape)) == (entry["dtype"], entry["shape"])
+                f.write(memoryview(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()))  # little-endian
             if progress and (i == len(plan) or i % max(1, len(plan) // 20) == 0):
                 progress(f"  {i}/{len(plan)} tensors, {f.tell() / 2**30:.2f} GiB written ({name})")
     os.replace(partial, path)
 
 
 def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, limits: EngineLimits, dtype: str | None = None,
-                       progress: Progress | None = None) -> EngineFolder:
-    """Writes model.safetensors (engine names, stored in limits.dtype; `dtype` overrides it), engine_config.json,
-    qwen.tiktoken, its Hugging Face twin (tokenizer.json, tokenizer_config.json: for GenAI-Perf and AutoTokenizer)
-    and generation_config.json (when the checkpoint has one) into out_dir."""
+                       progress: Progress | None = None, quant: QuantConfig = QuantConfig()) -> EngineFolder:
+    """Writes model.safetensors (engine names, stored in limits.dtype; `dtype` overrides it; the layers `quant`
+    names in its weight-only layout), engine_config.json, qwen.tiktoken, its Hugging Face twin (tokenizer.json,
+    tokenizer_config.json: for GenAI-Perf and AutoTokenizer) and generation_config.json (when the checkpoint has
+    one) into out_dir."""
     hf_dir, out = Path(hf_dir), Path(out_dir)
     hf = read_hf_config(hf_dir)
     if dtype is not None and dtype != limits.dtype:
         limits = dataclasses.replace(limits, dtype=dtype)  # a new frozen value; the caller's is untouched
     model = model_config_from_hf(hf, limits.max_seq_len)
+    if quant.quantize_head and model.tie_word_embeddings:
+        raise ConfigError("--quantize-head: this checkpoint ties lm_head to the embedding, which stays 16-bit")
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(CheckpointReader(hf_dir)) as reader:
         plan = plan_tensors(reader, hf["model_type"], model)
         if progress:
-            progress(f"{hf_dir}: {hf['model_type']} layout -> {len(plan)} engine tensors in {limits.dtype}")
-        write_safetensors(out / WEIGHTS_FILE, plan, reader, limits.dtype, progress)
-    write_engine_metadata(hf_dir, out, model, limits)
+            mode = f", weight-only {quant.weight_only_precision}" if quant.weight_only_precision else ""
+            progress(f"{hf_dir}: {hf['model_type']} layout -> {len(plan)} engine tensors in {limits.dtype}{mode}")
+        write_safetensors(out / WEIGHTS_FILE, plan, reader, limits.dtype, progress, quant)
+    write_engine_metadata(hf_dir, out, model, limits, quant)
     write_hf_tokenizer(out, max_input_len=limits.max_input_len)  # from the qwen.tiktoken just copied
     if progress:
         progress(f"wrote engine folder {out}")

@@ -7,7 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
-from ..config import ENGINE_CONFIG_FILE, GENERATION_CONFIG_FILE, EngineConfig, EngineLimits, ModelConfig
+from ..config import (ENGINE_CONFIG_FILE, GENERATION_CONFIG_FILE, EngineConfig, EngineLimits, ModelConfig,
+                      QuantConfig)
 from ..errors import ConfigError
 from ..text.tokenizer import TOKENIZER_FILE, packaged_vocab
 
@@ -70,11 +71,12 @@ def chat_window(hf_dir: Path) -> int:
     return int(json.loads(generation.read_text()).get("max_window_size", 6144)) if generation.is_file() else 6144
 
 
-def write_engine_metadata(hf_dir: str | Path, out: str | Path, model: ModelConfig, limits: EngineLimits) -> None:
+def write_engine_metadata(hf_dir: str | Path, out: str | Path, model: ModelConfig, limits: EngineLimits,
+                          quantization: QuantConfig = QuantConfig()) -> None:
     """engine_config.json, generation_config.json (when the checkpoint has one) and qwen.tiktoken into out."""
     hf_dir, out = Path(hf_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = EngineConfig(model=model, limits=limits, max_window_size=chat_window(hf_dir))
+    config = EngineConfig(model=model, limits=limits, max_window_size=chat_window(hf_dir), quantization=quantization)
     (out / ENGINE_CONFIG_FILE).write_text(config.to_json())
     if (hf_dir / GENERATION_CONFIG_FILE).is_file():
         shutil.copy2(hf_dir / GENERATION_CONFIG_FILE, out / GENERATION_CONFIG_FILE)
