@@ -246,11 +246,16 @@ def sigterm_under_load(launched: Launched, streams: int = 16, load_s: float = 3.
     log = launched.log_file.read_text(errors="replace")
     crashes = [line for line in log.splitlines() if re.search(CRASH, line)]
     return {"exit_code": code, "exit_s": round(exit_s, 2), "crash_lines": crashes[:5],
+            # Triton's shutdown, in order: every in-flight inference ends (what the drain makes happen), then
+            # every model unloads; either not done within the exit timeout: "failed to stop server".
+            "in_flight_cleared": bool(re.search(IN_FLIGHT_CLEARED, log)),
+            "exit_timeout_expired": "failed to stop server" in log,
             "left_behind": [pid for pid in tree if is_alive(pid)],
             "outcomes": dict(Counter(o if not o.startswith("error") else o[:70] for o in outcomes))}
 
 
-CRASH = r"malloc\(\)|Segmentation|SIGSEGV|Aborted|core dumped|terminate called|failed to stop server|Non-graceful"
+CRASH = r"malloc\(\)|Segmentation|SIGSEGV|Aborted|core dumped|terminate called|Non-graceful"
+IN_FLIGHT_CLEARED = r"Found 0 model versions that have in-flight inferences"
 
 
 def kill_stub(launched: Launched, model: str, tokens: int = 2000, timeout_s: float = 90) -> dict:
