@@ -96,7 +96,9 @@ class QuantConfig:
     models/quant_linear.py and docs/quantization.md). Engines without it are unquantized."""
 
     weight_only_precision: str | None = None  # "int8" (per output channel) | "int4" (per group) | None
-    group_size: int | None = None  # int4 only: input columns sharing one scale and zero point
+    # int4 only: input columns sharing one scale and zero point; None: per output channel, as TensorRT-LLM's own
+    # weight-only int4 (its engines record it so; the torch runtime's layout is grouped)
+    group_size: int | None = None
     quantize_head: bool = False  # lm_head too (the embedding never)
 
     def __post_init__(self):
@@ -104,8 +106,9 @@ class QuantConfig:
         _require(precision in (None, *WEIGHT_ONLY_PRECISIONS),
                  f"weight_only_precision must be one of {WEIGHT_ONLY_PRECISIONS} or null, got {precision!r}")
         if precision == "int4":
-            _require(isinstance(self.group_size, int) and self.group_size > 0 and self.group_size % 2 == 0,
-                     f"int4 needs an even group_size > 0, got {self.group_size!r}")
+            _require(self.group_size is None or (isinstance(self.group_size, int) and self.group_size > 0
+                                                 and self.group_size % 2 == 0),
+                     f"int4 needs an even group_size > 0 (or none: per channel), got {self.group_size!r}")
         else:
             _require(self.group_size is None, f"group_size is for int4 only, got {self.group_size} with {precision}")
         _require(precision is not None or not self.quantize_head, "quantize_head needs a weight_only_precision")

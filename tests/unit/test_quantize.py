@@ -167,7 +167,7 @@ def test_engine_config_round_trips_its_quantization_and_old_folders_load_unquant
 
 
 @pytest.mark.parametrize("fields,match", [
-    (dict(weight_only_precision="int2"), "weight_only_precision"), (dict(weight_only_precision="int4"), "group_size"),
+    (dict(weight_only_precision="int2"), "weight_only_precision"), (dict(weight_only_precision="int4", group_size=0), "group_size"),
     (dict(weight_only_precision="int4", group_size=33), "group_size"),
     (dict(weight_only_precision="int8", group_size=128), "int4 only"), (dict(quantize_head=True), "quantize_head")])
 def test_inconsistent_quantization_is_refused(fields, match):

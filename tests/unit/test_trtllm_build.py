@@ -119,3 +119,21 @@ def test_executor_settings_file_is_strict(tmp_path):
         load_executor_settings(tmp_path)
     with pytest.raises(ConfigError, match="batch_scheduler_policy"):
         ExecutorSettings(batch_scheduler_policy="fifo")
+
+
+@pytest.mark.parametrize("weight_only", ["none", "int8", "int4"])
+def test_the_engine_config_records_tensorrt_llm_weight_only_in_the_same_words(tiny_checkpoint, tmp_path, weight_only):
+    from qwen_triton.runtime.loader import load_model
+    from qwen_triton.trtllm.build import write_serving_files
+
+    opts = options(hf_dir=tiny_checkpoint, output_dir=tmp_path / "e", max_seq_len=512, max_input_len=256,
+                   weight_only=weight_only)
+    write_serving_files(opts)
+    recorded = json.loads((tmp_path / "e" / "engine_config.json").read_text())["quantization"]
+    assert recorded["weight_only_precision"] == (None if weight_only == "none" else weight_only)
+    assert recorded["group_size"] is None  # TensorRT-LLM's weight-only is per output channel
+    quant = load_engine_folder(tmp_path / "e").config.quantization
+    assert quant.weight_only_precision == recorded["weight_only_precision"]
+    if weight_only == "int4":  # not the torch runtime's grouped layout: refused by name, before any weight is read
+        with pytest.raises(ConfigError, match="per-channel int4"):
+            load_model(load_engine_folder(tmp_path / "e"), "cpu", __import__("torch").float32)

@@ -40,6 +40,9 @@ def _store_hidden_major(weight: torch.Tensor) -> None:
 
 def _load(folder: EngineFolder, device: torch.device, dtype: torch.dtype, ops: Ops) -> QwenForCausalLM:
     quant = folder.config.quantization
+    if quant.weight_only_precision == "int4" and quant.group_size is None:
+        raise ConfigError(f"{folder.path}: per-channel int4 is TensorRT-LLM's layout (serve it with runtime "
+                          f"tensorrt_llm); the torch runtime's int4 is grouped (build.convert --weight-only int4)")
     if folder.random_weights_seed is not None:
         if quant.weight_only_precision is not None:
             raise ConfigError(f"{folder.path}: random-weight engines are not quantized yet; build one with "

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..config import EngineLimits
+from ..config import EngineLimits, QuantConfig
 from ..errors import ConfigError
 from ..text.hf_tokenizer import write_hf_tokenizer
 from ..tools.hf_metadata import model_config_from_hf, read_hf_config, write_engine_metadata
@@ -122,7 +122,9 @@ Progress = Callable[[str], None]
 
 def write_serving_files(opts: TrtllmBuildOptions) -> None:
     model = model_config_from_hf(read_hf_config(opts.hf_dir), opts.max_seq_len)
-    write_engine_metadata(opts.hf_dir, opts.output_dir, model, opts.limits())
+    # TensorRT-LLM's weight-only int8/int4 are per output channel: no group size.
+    quantization = QuantConfig(weight_only_precision=None if opts.weight_only == "none" else opts.weight_only)
+    write_engine_metadata(opts.hf_dir, opts.output_dir, model, opts.limits(), quantization)
     write_hf_tokenizer(opts.output_dir, max_input_len=opts.max_input_len)
     (opts.output_dir / EXECUTOR_CONFIG_FILE).write_text(opts.executor.to_json())
 
