@@ -12,7 +12,6 @@ import datetime
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 
 from qwen_triton.openai_server.process import OpenAIServerProcess
-from qwen_triton.serving.launcher import Ports, TritonServer
+from qwen_triton.serving.launcher import Ports, TritonServer, free_ports
 from qwen_triton.tools.fill_templates import fill_repository, values_for_engine
 
 from .checkout import MODEL_REPOSITORY, ROOT
@@ -65,12 +64,6 @@ def shown(path: Path) -> str:
     """A path as the JSON records it: relative to the checkout when inside it."""
     path = Path(path).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_engine(args, work: Path) -> Path:
@@ -203,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = jobs_from(args.lengths, shape.max_tokens_cap)
     with triton_server(engine_dir, device, work) as triton:
         grpc_url = f"127.0.0.1:{triton.ports.grpc}"
-        with OpenAIServerProcess(grpc_url, port=free_port(), log_file=work / "openai_server.log") as frontend:
+        with OpenAIServerProcess(grpc_url, port=free_ports(1)[0], log_file=work / "openai_server.log") as frontend:
             urls = {"grpc": grpc_url, "openai": frontend.base_url}
             warm_up(grpc_url, frontend.base_url)
             runs = measure(urls, args.concurrency, args.rounds, jobs, shape)

@@ -16,7 +16,6 @@ from client.reliability import Server
 from qwen_triton.serving.launcher import Ports, TritonServer
 from qwen_triton.tools.fill_templates import fill_repository, values_for_engine
 
-from .openai_fixtures import openai_url  # noqa: F401  (the fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG_ANSWER_TOKENS = 2000  # seconds of generation on a CPU: more than Stop could ever take to arrive

@@ -5,34 +5,17 @@ mid-stream freeing its engine slot. Streaming tests need the decoupled repositor
 import asyncio
 import json
 import re
-import socket
 import time
 
 import httpx
 import openai
 import pytest
 
-from client.reliability import Server
 from qwen_triton.client import QwenClient
-from qwen_triton.openai_server.process import OpenAIServerProcess
 
 pytestmark = pytest.mark.e2e
 GREEDY = dict(temperature=0.0, max_tokens=24)
 HI = [{"role": "user", "content": "Tell me about the sea."}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def frontend(triton, tmp_path_factory):
-    log = tmp_path_factory.mktemp("openai_server") / "openai_server.log"
-    with OpenAIServerProcess(f"127.0.0.1:{triton.ports.grpc}", port=free_port(), log_file=log) as server:
-        server.engine = Server(f"127.0.0.1:{triton.ports.grpc}", triton.ports.metrics)
-        yield server
 
 
 @pytest.fixture

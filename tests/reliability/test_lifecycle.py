@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from client.reliability import Launched, kill_stub, sigterm_under_load
-from qwen_triton.serving.launcher import Ports
+from qwen_triton.serving.launcher import Ports, free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -41,9 +41,7 @@ def test_a_killed_stub_fails_in_flight_requests_now_and_the_server_comes_back(la
 
 @pytest.fixture
 def with_openai(long_repo, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_ports(1)[0]
     server = Launched(long_repo, Ports.free(), tmp_path / "launcher.log", openai_port=port).start()
     server.openai_url = f"http://127.0.0.1:{port}/v1"
     yield server

@@ -43,14 +43,19 @@ class Ports:
 
     @classmethod
     def free(cls) -> "Ports":
-        socks = [socket.socket() for _ in range(3)]
-        try:
-            for s in socks:
-                s.bind(("127.0.0.1", 0))
-            return cls(*(s.getsockname()[1] for s in socks))
-        finally:
-            for s in socks:
-                s.close()
+        return cls(*free_ports(3))
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct loopback ports free now (bound all at once, so none repeats)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from safetensors import safe_open
@@ -143,34 +144,51 @@ def plan_tensors(reader: CheckpointReader, kind: str, model: ModelConfig) -> lis
     return plan
 
 
-def write_safetensors(path: Path, plan, reader: CheckpointReader, dtype: str, progress: Progress | None,
-                      quant: QuantConfig = QuantConfig()) -> None:
-    """Streams the planned tensors into one safetensors file: the header is known from the shapes, so each
-    (fused) tensor is read, converted (quantized, for the layers `quant` names), written and dropped; peak
-    memory is one fused tensor and its float32 copy while it is quantized."""
-    stored = [stored_tensors(name, shape, TORCH_DTYPES[dtype], quant) for name, _, shape in plan]  # checks first
+TensorGroup = tuple[str, Callable[[], dict[str, torch.Tensor]]]  # (label for progress, makes its stored tensors)
+
+
+def stream_safetensors(path: Path, layout: dict[str, tuple[torch.dtype, tuple[int, ...]]],
+                       groups: Sequence[TensorGroup], progress: Progress | None) -> None:
+    """One safetensors file written as a stream: the header comes from `layout` (name -> (dtype, shape), in file
+    order), known before any data; then each group's tensors are made, checked against it, written and dropped,
+    so peak memory is one group. A failed run leaves no half-written file at `path`."""
     header, offset = {"__metadata__": {"format": "pt"}}, 0
-    for out_name, (out_dtype, shape) in (item for tensors in stored for item in tensors.items()):
-        size = torch.empty((), dtype=out_dtype).element_size() * math.prod(shape)
-        header[out_name] = {"dtype": SAFETENSORS_DTYPES[out_dtype], "shape": list(shape),
-                            "data_offsets": [offset, offset + size]}
+    for name, (dtype, shape) in layout.items():
+        size = torch.empty((), dtype=dtype).element_size() * math.prod(shape)
+        header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned
-    partial = path.with_name(path.name + ".partial")  # a failed run leaves no half-written model.safetensors
+    partial = path.with_name(path.name + ".partial")
     with open(partial, "wb") as f:
         f.write(len(blob).to_bytes(8, "little"))
         f.write(blob)
-        for i, (name, sources, _) in enumerate(plan, 1):
-            parts = [reader.get(s) for s in sources]
-            fused = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
-            for out_name, tensor in quantize_weight(name, fused, TORCH_DTYPES[dtype], quant).items():
-                entry = header[out_name]
-                assert (SAFETENSORS_DTYPES[tensor.dtype], list(tensor.shape)) == (entry["dtype"], entry["shape"])
+        for i, (label, make) in enumerate(groups, 1):
+            for name, tensor in make().items():
+                planned = header[name]
+                if [SAFETENSORS_DTYPES[tensor.dtype], list(tensor.shape)] != [planned["dtype"], planned["shape"]]:
+                    raise ConfigError(f"{name}: made {tensor.dtype} {tuple(tensor.shape)}, planned {planned}")
                 f.write(memoryview(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()))  # little-endian
-            if progress and (i == len(plan) or i % max(1, len(plan) // 20) == 0):
-                progress(f"  {i}/{len(plan)} tensors, {f.tell() / 2**30:.2f} GiB written ({name})")
+            if progress and (i == len(groups) or i % max(1, len(groups) // 20) == 0):
+                progress(f"  {i}/{len(groups)} tensors, {f.tell() / 2**30:.2f} GiB written ({label})")
     os.replace(partial, path)
+
+
+def write_safetensors(path: Path, plan, reader: CheckpointReader, dtype: str, progress: Progress | None,
+                      quant: QuantConfig = QuantConfig()) -> None:
+    """The planned tensors, each read (fused), converted (quantized, for the layers `quant` names) and written;
+    peak memory is one fused tensor and its float32 copy while it is quantized."""
+    torch_dtype = TORCH_DTYPES[dtype]
+    layout = {}
+    for name, _, shape in plan:  # every shape checked before anything is written
+        layout.update(stored_tensors(name, shape, torch_dtype, quant))
+
+    def fused(name: str, sources: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        parts = [reader.get(s) for s in sources]
+        return quantize_weight(name, parts[0] if len(parts) == 1 else torch.cat(parts, dim=0), torch_dtype, quant)
+
+    stream_safetensors(path, layout, [(name, functools.partial(fused, name, sources)) for name, sources, _ in plan],
+                       progress)
 
 
 def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, limits: EngineLimits, dtype: str | None = None,

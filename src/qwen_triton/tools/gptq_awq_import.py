@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
-import math
-import os
 from pathlib import Path
 
 import torch
@@ -18,7 +17,7 @@ from ..errors import ConfigError
 from ..models.quant_linear import is_quantized_layer, quantized_tensors
 from ..runtime.loader import TORCH_DTYPES
 from ..text.hf_tokenizer import write_hf_tokenizer
-from .convert import SAFETENSORS_DTYPES, CheckpointReader, Progress, plan_tensors
+from .convert import CheckpointReader, Progress, plan_tensors, stream_safetensors
 from .gptq_awq import (QuantFormat, UnpackedLinear, concat_parts, engine_group_size, logical_shape, to_int4,
                        to_int8, unpack_awq, unpack_gptq)
 from .hf_metadata import model_config_from_hf, read_hf_config, write_engine_metadata
@@ -154,30 +153,13 @@ def _tensors(view: QuantizedView, entry: Entry, quant: QuantConfig, dtype: torch
 
 def write_entries(path: Path, view: QuantizedView, entries: list[Entry], quant: QuantConfig, dtype: torch.dtype,
                   requantize_int8: bool, progress: Progress | None) -> None:
-    """Streams the engine tensors into one safetensors file (header first, from the shapes; then one fused
-    linear at a time), as convert.write_safetensors does."""
-    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    """The engine tensors into one safetensors file, one fused linear at a time (convert.stream_safetensors)."""
+    layout = {}
     for entry in entries:
-        for name, (out_dtype, shape) in _outputs(entry, quant, dtype).items():
-            size = torch.empty((), dtype=out_dtype).element_size() * math.prod(shape)
-            header[name] = {"dtype": SAFETENSORS_DTYPES[out_dtype], "shape": list(shape),
-                            "data_offsets": [offset, offset + size]}
-            offset += size
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned
-    partial = path.with_name(path.name + ".partial")  # a failed run leaves no half-written model.safetensors
-    with open(partial, "wb") as f:
-        f.write(len(blob).to_bytes(8, "little"))
-        f.write(blob)
-        for i, entry in enumerate(entries, 1):
-            for name, tensor in _tensors(view, entry, quant, dtype, requantize_int8).items():
-                expected = header[name]
-                if [SAFETENSORS_DTYPES[tensor.dtype], list(tensor.shape)] != [expected["dtype"], expected["shape"]]:
-                    raise ConfigError(f"{name}: made {tensor.dtype} {tuple(tensor.shape)}, planned {expected}")
-                f.write(memoryview(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()))  # little-endian
-            if progress and (i == len(entries) or i % max(1, len(entries) // 20) == 0):
-                progress(f"  {i}/{len(entries)} tensors, {f.tell() / 2**30:.2f} GiB written ({entry.target})")
-    os.replace(partial, path)
+        layout.update(_outputs(entry, quant, dtype))
+    groups = [(entry.target, functools.partial(_tensors, view, entry, quant, dtype, requantize_int8))
+              for entry in entries]
+    stream_safetensors(path, layout, groups, progress)
 
 
 def import_quantized(hf_dir: str | Path, out_dir: str | Path, limits: EngineLimits, dtype: str | None = None,
