@@ -56,13 +56,19 @@ class Chunk:
     num_output_tokens: int
 
 
-def _chunk(result) -> Chunk | None:
+def to_chunk(result, errors: str = "strict") -> Chunk | None:
+    """An ensemble response (sync or asyncio client) -> Chunk; None for the empty final response. errors: how
+    text_output is decoded (chunks end on UTF-8 boundaries; "replace" only guards against a bug there)."""
     text = result.as_numpy("text_output")
     if text is None:  # the empty final response
         return None
     scalar = lambda name: result.as_numpy(name).reshape(-1)[0]  # noqa: E731
-    return Chunk(text.reshape(-1)[0].decode("utf-8"), scalar("finish_reason").decode(),
+    return Chunk(text.reshape(-1)[0].decode("utf-8", errors), scalar("finish_reason").decode(),
                  int(scalar("num_input_tokens")), int(scalar("num_output_tokens")))
+
+
+def is_final(result) -> bool:
+    return result.get_response().parameters["triton_final_response"].bool_param
 
 
 class QwenClient:
@@ -104,8 +110,8 @@ class QwenClient:
                     raise TimeoutError(f"no response from {self.model} within {self.timeout_s} s") from None
                 if error is not None:
                     raise error
-                ended = result.get_response().parameters["triton_final_response"].bool_param
-                chunk = _chunk(result)
+                ended = is_final(result)
+                chunk = to_chunk(result)
                 if chunk is not None:
                     yield chunk
         finally:
@@ -148,7 +154,7 @@ def send_stop(url: str, request_key: int, timeout_s: float = 5.0) -> None:
                 result, error = replies.get(timeout=timeout_s)
                 if error is not None:
                     raise error
-                if result.get_response().parameters["triton_final_response"].bool_param:
+                if is_final(result):
                     return
         finally:
             grpc.stop_stream()

@@ -11,7 +11,7 @@ from typing import AsyncIterator
 import grpc
 import tritonclient.grpc.aio as grpc_aio
 
-from ..client import Chunk, build_request, to_infer_inputs
+from ..client import Chunk, build_request, is_final, to_chunk, to_infer_inputs
 from ..schema import TENSORRT_LLM
 
 PROBE_TIMEOUT_S = 2.0  # readiness and metadata calls: a server that does not answer by then is not ready
@@ -23,21 +23,6 @@ class TritonError(Exception):
 
 class TritonUnreachable(Exception):
     """No answer from tritonserver at all (not running, restarting, wrong address)."""
-
-
-def _chunk(result) -> Chunk | None:
-    """An ensemble response -> Chunk; None for the empty final response (no outputs)."""
-    text = result.as_numpy("text_output")
-    if text is None:
-        return None
-    scalar = lambda name: result.as_numpy(name).reshape(-1)[0]  # noqa: E731
-    # Chunks end on UTF-8 boundaries (the runtime cuts them there); "replace" only guards against a bug there.
-    return Chunk(text.reshape(-1)[0].decode("utf-8", "replace"), scalar("finish_reason").decode(),
-                 int(scalar("num_input_tokens")), int(scalar("num_output_tokens")))
-
-
-def _is_final(result) -> bool:
-    return result.get_response().parameters["triton_final_response"].bool_param
 
 
 class TritonGateway:
@@ -76,8 +61,8 @@ class TritonGateway:
                 if error is not None:
                     finished = True  # Triton ends a request when it answers it with an error
                     raise TritonError(str(error).strip())
-                finished = _is_final(result)
-                chunk = _chunk(result)
+                finished = is_final(result)
+                chunk = to_chunk(result, errors="replace")
                 if chunk is not None:
                     yield chunk
                 if finished:
