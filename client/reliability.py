@@ -261,21 +261,23 @@ IN_FLIGHT_CLEARED = r"Found 0 model versions that have in-flight inferences"
 def kill_stub(launched: Launched, model: str, tokens: int = 2000, timeout_s: float = 90) -> dict:
     """SIGKILL of one model's stub while a long request runs: when that request ended and how, whether the
     server was seen not ready, when it served again."""
-    ended = {}
+    ended, streaming = {}, threading.Event()
 
     def long_request():
         try:
             with QwenClient(launched.server.grpc, timeout_s=60) as client:
-                list(client.stream("A long one.", max_tokens=tokens, min_tokens=tokens, temperature=0.0))
+                for _ in client.stream("A long one.", max_tokens=tokens, min_tokens=tokens, temperature=0.0):
+                    streaming.set()
             ended["outcome"] = "finished"
         except Exception as exc:
             ended["outcome"] = f"error: {str(exc)[:100]}"
         ended["at"] = time.monotonic()
+        streaming.set()
 
     thread = threading.Thread(target=long_request)
     thread.start()
-    while launched.server.busy() == 0:
-        time.sleep(0.02)
+    # Killed once the request streams (the engine gauges lag a previous request's end: "busy" could count that).
+    streaming.wait(60)
     stub = next(pid for pid in launched.processes() if f"/{model}/" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"))
     start = time.monotonic()
     os.kill(stub, signal.SIGKILL)

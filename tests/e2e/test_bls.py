@@ -115,7 +115,7 @@ def test_a_cancelled_stream_frees_the_engine_within_two_seconds(long_server):
         idle_s = probe.wait_idle(2.0)
         assert idle_s is not None, "the cancelled BLS request still holds the engine"
         assert client.generate("Still there?", max_tokens=4, temperature=0.0).num_output_tokens > 0
-    assert probe.busy() == 0
+    assert probe.wait_idle(5.0) is not None  # the gauges lag the last answer by up to a publish period
 
 
 def _first_or_error(chunks):
