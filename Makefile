@@ -34,6 +34,14 @@ $(VENV)/.installed: pyproject.toml requirements/cpu.txt tools/perf_analyzer.sh
 
 venv: $(VENV)/.installed
 
+# Triton's interpreter runs the CUDA kernels on CPU for tests/unit/test_quant_kernels_interpreted.py. In a folder
+# of its own, outside the server's environment: CPU serving never imports Triton.
+TRITON_INTERPRETER := $(VENV)/triton-interpreter
+$(TRITON_INTERPRETER)/.installed: requirements/triton-interpreter.txt | $(VENV)/.installed
+	rm -rf $(TRITON_INTERPRETER)
+	$(PY) -m pip install -q --no-deps --target $(TRITON_INTERPRETER) -r requirements/triton-interpreter.txt
+	touch $@
+
 # The default engine: a small random-weight checkpoint in Qwen-7B-Chat's (v1) layout, converted by build/.
 $(ENGINE)/engine_config.json: | $(VENV)/.installed
 	$(PY) -m build.make_random_checkpoint --flavour qwen --seed 0 --out $(CHECKPOINT)
@@ -52,7 +60,7 @@ repo: engine
 serve: repo
 	$(PY) -m qwen_triton.serving.launcher --model-repository model_repository
 
-test: venv
+test: venv $(TRITON_INTERPRETER)/.installed
 	$(PY) -m pytest -q -ra
 
 # Minutes of mixed load with cancellations and bad inputs; checks the server returns to idle (JSON result).

@@ -1,6 +1,7 @@
 """One-command GPU benchmark: the GPU and fidelity test suites, a random Qwen-7B-shape engine made on the
-device, the transformers baseline, then the real Triton ensemble (gRPC streaming) at concurrency 1 and 64;
-writes benchmarks/results/<gpu>.json. Measures and records; asserts nothing."""
+device, the transformers baseline, then the real Triton ensemble (gRPC streaming) at concurrency 1 and 64, then
+the same for each weight-only quantized mode (benchmarks/quant_gpu.py); writes benchmarks/results/<gpu>.json.
+Measures and records; asserts nothing."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,7 @@ from qwen_triton.tools.random_checkpoint import QWEN_7B
 from qwen_triton.tools.random_engine import make_random_engine
 
 from .checkout import MODEL_REPOSITORY, RESULTS, run_module
+from . import quant_gpu
 from .gpu_tests import run_suites
 from .load_generator import Job, result_dict, run_jobs, run_steady_window, ttft_samples_ms, with_triton_stats
 from .sharegpt import LENGTHS, load_lengths
@@ -33,6 +35,7 @@ CLIENT_PROCESSES = 8  # the c64 load comes from 8 processes x 8 streams (one Pyt
 WORD = " the"  # one Qwen token, so a prompt of n words is n tokens with apply_chat_template false
 C64_WARMUP_S, C64_WINDOW_S = 5.0, 20.0  # c64 throughput: output tokens arriving in the window, 64 in flight
 HF_PROMPT_LEN, HF_NEW_TOKENS = 32, 128  # passed to benchmarks.hf_baseline and served alike (bs32_like_hf)
+BS1_JOB = Job(WORD * 32, 256, True)  # batch-1 decode: 256 tokens after a 32-token prompt
 LIMITS = EngineLimits(dtype="float16", max_batch_size=64, max_input_len=1024, max_seq_len=2048,
                       max_num_batched_tokens=8192, block_size=16)
 
@@ -47,16 +50,6 @@ def copy_bandwidth_gbs(n_bytes: int = 2 << 30) -> float:
         dst.copy_(src)
     torch.cuda.synchronize()
     return 2 * n_bytes * 10 / (time.perf_counter() - start) / 1e9  # read + write
-
-
-def decode_bytes_per_step(engine_dir: Path) -> int:
-    """Weights read once per decode step (fp16), the embedding excepted (one row is gathered)."""
-    from qwen_triton.config import load_engine_folder
-
-    m = load_engine_folder(engine_dir).config.model
-    per_layer = (m.hidden_size * (m.hidden_size + 2 * m.num_key_value_heads * m.head_dim) + m.hidden_size ** 2
-                 + 3 * m.hidden_size * m.intermediate_size)
-    return 2 * (m.num_hidden_layers * per_layer + m.vocab_size * m.hidden_size)
 
 
 def free_kv_blocks(ports: Ports) -> int:
@@ -107,7 +100,7 @@ def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_reques
         url = f"127.0.0.1:{ports.grpc}"
         blocks = free_kv_blocks(ports)
         run_jobs(url, 4, [Job(WORD * 64, 16, True)] * 8)  # warm-up
-        bs1 = run_jobs(url, 1, [Job(WORD * 32, 256, True)] * 3)
+        bs1 = run_jobs(url, 1, [BS1_JOB] * 3)
         # transformers' batch-32 setup (HF_PROMPT_LEN-token prompts, HF_NEW_TOKENS each, all sent at once):
         # the like-for-like figure for its ratio; c64's ShareGPT-like load is not.
         bs32 = run_jobs(url, 32, [Job(WORD * HF_PROMPT_LEN, HF_NEW_TOKENS, True)] * 32)
@@ -137,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-prefill-steps-baseline", action="store_true",
                         help="skip the c64 run without mixed steps")
     parser.add_argument("--skip-tests", action="store_true", help="do not run tests/gpu and tests/fidelity first")
+    parser.add_argument("--weight-only", nargs="*", default=list(quant_gpu.MODES), choices=list(quant_gpu.MODES),
+                        help="quantized modes run after the 16-bit engine (none: --weight-only with no mode)")
     parser.add_argument("--hf-python", default=sys.executable,
                         help="interpreter with transformers for the baseline (the GPU host's own, not the bundle's)")
     return parser
@@ -150,7 +145,8 @@ def main(argv=None):
     engine_dir = work / "engine"
     make_random_engine(engine_dir, QWEN_7B, LIMITS, seed=0)
     bandwidth = copy_bandwidth_gbs()
-    floor = bandwidth * 1e9 / decode_bytes_per_step(engine_dir)
+    fp16_bytes = quant_gpu.decode_bytes_per_step(engine_dir)
+    floor = bandwidth * 1e9 / fp16_bytes
     hf = {} if args.skip_hf else json.loads(run_module(
         args.hf_python, "benchmarks.hf_baseline", "--engine-dir", str(engine_dir),
         "--prompt-len", str(HF_PROMPT_LEN), "--new-tokens", str(HF_NEW_TOKENS)).stdout.strip().splitlines()[-1])
@@ -161,6 +157,9 @@ def main(argv=None):
         separate = work / "engine-prefill-steps"
         make_random_engine(separate, QWEN_7B, dataclasses.replace(LIMITS, mixed_prefill_tokens=0), seed=0)
         served["c64_prefill_steps_only"] = c64_with_prefill_steps_only(separate, work, c64_jobs)
+    quantized = {mode: quant_gpu.run_mode(mode, work, LIMITS, _server, lambda url: c64_window(url, c64_jobs),
+                                          BS1_JOB, bandwidth) for mode in args.weight_only}
+    served.update({f"weight_only_{mode}": run for mode, run in quantized.items()})
     result = {
         "gpu": gpu, "date": datetime.date.today().isoformat(),
         "command": "python -m benchmarks.gpu " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -174,7 +173,8 @@ def main(argv=None):
         "hf_bs1_tok_s": hf.get("hf_bs1_tok_s"), "hf_bs32_tok_s": hf.get("hf_bs32_tok_s"),
         "copy_bandwidth_gb_s": round(bandwidth, 1), "bandwidth_floor_bs1_tok_s": round(floor, 1),
         "max_concurrency_2048_tokens": served["kv_blocks"] * LIMITS.block_size // 2048,
-        "hf_setup": hf.get("hf_setup"), "tests": tests, "served": served,
+        "hf_setup": hf.get("hf_setup"), "tests": tests,
+        **(quant_gpu.summary_fields(quantized, fp16_bytes) if quantized else {}), "served": served,
     }
     if hf:
         result["ratio_decode_bs1_vs_hf_bs1"] = round(result["decode_bs1_tok_s"] / hf["hf_bs1_tok_s"], 2)

@@ -11,7 +11,7 @@ import qwen_triton
 MODULES = sorted(m.name for m in pkgutil.walk_packages(qwen_triton.__path__, "qwen_triton."))
 BENCHMARKS = sorted(m.name for m in pkgutil.walk_packages(benchmarks.__path__, "benchmarks."))
 LIBRARIES = {"benchmarks.checkout", "benchmarks.load_generator", "benchmarks.openai_load", "benchmarks.perf_analyzer",
-             "benchmarks.timing"}
+             "benchmarks.quant_gpu", "benchmarks.timing"}
 
 
 def test_the_gpu_modules_are_found():

@@ -13,12 +13,14 @@ from safetensors import safe_open
 from qwen_triton.config import EngineConfig, EngineLimits, ModelConfig, QuantConfig, load_engine_folder
 from qwen_triton.errors import ConfigError
 from qwen_triton.models import ops
+from qwen_triton.models import quant_gemv as quant_gemv_ops
 from qwen_triton.models.quant_linear import QuantLinear
 from qwen_triton.runtime.loader import load_model
 from qwen_triton.tools.convert import convert_checkpoint
 from qwen_triton.tools.quantize import (dequantize_int4, dequantize_int8, pack_int4, quantize_int4, quantize_int8,
-                                        unpack_int4, weight_bytes)
-from qwen_triton.tools.random_checkpoint import make_random_checkpoint
+                                        quantize_weight, unpack_int4, weight_bytes)
+from qwen_triton.tools.random_checkpoint import TINY, make_random_checkpoint
+from qwen_triton.tools.random_engine import make_random_engine
 
 LIMITS = EngineLimits(max_batch_size=2, max_input_len=64, max_seq_len=128)
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,7 +115,9 @@ def test_quantized_linear_ops_equal_dequantize_then_linear_for_1_to_64_rows(prec
 @torch.inference_mode()
 def test_quantized_linear_ops_equal_dequantize_then_linear_at_real_layer_shapes(model, precision):
     """The CPU float32 ops (int8: torch's int8 matmul up to INT8PACK_MAX_ROWS rows, then the reference) and the
-    reference set that CUDA uses for now, at every layer shape, group size 128; rows on each side of the switch."""
+    reference that CUDA float32 uses, at every layer shape, group size 128; rows on each side of the switch.
+    CUDA's half-precision kernels: tests/gpu/test_quant_kernels.py, and interpreted on CPU in
+    tests/unit/test_quant_kernels_interpreted.py."""
     gen = torch.Generator().manual_seed(2)
     rows = (1, ops.INT8PACK_MAX_ROWS, ops.INT8PACK_MAX_ROWS + 1, 64) if precision == "int8" else (1, 64)
     for n, k in LAYER_SHAPES[model]:
@@ -126,9 +130,13 @@ def test_the_quantized_ops_are_chosen_once_per_device_and_dtype(monkeypatch, tri
     assert ops.select_ops("cpu", torch.bfloat16).linear_int8 is ops.int8pack_linear
     for dtype in (torch.float32, torch.float16):
         assert ops.select_ops("cpu", dtype).linear_int8 is ops.small_batch_int8pack_linear
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):  # CUDA: the dequantizing reference, for now
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
         cuda = ops.select_ops("cuda", dtype)
-        assert (cuda.linear_int8, cuda.linear_int4) == (ops.dequant_linear_int8, ops.dequant_linear_int4)
+        # CUDA: the dequantizing GEMV in half precision with Triton, the reference otherwise.
+        quant_gemv = triton and dtype != torch.float32
+        assert (cuda.linear_int8, cuda.linear_int4) == ((quant_gemv_ops.linear_int8, quant_gemv_ops.linear_int4)
+                                                        if quant_gemv else
+                                                        (ops.dequant_linear_int8, ops.dequant_linear_int4))
         assert ops.select_ops("cpu", dtype).linear_int4 is ops.dequant_linear_int4
 
 
@@ -242,3 +250,19 @@ def test_the_docs_show_the_committed_results_and_the_memory_is_current():
     doc = (ROOT / "docs" / "quantization.md").read_text()
     assert doc.split(DOC_BEGIN)[1].split(DOC_END)[0].strip() == markdown(report), "python -m benchmarks.quant_fidelity"
     assert report["qwen_7b_weight_gib"] == qwen_7b_weight_gib()
+
+
+@pytest.mark.parametrize("quant", [INT8, INT4_32], ids=["int8", "int4"])
+@torch.inference_mode()
+def test_a_random_weight_engine_is_quantized_at_load_as_convert_would_store_it(tmp_path, quant):
+    """The GPU benchmark's quantized engines: seeded weights made at load, then the quantizer's tensors."""
+    plain = load_model(make_random_engine(tmp_path / "plain", TINY, LIMITS, seed=3), "cpu", torch.float32)
+    folder = make_random_engine(tmp_path / "quant", TINY, LIMITS, seed=3, quantization=quant)
+    assert folder.config.quantization == quant
+    model = load_model(folder, "cpu", torch.float32)
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, QuantLinear)}
+    assert len(layers) == 4 * folder.config.model.num_hidden_layers and "lm_head" not in layers
+    for name, layer in layers.items():
+        want = quantize_weight(f"{name}.weight", plain.get_submodule(name).weight, torch.float32, quant)
+        assert want and all(torch.equal(getattr(layer, stored.rsplit(".", 1)[1]), t) for stored, t in want.items())
+    assert not any(isinstance(m, torch.nn.Linear) and n in layers for n, m in model.named_modules())

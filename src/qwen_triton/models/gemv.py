@@ -98,11 +98,17 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, HAS_BIAS=bias is not None and splits == 1,
         num_warps=warps, **pdl_args)
     if splits > 1:
-        block = 1024
-        _sum_splits_kernel[(triton.cdiv(M * N, block),)](
-            parts, bias if bias is not None else weight, out, M * N, N, SPLITS=splits, HAS_BIAS=bias is not None,
-            BLOCK=block, num_warps=4, **pdl_args)
+        sum_splits(parts, bias, out)
     return out
+
+
+def sum_splits(parts: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> None:
+    """out (M, N) = parts (splits, M, N) float32 summed over splits (+ bias (N,)), rounded once to out's dtype."""
+    splits, M, N = parts.shape
+    block = 1024
+    _sum_splits_kernel[(triton.cdiv(M * N, block),)](
+        parts, bias if bias is not None else parts, out, M * N, N, SPLITS=splits, HAS_BIAS=bias is not None,
+        BLOCK=block, num_warps=4, **pdl.launch_kwargs(out.device))
 
 
 def choose_launch(M: int, N: int, K: int) -> tuple[int, int, int, int]:

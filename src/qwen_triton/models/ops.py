@@ -20,9 +20,10 @@ Shapes (T tokens, H query heads, Hkv KV heads, D head dim, B decode rows; caches
 The CUDA set takes raw pointers, so it relies on invariants instead of checking them per call: activations are
 2-D with unit stride along the last dimension (the model keeps this: each is a fresh kernel output or a
 contiguous reshape); every weight and cache is contiguous and in the model's dtype (check_operands, at load).
-The quantized linear ops are, for now, the dequantizing reference on every device except int8 on CPU: each call
-builds the (N, K) weight in x's dtype, then runs F.linear (correct, not fast; under CUDA graph capture the
-dequantized weight is allocated from the graph's pool)."""
+The quantized linear ops: on CUDA in half precision, quant_gemv's dequantizing GEMV for decode rows and a
+one-pass dequantize + cuBLAS beyond; on CPU torch's int8 weight-only matmul for int8; elsewhere the reference,
+which builds the (N, K) weight in x's dtype and runs F.linear (under CUDA graph capture the dequantized weight is
+allocated from the graph's pool)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -32,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from . import fused_ops, gemv, paged_attention
+from . import fused_ops, gemv, paged_attention, quant_gemv
 from .quant_linear import dequantize_int4, dequantize_int8
 
 # Without Triton (torch's CPU wheel carries none) every device gets the torch set.
-TRITON = all(module.triton is not None for module in (fused_ops, gemv, paged_attention))
+TRITON = all(module.triton is not None for module in (fused_ops, gemv, paged_attention, quant_gemv))
 HALF = (torch.float16, torch.bfloat16)
 # 4-D inputs: with 3-D ones SDPA takes its math path (a float32 (H, n, n) softmax) on CUDA. Not cuDNN: it builds
 # a plan on the host for every new sequence length, which stalls the engine thread under load.
@@ -179,12 +180,16 @@ TORCH_OPS = Ops(name="torch", linear=F.linear, rms_norm=rms_norm, add_rms_norm=a
 
 def triton_ops(dtype: torch.dtype) -> Ops:
     """The CUDA set: fused Triton norms, RoPE + cache write, SiLU-mul and paged decode attention at any dtype;
-    the GEMV path for linear layers only in half precision (cuBLAS for float32)."""
-    return Ops(name="triton", linear=small_batch_linear if dtype in HALF else F.linear,
+    the GEMV paths for linear layers (16-bit and weight-only quantized: quant_gemv) only in half precision
+    (cuBLAS and the dequantizing reference for float32)."""
+    half = dtype in HALF
+    return Ops(name="triton", linear=small_batch_linear if half else F.linear,
                rms_norm=fused_ops.rms_norm, add_rms_norm=fused_ops.add_rms_norm,
                rope_write_kv=fused_ops.rope_write_kv, silu_mul=fused_ops.silu_mul,
                prefill_attention=prefill_attention, decode_attention=paged_attention.decode,
-               paged_decode=True, dense_operands=True)
+               paged_decode=True, dense_operands=True,
+               linear_int8=quant_gemv.linear_int8 if half else dequant_linear_int8,
+               linear_int4=quant_gemv.linear_int4 if half else dequant_linear_int4)
 
 
 # The torch set on CPU: int4 stays dequantize-then-matmul (torch's CPU int4 ops want their own packed layout).
@@ -200,11 +205,13 @@ def select_ops(device: torch.device | str, dtype: torch.dtype) -> Ops:
     return triton_ops(dtype) if device.type == "cuda" and TRITON else TORCH_OPS
 
 
-def check_operands(ops: Ops, tensors: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype) -> None:
-    """At load: every weight and cache the ops will index is dense and in the model's dtype. The kernels take
-    raw pointers, so a strided or mistyped operand would be read wrongly rather than refused."""
+def check_operands(ops: Ops, tensors: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype | None) -> None:
+    """At load: every weight and cache the ops will index is dense and in the model's dtype (dtype None: in its
+    own, as quantized weights are). The kernels take raw pointers, so a strided or mistyped operand would be
+    read wrongly rather than refused."""
     if not ops.dense_operands:
         return
-    bad = [f"{name} {tuple(t.shape)} {t.dtype}" for name, t in tensors if not t.is_contiguous() or t.dtype != dtype]
+    bad = [f"{name} {tuple(t.shape)} {t.dtype}" for name, t in tensors
+           if not t.is_contiguous() or dtype not in (None, t.dtype)]
     if bad:
-        raise ValueError(f"the {ops.name} ops need contiguous {dtype} operands: " + ", ".join(bad[:5]))
+        raise ValueError(f"the {ops.name} ops need contiguous {dtype or ''} operands: " + ", ".join(bad[:5]))

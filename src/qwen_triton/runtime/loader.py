@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import torch
 from safetensors import safe_open
+from torch import nn
 
-from ..config import EngineFolder
+from ..config import EngineFolder, QuantConfig
 from ..errors import ConfigError
 from ..models.ops import Ops, select_ops
-from ..models.quant_linear import quantize_modules
+from ..models.quant_linear import QuantLinear, is_quantized_layer, quantize_modules
+from ..tools.quantize import quantize_weight
 from ..models.qwen import Linear, QwenForCausalLM
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -44,9 +46,6 @@ def _load(folder: EngineFolder, device: torch.device, dtype: torch.dtype, ops: O
         raise ConfigError(f"{folder.path}: per-channel int4 is TensorRT-LLM's layout (serve it with runtime "
                           f"tensorrt_llm); the torch runtime's int4 is grouped (build.convert --weight-only int4)")
     if folder.random_weights_seed is not None:
-        if quant.weight_only_precision is not None:
-            raise ConfigError(f"{folder.path}: random-weight engines are not quantized yet; build one with "
-                              f"python -m build.convert --weight-only")
         return random_model(folder, device, dtype, folder.random_weights_seed, ops)
     if not folder.weights.is_file():
         raise ConfigError(f"{folder.weights} not found: build the engine with python -m build.convert")
@@ -83,4 +82,21 @@ def random_model(folder: EngineFolder, device: torch.device, dtype: torch.dtype,
             param.fill_(1.0)
         else:
             param.normal_(0.0, 0.02, generator=generator)
-    return model.eval()
+    return _quantize_random(model, folder.config.quantization).eval()
+
+
+@torch.no_grad()
+def _quantize_random(model: QwenForCausalLM, quant: QuantConfig) -> QwenForCausalLM:
+    """A quantized random-weight engine: its seeded float weights quantized on their device, layer by layer, by
+    build/'s round-to-nearest quantizer, so it holds what build.convert --weight-only would have stored."""
+    for name, module in list(model.named_modules()):
+        if not (isinstance(module, nn.Linear) and is_quantized_layer(name, quant)):
+            continue
+        with module.weight.device:
+            layer = QuantLinear(module.in_features, module.out_features, module.ops, module.bias is not None, quant)
+        for stored, tensor in quantize_weight(f"{name}.weight", module.weight, module.weight.dtype, quant).items():
+            setattr(layer, stored.rsplit(".", 1)[1], tensor)  # a registered buffer: replaced, still a buffer
+        layer.bias = module.bias
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, layer)
+    return model

@@ -63,6 +63,7 @@ class ModelRunner:
         # Once, here: the CUDA ops read weights and caches as dense memory of the model's dtype (models/ops.py).
         caches = ((f"kv_cache[{i}][{j}]", c) for i, pair in enumerate(self.kv_caches) for j, c in enumerate(pair))
         check_operands(self.model.ops, [*self.model.named_parameters(), *caches], self.dtype)
+        check_operands(self.model.ops, self.model.named_buffers(), None)  # quantized weights keep their dtypes
         self.prefill_graphs, self.graphs, self.mixed_graphs = self._capture_graphs(use_cuda_graphs)
         # Read by the scheduler: the longest prompt a decode step can take in (0: no mixed steps). Only
         # graphed: eager, a mixed step's launches would cost the host more than the prefill step they save.

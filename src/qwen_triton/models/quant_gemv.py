@@ -1,0 +1,201 @@
+"""Weight-only quantized linear layers on CUDA (layout: models/quant_linear.py). Decode steps (up to
+gemv.MAX_ROWS rows of x) run a split-K GEMV that reads the packed weight and dequantizes it in registers, so a
+step streams 1 (int8) or 1/2 (int4) byte per weight instead of 2; wider calls (prefill, large mixed steps)
+dequantize the weight once into x's dtype and run cuBLAS, where the step is compute-bound.
+
+Each program sums BLOCK_K-wide slices of BLOCK_N weight rows over its split of K in float32, as gemv.py does.
+int8: the per-row scale is applied to each split's sum (sum_k x q * s == s * sum_k x q). int4: each element is
+dequantized, (q - zero) * scale of its group, before the product; the even and odd columns of a packed byte are
+multiplied with the even and odd columns of x, so nothing is interleaved in registers."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import gemv
+
+try:
+    import triton
+    import triton.language as tl
+
+    from . import pdl
+except ImportError:  # CPU-only installs
+    triton = None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _int8_gemv_kernel(x_ptr, q_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, x_stride, k_per_split,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                          HAS_BIAS: tl.constexpr, PDL: tl.constexpr):
+        # out[split, m, n] = scale[n] * sum over k in this split of x[m, k] * q[n, k]  (+ bias[n] when one split)
+        pdl.wait_then_release(PDL)
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        split = tl.program_id(1)
+        rm = tl.arange(0, BLOCK_M)
+        k_start = split * k_per_split
+        k_end = tl.minimum(k_start + k_per_split, K)
+        q_rows = q_ptr + rn[:, None].to(tl.int64) * K  # (BLOCK_N, 1)
+        n_live = rn < N
+        if BLOCK_M == 1:
+            acc = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
+            for k in range(k_start, k_end, BLOCK_K):
+                rk = k + tl.arange(0, BLOCK_K)
+                k_live = rk < k_end
+                q = tl.load(q_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0)
+                x = tl.load(x_ptr + rk, mask=k_live, other=0.0)
+                acc += q.to(tl.float32) * x.to(tl.float32)[None, :]
+            total = tl.sum(acc, axis=1)[None, :]  # (1, BLOCK_N)
+        else:
+            total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+            for k in range(k_start, k_end, BLOCK_K):
+                rk = k + tl.arange(0, BLOCK_K)
+                k_live = rk < k_end
+                q = tl.load(q_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0)
+                x = tl.load(x_ptr + rm[:, None] * x_stride + rk[None, :], mask=(rm[:, None] < M) & k_live[None, :],
+                            other=0.0)
+                # int8 values are exact in half precision: the tensor cores see the integers themselves.
+                total = tl.dot(x, tl.trans(q.to(x.dtype)), total)  # (BLOCK_M, BLOCK_N)
+        total *= tl.load(scale_ptr + rn, mask=n_live, other=0.0)[None, :]
+        if HAS_BIAS:
+            total += tl.load(bias_ptr + rn, mask=n_live, other=0.0).to(tl.float32)[None, :]
+        offsets = split * M * N + rm[:, None] * N + rn[None, :]
+        tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=(rm[:, None] < M) & n_live[None, :])
+
+    @triton.jit
+    def _int4_tile(q_rows, scale_rows, zero_rows, k, k_end, n_live, GROUP: tl.constexpr, HALF_K: tl.constexpr):
+        """Columns k, k + 2, ... (even) and k + 1, k + 3, ... (odd) of BLOCK_N rows, dequantized in float32:
+        ((BLOCK_N, HALF_K), (BLOCK_N, HALF_K), even column indices (HALF_K,)). k is even; GROUP is even, so a
+        byte's two columns share one group."""
+        rk = k + 2 * tl.arange(0, HALF_K)  # even columns
+        live = n_live[:, None] & (rk < k_end)[None, :]
+        packed = tl.load(q_rows + (rk // 2)[None, :], mask=live, other=0)  # (BLOCK_N, HALF_K) uint8
+        group = (rk // GROUP)[None, :]
+        scale = tl.load(scale_rows + group, mask=live, other=0.0)
+        zero = tl.load(zero_rows + group, mask=live, other=0).to(tl.float32)
+        low = ((packed & 0x0F).to(tl.float32) - zero) * scale
+        high = ((packed >> 4).to(tl.float32) - zero) * scale
+        return low, high, rk
+
+    @triton.jit
+    def _int4_gemv_kernel(x_ptr, q_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, M, N, K, x_stride, k_per_split,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP: tl.constexpr,
+                          HAS_BIAS: tl.constexpr, PDL: tl.constexpr):
+        # out[split, m, n] = sum over k in this split of x[m, k] * (q[n, k] - zero[n, k // G]) * scale[n, k // G]
+        pdl.wait_then_release(PDL)
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        split = tl.program_id(1)
+        rm = tl.arange(0, BLOCK_M)
+        k_start = split * k_per_split
+        k_end = tl.minimum(k_start + k_per_split, K)
+        n_live = rn < N
+        groups = K // GROUP
+        q_rows = q_ptr + rn[:, None].to(tl.int64) * (K // 2)  # (BLOCK_N, 1)
+        scale_rows = scale_ptr + rn[:, None].to(tl.int64) * groups
+        zero_rows = zero_ptr + rn[:, None].to(tl.int64) * groups
+        if BLOCK_M == 1:
+            acc = tl.zeros((BLOCK_N, BLOCK_K // 2), tl.float32)
+            for k in range(k_start, k_end, BLOCK_K):
+                low, high, rk = _int4_tile(q_rows, scale_rows, zero_rows, k, k_end, n_live, GROUP, BLOCK_K // 2)
+                x_even = tl.load(x_ptr + rk, mask=rk < k_end, other=0.0).to(tl.float32)
+                x_odd = tl.load(x_ptr + rk + 1, mask=rk + 1 < k_end, other=0.0).to(tl.float32)
+                acc += low * x_even[None, :] + high * x_odd[None, :]
+            total = tl.sum(acc, axis=1)[None, :]  # (1, BLOCK_N)
+        else:
+            total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+            m_live = (rm < M)[:, None]
+            for k in range(k_start, k_end, BLOCK_K):
+                low, high, rk = _int4_tile(q_rows, scale_rows, zero_rows, k, k_end, n_live, GROUP, BLOCK_K // 2)
+                x_rows = x_ptr + rm[:, None] * x_stride + rk[None, :]  # (BLOCK_M, BLOCK_K / 2), even columns
+                x_even = tl.load(x_rows, mask=m_live & (rk < k_end)[None, :], other=0.0)
+                x_odd = tl.load(x_rows + 1, mask=m_live & (rk + 1 < k_end)[None, :], other=0.0)
+                total = tl.dot(x_even, tl.trans(low.to(x_even.dtype)), total)
+                total = tl.dot(x_odd, tl.trans(high.to(x_odd.dtype)), total)
+        if HAS_BIAS:
+            total += tl.load(bias_ptr + rn, mask=n_live, other=0.0).to(tl.float32)[None, :]
+        offsets = split * M * N + rm[:, None] * N + rn[None, :]
+        tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=(rm[:, None] < M) & n_live[None, :])
+
+    @triton.jit
+    def _dequantize_kernel(q_ptr, scale_ptr, zero_ptr, w_ptr, N, K, INT4: tl.constexpr, GROUP: tl.constexpr,
+                           BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+        # w[n, k] in w's dtype: q[n, k] * scale[n] (int8) or (q[n, k] - zero[n, k // G]) * scale[n, k // G] (int4)
+        pdl.wait_then_release(PDL)
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+        live = (rn < N)[:, None] & (rk < K)[None, :]
+        rows = rn[:, None].to(tl.int64)
+        if INT4:
+            packed = tl.load(q_ptr + rows * (K // 2) + (rk // 2)[None, :], mask=live, other=0)
+            q = tl.where((rk % 2 == 0)[None, :], packed & 0x0F, packed >> 4).to(tl.float32)
+            group = rows * (K // GROUP) + (rk // GROUP)[None, :]
+            zero = tl.load(zero_ptr + group, mask=live, other=0).to(tl.float32)
+            w = (q - zero) * tl.load(scale_ptr + group, mask=live, other=0.0)
+        else:
+            q = tl.load(q_ptr + rows * K + rk[None, :], mask=live, other=0).to(tl.float32)
+            w = q * tl.load(scale_ptr + rn, mask=rn < N, other=0.0)[:, None]
+        tl.store(w_ptr + rows * K + rk[None, :], w.to(w_ptr.dtype.element_ty), mask=live)
+
+
+def choose_launch(M: int, N: int, K: int, precision: str) -> tuple[int, int, int, int]:
+    """(BLOCK_N, BLOCK_K, splits, warps). A first choice by analogy with gemv.choose_launch (a quantized tile holds
+    1/2 or 1/4 of the bytes of a 16-bit one at the same BLOCK_K), to be tuned on the GPU with
+    benchmarks/gemv.py's sweep."""
+    block_n, block_k, splits, warps = gemv.choose_launch(M, N, K)
+    if M == 1:
+        return block_n, min(block_k, 512 if precision == "int8" else 256), splits, warps
+    return block_n, 128, splits, warps
+
+
+def _launch(kernel, x, weights: tuple, group: int | None, bias, N: int, precision: str,
+            launch: tuple[int, int, int, int] | None) -> torch.Tensor:
+    M, K = x.shape
+    block_n, block_k, splits, warps = launch or choose_launch(M, N, K, precision)
+    k_per_split = triton.cdiv(triton.cdiv(K, splits), block_k) * block_k
+    splits = triton.cdiv(K, k_per_split)
+    out = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    parts = out if splits == 1 else torch.empty((splits, M, N), dtype=torch.float32, device=x.device)
+    block_m = 1 if M == 1 else max(16, triton.next_power_of_2(M))
+    extra = {} if group is None else {"GROUP": group}
+    pdl_args = pdl.launch_kwargs(x.device)
+    kernel[(triton.cdiv(N, block_n), splits)](
+        x, *weights, bias if bias is not None else weights[1], parts, M, N, K, x.stride(0), k_per_split,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, HAS_BIAS=bias is not None and splits == 1,
+        num_warps=warps, **extra, **pdl_args)
+    if splits > 1:
+        gemv.sum_splits(parts, bias, out)
+    return out
+
+
+def dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, K: int,
+               dtype: torch.dtype) -> torch.Tensor:
+    """The (N, K) weight in dtype, made on the device in one pass (int4 when zeros is given)."""
+    N = qweight.shape[0]
+    w = torch.empty((N, K), dtype=dtype, device=qweight.device)
+    group = K // scales.shape[1] if zeros is not None else K
+    block_n, block_k = 16, 128
+    _dequantize_kernel[(triton.cdiv(N, block_n), triton.cdiv(K, block_k))](
+        qweight, scales, zeros if zeros is not None else scales, w, N, K, INT4=zeros is not None, GROUP=group,
+        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4, **pdl.launch_kwargs(qweight.device))
+    return w
+
+
+def linear_int8(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None,
+                launch: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """x (M, K) unit stride along K, half precision; qweight int8 (N, K), scales float32 (N,) -> (M, N)."""
+    N, K = qweight.shape
+    if x.shape[0] > gemv.MAX_ROWS:
+        return F.linear(x, dequantize(qweight, scales, None, K, x.dtype), bias)
+    return _launch(_int8_gemv_kernel, x, (qweight, scales), None, bias, N, "int8", launch)
+
+
+def linear_int4(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                bias: torch.Tensor | None = None, launch: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """x (M, K) unit stride along K, half precision; qweight uint8 (N, K/2), scales float32 and zeros uint8
+    (N, K/g) with g even -> (M, N)."""
+    N, K = qweight.shape[0], x.shape[1]
+    if x.shape[0] > gemv.MAX_ROWS:
+        return F.linear(x, dequantize(qweight, scales, zeros, K, x.dtype), bias)
+    group = K // scales.shape[1]
+    return _launch(_int4_gemv_kernel, x, (qweight, scales, zeros), group, bias, N, "int4", launch)

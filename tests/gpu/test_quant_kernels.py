@@ -1,0 +1,88 @@
+"""On a CUDA device: the weight-only quantized kernels (models/quant_gemv.py) against dequantize-then-matmul in
+float32, within float16 rounding, for 1 to 64 rows (the GEMV) and beyond (dequantize + cuBLAS), at every linear
+layer shape of Qwen-7B, Qwen2-7B and Qwen2.5-1.5B; and a quantized engine served with them, through CUDA graphs
+and mixed steps, against the same engine on the dequantizing reference ops. Skipped without a GPU (their logic
+is also run by Triton's interpreter on CPU: tests/unit/test_quant_kernels_interpreted.py)."""
+import pytest
+import torch
+
+from qwen_triton.config import QuantConfig
+from qwen_triton.tools.quantize import dequantize_int4, dequantize_int8, quantize_int4, quantize_int8
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+# (N, K) of qkv_proj, o_proj, gate_up_proj, down_proj, from each model's config.json.
+LAYER_SHAPES = {
+    "qwen-7b": [(12288, 4096), (4096, 4096), (22016, 4096), (4096, 11008)],
+    "qwen2-7b": [(4608, 3584), (3584, 3584), (37888, 3584), (3584, 18944)],
+    "qwen2.5-1.5b": [(2048, 1536), (1536, 1536), (17920, 1536), (1536, 8960)],
+}
+ROWS = (1, 2, 7, 16, 17, 33, 64, 65, 300)
+FP16_ROUNDING = 2 ** -10
+
+
+def _layer(n, k, precision, group, gen):
+    w = torch.randn(n, k, device="cuda", generator=gen) * 0.02
+    if precision == "int8":
+        q, s = quantize_int8(w)
+        return (q, s), dequantize_int8(q, s)
+    q, s, z = quantize_int4(w, group)
+    return (q, s, z), dequantize_int4(q, s, z)
+
+
+@pytest.mark.parametrize("model", LAYER_SHAPES)
+@pytest.mark.parametrize("precision,group", [("int8", None), ("int4", 128), ("int4", 64), ("int4", 32)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@torch.inference_mode()
+def test_quantized_linear_equals_dequantize_then_matmul_at_every_layer_shape(model, precision, group, dtype):
+    from qwen_triton.models import quant_gemv
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    op = quant_gemv.linear_int8 if precision == "int8" else quant_gemv.linear_int4
+    for n, k in LAYER_SHAPES[model]:
+        stored, weight = _layer(n, k, precision, group, gen)
+        bias = torch.randn(n, device="cuda", generator=gen).to(dtype) * 0.1
+        x = torch.randn(max(ROWS), k, device="cuda", generator=gen).to(dtype)
+        for rows in ROWS:
+            with_bias = bias if rows % 2 else None
+            got = op(x[:rows], *stored, with_bias)
+            want = x[:rows].float() @ weight.T + (with_bias.float() if with_bias is not None else 0.0)
+            rounding = FP16_ROUNDING if dtype == torch.float16 else 2 ** -7
+            assert got.dtype == dtype and got.shape == (rows, n)
+            err = (got.float() - want).abs().max().item()
+            # Products in x's dtype summed in float32: the output's rounding plus the dequantized weight's.
+            assert err <= 2 * rounding * want.abs().max().item(), (model, precision, group, (n, k), rows, err)
+
+
+@pytest.mark.parametrize("quant", [QuantConfig("int8"), QuantConfig("int4", group_size=32)], ids=["int8", "int4"])
+def test_a_quantized_engine_gives_the_reference_ops_tokens_through_graphs_and_mixed_steps(folder, limits, prompts,
+                                                                                         tmp_path, quant,
+                                                                                         monkeypatch):
+    """Greedy tokens of the quantized tiny engine on CUDA float16: the Triton set (quantized GEMV in CUDA graphs,
+    mixed steps) against the same weights on the torch set (dequantize-then-matmul, eager)."""
+    from qwen_triton.models import ops
+    from qwen_triton.runtime import loader
+    from qwen_triton.runtime.engine import Engine
+    from qwen_triton.runtime.model_runner import ModelRunner
+    from qwen_triton.runtime.sequence import SamplingParams
+    from qwen_triton.tools.convert import convert_checkpoint
+
+    engine = convert_checkpoint(folder.path.parent / "hf", tmp_path / "engine", limits, quant=quant)
+
+    def serve(graphs):
+        runner = ModelRunner(engine, device="cuda", dtype="float16", use_cuda_graphs=graphs)
+        assert runner.model.ops.name == ("triton" if graphs else "torch")
+        served = Engine(runner, limits)
+        outputs = [[] for _ in prompts]
+        for i, prompt in enumerate(prompts):
+            sink = lambda event, out=outputs[i]: out.extend(event.new_token_ids) or True  # noqa: E731
+            served.submit(list(prompt), SamplingParams(max_tokens=24), sink)
+        while served.step():
+            pass
+        return outputs
+
+    fast = serve(True)
+    monkeypatch.setattr(loader, "select_ops", lambda device, dtype: ops.TORCH_OPS)
+    reference = serve(False)
+    agree = sum(a == b for f, r in zip(fast, reference) for a, b in zip(f, r)) / sum(map(len, reference))
+    assert agree >= 0.9, (agree, fast, reference)  # float16 rounding may flip a near tie, rarely

@@ -1,0 +1,56 @@
+"""Run by tests/unit/test_quant_kernels_interpreted.py in a subprocess with TRITON_INTERPRET=1 (Triton's
+interpreter runs the CUDA kernels on CPU tensors): every quantized kernel of models/quant_gemv.py against
+dequantize-then-matmul in float32, one JSON line per case on stdout."""
+import json
+import os
+
+import torch
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
+
+from qwen_triton.models import quant_gemv  # noqa: E402  (after the check: the kernels are made at import)
+from qwen_triton.tools.quantize import dequantize_int4, dequantize_int8, quantize_int4, quantize_int8  # noqa: E402
+
+ROWS = (1, 2, 16, 17, 64, 65)  # 1: the elementwise path; 2-64: tensor-core tiles; 65: dequantize + matmul
+# (N, K, launch): the default launch, and K split in 3 with a ragged last split (the float32 split sum).
+SHAPES = ((48, 256, None), (50, 384, (16, 128, 3, 4)))
+
+
+def case(precision: str, group: int | None, rows: int, n: int, k: int, launch, bias: bool, gen) -> dict:
+    w = torch.randn(n, k, generator=gen) * 0.05
+    x = torch.randn(rows, k, generator=gen).half()
+    b = (torch.randn(n, generator=gen) * 0.1).half() if bias else None
+    if precision == "int8":
+        q, s = quantize_int8(w)
+        weight, got = dequantize_int8(q, s), quant_gemv.linear_int8(x, q, s, b, launch=launch)
+    else:
+        q, s, z = quantize_int4(w, group)
+        weight, got = dequantize_int4(q, s, z), quant_gemv.linear_int4(x, q, s, z, b, launch=launch)
+    want = x.float() @ weight.T + (b.float() if bias else 0.0)
+    return {"precision": precision, "group": group, "rows": rows, "shape": [n, k], "launch": launch,
+            "bias": bias, "dtype": str(got.dtype), "out_shape": list(got.shape),
+            "max_err": (got.float() - want).abs().max().item(), "max_abs": want.abs().max().item()}
+
+
+def dequantize_cases(gen) -> list[dict]:
+    w = torch.randn(40, 256, generator=gen)
+    q, s, z = quantize_int4(w, 64)
+    int4 = quant_gemv.dequantize(q, s, z, 256, torch.float16)
+    q8, s8 = quantize_int8(w)
+    int8 = quant_gemv.dequantize(q8, s8, None, 256, torch.float16)
+    return [{"dequantize": name, "equal": torch.equal(got, want.half())}
+            for name, got, want in (("int4", int4, dequantize_int4(q, s, z)), ("int8", int8, dequantize_int8(q8, s8)))]
+
+
+def main() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for precision, group in (("int8", None), ("int4", 32), ("int4", 128)):
+        for n, k, launch in SHAPES:
+            for rows in ROWS:
+                print(json.dumps(case(precision, group, rows, n, k, launch, rows % 2 == 1, gen)), flush=True)
+    for line in dequantize_cases(gen):
+        print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The CUDA kernels of models/quant_gemv.py run by Triton's interpreter on this CPU (TRITON_INTERPRET=1, in a
+subprocess: the kernels are made at import), against dequantize-then-matmul in float32: the packing, group and
+split indexing, masks and the split sum, at small shapes. Speed and the real layer shapes are tests/gpu's
+(test_quant_kernels.py). Triton comes from `make test`'s interpreter folder, outside the server's environment."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+INTERPRETER = ROOT / ".venv" / "triton-interpreter"  # Makefile: pip install --target (requirements/triton-interpreter.txt)
+SCRIPT = ROOT / "tests" / "support" / "interpreted_quant_kernels.py"
+FP16_ROUNDING = 2 ** -10  # one output rounding to float16, relative to the output's largest magnitude
+
+
+@pytest.fixture(scope="module")
+def results() -> list[dict]:
+    if not (INTERPRETER / "triton").is_dir():
+        pytest.skip(f"no Triton interpreter at {INTERPRETER} (make test installs it)")
+    env = {**os.environ, "TRITON_INTERPRET": "1",
+           "PYTHONPATH": os.pathsep.join([str(INTERPRETER), str(ROOT / "src"), str(ROOT)])}
+    run = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600,
+                         cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+
+
+def test_every_quantized_gemv_case_equals_dequantize_then_matmul(results):
+    cases = [r for r in results if "precision" in r]
+    assert len(cases) == 3 * 2 * 6  # precisions x shapes x row counts: none was lost
+    for r in cases:
+        assert r["dtype"] == "torch.float16" and r["out_shape"] == [r["rows"], r["shape"][0]], r
+        assert r["max_err"] <= 2 * FP16_ROUNDING * r["max_abs"], r
+
+
+def test_the_one_pass_dequantize_kernel_equals_the_layout_reference(results):
+    assert [r for r in results if "dequantize" in r] == [{"dequantize": "int4", "equal": True},
+                                                          {"dequantize": "int8", "equal": True}]
