@@ -1,6 +1,6 @@
 """One-command GPU benchmark: the GPU and fidelity test suites, a random Qwen-7B-shape engine made on the
 device, the transformers baseline, then the real Triton ensemble (gRPC streaming) at concurrency 1 and 64, then
-the same for each weight-only quantized mode (benchmarks/quant_gpu.py); writes benchmarks/results/<gpu>.json.
+the same for each quantized mode, int8, int4 and fp8 (benchmarks/quant_gpu.py); writes benchmarks/results/<gpu>.json.
 Measures and records; asserts nothing."""
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ WORD = " the"  # one Qwen token, so a prompt of n words is n tokens with apply_c
 C64_WARMUP_S, C64_WINDOW_S = 5.0, 20.0  # c64 throughput: output tokens arriving in the window, 64 in flight
 HF_PROMPT_LEN, HF_NEW_TOKENS = 32, 128  # passed to benchmarks.hf_baseline and served alike (bs32_like_hf)
 BS1_JOB = Job(WORD * 32, 256, True)  # batch-1 decode: 256 tokens after a 32-token prompt
+TTFT_JOB = Job(WORD * 512, 1, True)  # time to first token of a 512-token prompt
 LIMITS = EngineLimits(dtype="float16", max_batch_size=64, max_input_len=1024, max_seq_len=2048,
                       max_num_batched_tokens=8192, block_size=16)
 
@@ -104,9 +105,9 @@ def serve_and_load(engine_dir: Path, work: Path, c64_jobs: list[Job], c64_reques
         # transformers' batch-32 setup (HF_PROMPT_LEN-token prompts, HF_NEW_TOKENS each, all sent at once):
         # the like-for-like figure for its ratio; c64's ShareGPT-like load is not.
         bs32 = run_jobs(url, 32, [Job(WORD * HF_PROMPT_LEN, HF_NEW_TOKENS, True)] * 32)
-        ttft_samples_ms(url, Job(WORD * 512, 1, True), repeats=0)  # first 512-token prompt: not in the stats
+        ttft_samples_ms(url, TTFT_JOB, repeats=0)  # first 512-token prompt: not in the stats
         # Statistics over all 9 TTFT requests; over the c64 run with its warm-up (where requests wait).
-        ttft, ttft_stats = with_server_stats(ports, lambda: ttft_samples_ms(url, Job(WORD * 512, 1, True), repeats=8))
+        ttft, ttft_stats = with_server_stats(ports, lambda: ttft_samples_ms(url, TTFT_JOB, repeats=8))
         c64, c64_stats = with_server_stats(ports, lambda: c64_window(url, c64_jobs))
         # The same lengths as a fixed list of requests: the figure includes the ramp-down at the end.
         c64_fixed = run_jobs(url, 64, c64_jobs[:c64_requests], processes=CLIENT_PROCESSES)
@@ -130,8 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-prefill-steps-baseline", action="store_true",
                         help="skip the c64 run without mixed steps")
     parser.add_argument("--skip-tests", action="store_true", help="do not run tests/gpu and tests/fidelity first")
-    parser.add_argument("--weight-only", nargs="*", default=list(quant_gpu.MODES), choices=list(quant_gpu.MODES),
-                        help="quantized modes run after the 16-bit engine (none: --weight-only with no mode)")
+    parser.add_argument("--quantized", nargs="*", default=list(quant_gpu.MODES), choices=list(quant_gpu.MODES),
+                        help="quantized modes run after the 16-bit engine (none: --quantized with no mode)")
     parser.add_argument("--hf-python", default=sys.executable,
                         help="interpreter with transformers for the baseline (the GPU host's own, not the bundle's)")
     return parser
@@ -158,8 +159,8 @@ def main(argv=None):
         make_random_engine(separate, QWEN_7B, dataclasses.replace(LIMITS, mixed_prefill_tokens=0), seed=0)
         served["c64_prefill_steps_only"] = c64_with_prefill_steps_only(separate, work, c64_jobs)
     quantized = {mode: quant_gpu.run_mode(mode, work, LIMITS, _server, lambda url: c64_window(url, c64_jobs),
-                                          BS1_JOB, bandwidth) for mode in args.weight_only}
-    served.update({f"weight_only_{mode}": run for mode, run in quantized.items()})
+                                          BS1_JOB, TTFT_JOB, bandwidth) for mode in args.quantized}
+    served.update({f"quantized_{mode}": run for mode, run in quantized.items()})
     result = {
         "gpu": gpu, "date": datetime.date.today().isoformat(),
         "command": "python -m benchmarks.gpu " + " ".join(sys.argv[1:] if argv is None else argv),

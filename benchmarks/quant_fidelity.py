@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from qwen_triton.config import EngineLimits, QuantConfig, load_engine_folder
+from qwen_triton.config import FP8_ALGO, EngineLimits, QuantConfig, load_engine_folder
 from qwen_triton.models.qwen import AttentionBatch
 from qwen_triton.runtime.loader import load_model
 from qwen_triton.tools.convert import convert_checkpoint
@@ -28,12 +28,13 @@ from qwen_triton.tools.random_checkpoint import QWEN_7B, make_random_checkpoint,
 POSITIONS = 256
 LIMITS = EngineLimits(dtype="float32", max_batch_size=1, max_input_len=POSITIONS, max_seq_len=POSITIONS + 16)
 MODES = {"int8": QuantConfig("int8"), "int4_g32": QuantConfig("int4", group_size=32),
-         "int4_g64": QuantConfig("int4", group_size=64)}
+         "int4_g64": QuantConfig("int4", group_size=64), "fp8": QuantConfig(quant_algo=FP8_ALGO)}
 FLAVOURS = {"qwen": "v1 (Qwen-7B-Chat layout, untied head)", "qwen2": "Qwen2 (GQA, tied head)"}
 SEED = 3
 REGULAR_TOKENS = 151643  # ids below the special tokens
 DOC_BEGIN, DOC_END = "<!-- quant_fidelity:begin -->", "<!-- quant_fidelity:end -->"
 MEMORY_MODES = {"float16": QuantConfig(), "int8": QuantConfig("int8"), "int4_g128": QuantConfig("int4", group_size=128),
+                "fp8": QuantConfig(quant_algo=FP8_ALGO),
                 "int8_quantized_head": QuantConfig("int8", quantize_head=True),
                 "int4_g128_quantized_head": QuantConfig("int4", group_size=128, quantize_head=True)}
 
@@ -102,8 +103,8 @@ def main(argv=None):
         results = {flavour: measure_flavour(flavour, Path(tmp)) for flavour in FLAVOURS}
     report = {"command": "python -m benchmarks.quant_fidelity", "device": "cpu", "compute_dtype": "float32",
               "positions": POSITIONS, "teacher_forced": True, "checkpoints": FLAVOURS, "seed": SEED,
-              "modes": {mode: {"weight_only_precision": q.weight_only_precision, "group_size": q.group_size}
-                        for mode, q in MODES.items()},
+              "modes": {mode: {"weight_only_precision": q.weight_only_precision, "group_size": q.group_size,
+                               "quant_algo": q.quant_algo} for mode, q in MODES.items()},
               "results": results, "qwen_7b_weight_gib": qwen_7b_weight_gib()}
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     if args.doc:

@@ -1,8 +1,8 @@
-"""python -m build.convert --hf-dir DIR --out ENGINE_DIR [--weight-only int8|int4]: HF Qwen checkpoint (v1 or
-Qwen2) -> engine folder, optionally with weight-only quantized linear layers (docs/quantization.md)."""
+"""python -m build.convert --hf-dir DIR --out ENGINE_DIR [--weight-only int8|int4 | --fp8]: HF Qwen checkpoint (v1
+or Qwen2) -> engine folder, optionally with weight-only quantized or fp8 linear layers (docs/quantization.md)."""
 import argparse
 
-from qwen_triton.config import DTYPES, WEIGHT_ONLY_PRECISIONS, EngineLimits, QuantConfig
+from qwen_triton.config import DTYPES, FP8_ALGO, WEIGHT_ONLY_PRECISIONS, EngineLimits, QuantConfig
 from qwen_triton.errors import ConfigError
 from qwen_triton.tools.convert import convert_checkpoint
 
@@ -25,12 +25,16 @@ def main(argv=None):
                         help="share of the GPU memory free after the weights that the KV cache takes")
     parser.add_argument("--weight-only", choices=WEIGHT_ONLY_PRECISIONS, default=None,
                         help="round-to-nearest weight-only quantization of every decoder linear layer")
+    parser.add_argument("--fp8", action="store_true",
+                        help="e4m3 weights per output channel, activations per token at run time (W8A8; on CUDA "
+                             "compute capability 8.9+)")
     parser.add_argument("--group-size", type=int, default=128, help="int4: input columns per scale and zero point")
     parser.add_argument("--quantize-head", action="store_true", help="quantize lm_head too (default: 16-bit)")
     args = parser.parse_args(argv)
     try:
         quant = QuantConfig(weight_only_precision=args.weight_only, quantize_head=args.quantize_head,
-                            group_size=args.group_size if args.weight_only == "int4" else None)
+                            group_size=args.group_size if args.weight_only == "int4" else None,
+                            quant_algo=FP8_ALGO if args.fp8 else None)
         limits = EngineLimits(dtype=args.dtype, max_batch_size=args.max_batch_size, max_input_len=args.max_input_len,
                               max_seq_len=args.max_seq_len, block_size=args.block_size,
                               mixed_prefill_tokens=args.mixed_prefill_tokens, mixed_max_waiting=args.mixed_max_waiting,

@@ -20,6 +20,8 @@ RANDOM_WEIGHTS_FILE = "random_weights.json"  # benchmark engines: weights made o
 
 DTYPES = ("float32", "bfloat16", "float16")
 WEIGHT_ONLY_PRECISIONS = ("int8", "int4")
+# TensorRT-LLM's QuantAlgo name for e4m3 weights scaled per output channel and activations per token, dynamically.
+FP8_ALGO = "FP8_PER_CHANNEL_PER_TOKEN"
 
 
 def _require(ok: bool, message: str) -> None:
@@ -92,16 +94,27 @@ class EngineLimits:
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """Weight-only quantization of the decoder's linear layers (TensorRT-LLM's words; the stored layout is in
-    models/quant_linear.py and docs/quantization.md). Engines without it are unquantized."""
+    """Quantization of the decoder's linear layers, weight-only or fp8 weights and activations (TensorRT-LLM's
+    words; the stored layout is in models/quant_linear.py and docs/quantization.md). Engines without it are
+    unquantized."""
 
     weight_only_precision: str | None = None  # "int8" (per output channel) | "int4" (per group) | None
     # int4 only: input columns sharing one scale and zero point; None: per output channel, as TensorRT-LLM's own
     # weight-only int4 (its engines record it so; the torch runtime's layout is grouped)
     group_size: int | None = None
     quantize_head: bool = False  # lm_head too (the embedding never)
+    quant_algo: str | None = None  # FP8_ALGO: W8A8 in e4m3 (weight_only_precision stays null)
+
+    @property
+    def precision(self) -> str | None:
+        """The stored layout: "int8", "int4", "fp8" or None (16-bit)."""
+        return "fp8" if self.quant_algo == FP8_ALGO else self.weight_only_precision
 
     def __post_init__(self):
+        _require(self.quant_algo in (None, FP8_ALGO), f"quant_algo must be {FP8_ALGO!r} or null, got "
+                                                      f"{self.quant_algo!r}")
+        _require(self.quant_algo is None or self.weight_only_precision is None,
+                 f"quant_algo {self.quant_algo} quantizes activations too: weight_only_precision must be null")
         precision = self.weight_only_precision
         _require(precision in (None, *WEIGHT_ONLY_PRECISIONS),
                  f"weight_only_precision must be one of {WEIGHT_ONLY_PRECISIONS} or null, got {precision!r}")
@@ -111,7 +124,8 @@ class QuantConfig:
                      f"int4 needs an even group_size > 0 (or none: per channel), got {self.group_size!r}")
         else:
             _require(self.group_size is None, f"group_size is for int4 only, got {self.group_size} with {precision}")
-        _require(precision is not None or not self.quantize_head, "quantize_head needs a weight_only_precision")
+        _require(self.precision is not None or not self.quantize_head,
+                 "quantize_head needs a weight_only_precision or quant_algo")
 
 
 @dataclass(frozen=True)

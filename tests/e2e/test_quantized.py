@@ -1,4 +1,4 @@
-"""Weight-only int8 and int4 engines (build.convert's code, from the tiny v1 checkpoint) served by a real
+"""Weight-only int8 and int4 engines and an fp8 one (build.convert's code, from the tiny v1 checkpoint) served by a real
 tritonserver through the decoupled model repository, CPU: a greedy answer streams, its chunks equal the same
 engine's non-streamed answer, and the served model's engine folder records its quantization."""
 import json
@@ -8,7 +8,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from qwen_triton.client import QwenClient
-from qwen_triton.config import ENGINE_CONFIG_FILE, EngineLimits, QuantConfig, load_engine_folder
+from qwen_triton.config import ENGINE_CONFIG_FILE, FP8_ALGO, EngineLimits, QuantConfig, load_engine_folder
 from qwen_triton.schema import TENSORRT_LLM
 from qwen_triton.serving.launcher import Ports, TritonServer
 from qwen_triton.tools.convert import convert_checkpoint
@@ -18,7 +18,8 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 LIMITS = EngineLimits(dtype="float32", max_batch_size=4, max_input_len=256, max_seq_len=512)
 # The tiny model's hidden size is 64: int4 groups of 32 (build.convert's default of 128 needs K % 128 == 0).
-QUANT = {"int8": QuantConfig("int8"), "int4": QuantConfig("int4", group_size=32)}
+QUANT = {"int8": QuantConfig("int8"), "int4": QuantConfig("int4", group_size=32),
+         "fp8": QuantConfig(quant_algo=FP8_ALGO)}
 
 
 @pytest.fixture(scope="module", params=list(QUANT))
@@ -48,7 +49,8 @@ def test_the_served_engine_records_its_quantization(quantized_server):
     grpc.close()
     engine_dir = Path(config["parameters"]["engine_dir"]["string_value"])
     recorded = json.loads((engine_dir / ENGINE_CONFIG_FILE).read_text())["quantization"]
-    assert recorded["weight_only_precision"] == mode and recorded["group_size"] == QUANT[mode].group_size
+    assert recorded["weight_only_precision"] == QUANT[mode].weight_only_precision
+    assert recorded["group_size"] == QUANT[mode].group_size and recorded["quant_algo"] == QUANT[mode].quant_algo
     assert load_engine_folder(engine_dir).config.quantization == QUANT[mode]
 
 

@@ -1,21 +1,23 @@
-"""Weight-only int8 and int4 engines against the same tiny random model unquantized (CPU, float32 compute),
+"""Weight-only int8 and int4 engines and fp8 (W8A8: e4m3 weights and per-token activations, torch._scaled_mm)
+against the same tiny random model unquantized (CPU, float32 compute),
 teacher-forced over 256 positions (benchmarks/quant_fidelity.py measures; `python -m benchmarks.quant_fidelity`
 writes the numbers to benchmarks/results/quant_fidelity_cpu.json). Bounds, set with margin from what that
 measured: int8 relative logit error <= 0.02 and top-1 agreement >= 0.95; int4 (groups of 32 and 64) relative
-error <= 0.2 and top-1 agreement >= 0.6 (chance is 1 in 151,936). Also: a quantized engine's paged decode steps
+error <= 0.2 and top-1 agreement >= 0.6 (chance is 1 in 151,936); fp8 relative error <= 0.05 and top-1
+agreement >= 0.9. Also: a quantized engine's paged decode steps
 through ModelRunner (one row: torch's int8 matmul on CPU) give its own teacher-forced prefill logits."""
 import pytest
 import torch
 
 from benchmarks.quant_fidelity import MODES, POSITIONS, compare, measure_flavour, teacher_forced_logits
-from qwen_triton.config import EngineLimits, QuantConfig
+from qwen_triton.config import FP8_ALGO, EngineLimits, QuantConfig
 from qwen_triton.runtime.model_runner import ModelRunner
 from qwen_triton.runtime.schedule_output import ScheduleOutput
 from qwen_triton.runtime.sequence import SamplingParams, Sequence
 from qwen_triton.tools.convert import convert_checkpoint
 from qwen_triton.tools.random_checkpoint import make_random_checkpoint
 
-BOUNDS = {"int8": (0.02, 0.95), "int4": (0.2, 0.6)}  # (most relative error, least top-1 agreement)
+BOUNDS = {"int8": (0.02, 0.95), "int4": (0.2, 0.6), "fp8": (0.05, 0.9)}  # (most relative error, least top-1 agreement)
 
 
 @pytest.fixture(scope="module", params=["qwen", "qwen2"], ids=["qwen-v1", "qwen2-gqa-tied"])
@@ -26,7 +28,7 @@ def measured(request, tmp_path_factory):
 def test_quantized_logits_stay_close_to_the_float_model(measured):
     assert set(measured) == set(MODES)
     for mode, result in measured.items():
-        most_error, least_agreement = BOUNDS[MODES[mode].weight_only_precision]
+        most_error, least_agreement = BOUNDS[MODES[mode].precision]
         assert 0 < result["relative_error"] <= most_error, (mode, result)  # 0 would mean nothing was quantized
         assert result["top1_agreement"] >= least_agreement, (mode, result)
     assert measured["int8"]["relative_error"] < measured["int4_g32"]["relative_error"]
@@ -38,7 +40,8 @@ def test_compare_reports_disagreement():
     assert compare(reference, reference.flip(-1))["top1_agreement"] == 0.0
 
 
-@pytest.mark.parametrize("quant", [QuantConfig("int8"), QuantConfig("int4", group_size=32)], ids=["int8", "int4"])
+@pytest.mark.parametrize("quant", [QuantConfig("int8"), QuantConfig("int4", group_size=32),
+                                   QuantConfig(quant_algo=FP8_ALGO)], ids=["int8", "int4", "fp8"])
 @torch.inference_mode()
 def test_decode_steps_give_the_engines_own_teacher_forced_logits(tmp_path, quant):
     checkpoint = make_random_checkpoint(tmp_path / "hf", "qwen", seed=5)

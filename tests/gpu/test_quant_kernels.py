@@ -1,13 +1,15 @@
 """On a CUDA device: the weight-only quantized kernels (models/quant_gemv.py) against dequantize-then-matmul in
-float32, within float16 rounding, for 1 to 64 rows (the GEMV) and beyond (dequantize + cuBLAS), at every linear
-layer shape of Qwen-7B, Qwen2-7B and Qwen2.5-1.5B; and a quantized engine served with them, through CUDA graphs
-and mixed steps, against the same engine on the dequantizing reference ops. Skipped without a GPU (their logic
+float32, within float16 rounding, for 1 to 64 rows (the GEMV) and beyond (dequantize + cuBLAS), and fp8 W8A8
+(ops.fp8_linear, torch._scaled_mm row-wise) against its quantized operands multiplied in float32, at every linear
+layer shape of Qwen-7B, Qwen2-7B and Qwen2.5-1.5B; and a quantized engine of each mode served with them, through
+CUDA graphs and mixed steps, against the same engine on the torch ops, eager. Skipped without a GPU (their logic
 is also run by Triton's interpreter on CPU: tests/unit/test_quant_kernels_interpreted.py)."""
 import pytest
 import torch
 
-from qwen_triton.config import QuantConfig
-from qwen_triton.tools.quantize import dequantize_int4, dequantize_int8, quantize_int4, quantize_int8
+from qwen_triton.config import FP8_ALGO, QuantConfig
+from qwen_triton.tools.quantize import (dequantize_fp8, dequantize_int4, dequantize_int8, quantize_fp8, quantize_int4,
+                                        quantize_int8)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -54,7 +56,38 @@ def test_quantized_linear_equals_dequantize_then_matmul_at_every_layer_shape(mod
             assert err <= 2 * rounding * want.abs().max().item(), (model, precision, group, (n, k), rows, err)
 
 
-@pytest.mark.parametrize("quant", [QuantConfig("int8"), QuantConfig("int4", group_size=32)], ids=["int8", "int4"])
+def _fp8_capable() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
+
+
+@pytest.mark.skipif(not _fp8_capable(), reason="fp8 needs compute capability 8.9+")
+@pytest.mark.parametrize("model", LAYER_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@torch.inference_mode()
+def test_fp8_linear_equals_its_quantized_operands_at_every_layer_shape(model, dtype):
+    from qwen_triton.models import ops
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for n, k in LAYER_SHAPES[model]:
+        q, scales = quantize_fp8(torch.randn(n, k, device="cuda", generator=gen) * 0.02)
+        weight = dequantize_fp8(q, scales)
+        bias = (torch.randn(n, device="cuda", generator=gen) * 0.1).to(dtype)
+        x = torch.randn(max(ROWS), k, device="cuda", generator=gen).to(dtype)
+        for rows in ROWS:
+            xq, x_scales = ops.quantize_rows_fp8(x[:rows])
+            want = (xq.float() * x_scales) @ weight.T + bias.float()
+            got = ops.fp8_linear(x[:rows], q, scales, bias)
+            # float32 sums written in bfloat16 by the kernel, then cast to dtype, then the bias added.
+            err = (got.float() - want).abs().max().item()
+            assert got.dtype == dtype and got.shape == (rows, n)
+            assert err <= 3 * 2 ** -7 * want.abs().max().item(), (model, (n, k), rows, err)
+
+
+MODES = [QuantConfig("int8"), QuantConfig("int4", group_size=32)]
+MODES += [QuantConfig(quant_algo=FP8_ALGO)] if _fp8_capable() else []
+
+
+@pytest.mark.parametrize("quant", MODES, ids=lambda q: q.precision)
 def test_a_quantized_engine_gives_the_reference_ops_tokens_through_graphs_and_mixed_steps(folder, limits, prompts,
                                                                                          tmp_path, quant,
                                                                                          monkeypatch):

@@ -238,7 +238,7 @@ def test_build_convert_weight_only_flags(checkpoint, tmp_path):
     common = ["--hf-dir", str(checkpoint), "--max-input-len", "32", "--max-seq-len", "64"]
     convert.main([*common, "--out", str(tmp_path / "e"), "--weight-only", "int4", "--group-size", "32"])
     assert json.loads((tmp_path / "e" / "engine_config.json").read_text())["quantization"] == {
-        "weight_only_precision": "int4", "group_size": 32, "quantize_head": False}
+        "weight_only_precision": "int4", "group_size": 32, "quantize_head": False, "quant_algo": None}
     with pytest.raises(SystemExit, match="qkv_proj.weight"):
         convert.main([*common, "--out", str(tmp_path / "f"), "--weight-only", "int4"])  # group 128 > K = 64
 

@@ -9,6 +9,7 @@ Shapes (T tokens, H query heads, Hkv KV heads, D head dim, B decode rows; caches
   linear(x (M, K), weight (N, K), bias (N,) | None) -> (M, N)
   linear_int8(x (M, K), qweight int8 (N, K), scales float32 (N,), bias) -> (M, N)    layout: models/quant_linear.py
   linear_int4(x (M, K), qweight uint8 (N, K/2), scales float32 (N, K/g), zeros uint8 (N, K/g), bias) -> (M, N)
+  linear_fp8(x (M, K), qweight float8_e4m3fn (N, K), scales float32 (N,), bias) -> (M, N)
   rms_norm(x (T, N), weight (N,), eps) -> (T, N)
   add_rms_norm(x (T, N), residual (T, N), weight (N,), eps) -> (rms_norm(x + residual), x + residual)
   rope_write_kv(qkv (T, (H + 2 Hkv) D), H, Hkv, cos, sin (T, 1, D), slot_mapping (T,), k_cache, v_cache)
@@ -23,7 +24,7 @@ contiguous reshape); every weight and cache is contiguous and in the model's dty
 The quantized linear ops: on CUDA in half precision, quant_gemv's dequantizing GEMV for decode rows and a
 one-pass dequantize + cuBLAS beyond; on CPU torch's int8 weight-only matmul for int8; elsewhere the reference,
 which builds the (N, K) weight in x's dtype and runs F.linear (under CUDA graph capture the dequantized weight is
-allocated from the graph's pool)."""
+allocated from the graph's pool). fp8 is W8A8 on every device: x quantized per token, then torch._scaled_mm."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -45,6 +46,7 @@ PREFILL_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENT
 # torch's CPU int8 weight-only matmul in float32 and float16 costs about one weight pass per row, so past a few
 # rows dequantizing once and calling the BLAS GEMM is faster; in bfloat16 it does not, and takes every row count.
 INT8PACK_MAX_ROWS = 4
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
 
 
 def dequant_linear_int8(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
@@ -57,6 +59,26 @@ def dequant_linear_int4(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Te
                         bias: torch.Tensor | None = None) -> torch.Tensor:
     """Reference: W = (unpack(qweight) - zeros) * scales per group, in x's dtype, then F.linear."""
     return F.linear(x, dequantize_int4(qweight, scales, zeros, x.dtype), bias)
+
+
+def quantize_rows_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (M, K) -> (float8_e4m3fn (M, K), float32 scales (M, 1)): each row scaled so its largest magnitude is e4m3's
+    largest (dynamic, per token); an all-zero row gets scale 1."""
+    x32 = x.float()
+    amax = x32.abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
+    return (x32 / scale).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scale
+
+
+def fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
+    """W8A8: x quantized per token to e4m3, then one fp8 matmul whose float32 sums get both scales (row-wise
+    torch._scaled_mm). On CUDA that kernel writes bfloat16 only (f8f8bf16), so a float16 model casts its output."""
+    xq, x_scales = quantize_rows_fp8(x)
+    out_dtype = torch.bfloat16 if x.is_cuda else x.dtype
+    out = torch._scaled_mm(xq, qweight.t(), scale_a=x_scales, scale_b=scales[None, :], out_dtype=out_dtype)
+    out = out.to(x.dtype)
+    return out if bias is None else out + bias
 
 
 @dataclass(frozen=True)
@@ -79,6 +101,7 @@ class Ops:
     # Weight-only quantized layers (models/quant_linear.py QuantLinear); the reference unless a set says otherwise.
     linear_int8: Callable = dequant_linear_int8
     linear_int4: Callable = dequant_linear_int4
+    linear_fp8: Callable = fp8_linear
 
 
 def repeat_kv(kv: torch.Tensor, groups: int, dim: int) -> torch.Tensor:

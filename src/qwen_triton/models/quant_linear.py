@@ -8,6 +8,8 @@ Layout per quantized layer `<layer>` (the engine's weight name without `.weight`
   int4: <layer>.qweight uint8 (N, K/2), low nibble = even k, high nibble = odd k;
         <layer>.scales float32 (N, K/g), <layer>.zeros uint8 (N, K/g) in [0, 15]:
         W[n, k] = (q[n, k] - zeros[n, k // g]) * scales[n, k // g]
+  fp8:  <layer>.qweight float8_e4m3fn (N, K), <layer>.scales float32 (N,):  W[n, k] = qweight[n, k] * scales[n];
+        activations are quantized per token at run time (ops.linear_fp8), so the matmul itself is in fp8
 Biases stay `<layer>.bias` in the model's dtype."""
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ HEAD = "lm_head"
 def is_quantized_layer(layer: str, quant: QuantConfig) -> bool:
     """layer: a module name (`model.layers.0.self_attn.qkv_proj`, `lm_head`). The head only with quantize_head;
     the embedding never (it is a lookup, not a matmul)."""
-    if quant.weight_only_precision is None:
+    if quant.precision is None:
         return False
     if layer == HEAD:
         return quant.quantize_head
@@ -38,8 +40,9 @@ def quantized_tensors(layer: str, out_features: int, in_features: int,
                       quant: QuantConfig) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
     """{stored name: (dtype, shape)} replacing `<layer>.weight`, in the order they are stored."""
     n, k = out_features, in_features
-    if quant.weight_only_precision == "int8":
-        return {f"{layer}.qweight": (torch.int8, (n, k)), f"{layer}.scales": (torch.float32, (n,))}
+    if quant.precision in ("int8", "fp8"):
+        dtype = torch.int8 if quant.precision == "int8" else torch.float8_e4m3fn
+        return {f"{layer}.qweight": (dtype, (n, k)), f"{layer}.scales": (torch.float32, (n,))}
     groups = k // quant.group_size
     return {f"{layer}.qweight": (torch.uint8, (n, k // 2)), f"{layer}.scales": (torch.float32, (n, groups)),
             f"{layer}.zeros": (torch.uint8, (n, groups))}
@@ -62,6 +65,11 @@ def dequantize_int8(qweight: torch.Tensor, scales: torch.Tensor, dtype: torch.dt
     return (qweight.float() * scales.float()[:, None]).to(dtype)
 
 
+def dequantize_fp8(qweight: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, K) float8_e4m3fn, (N,) -> W (N, K): computed in float32, then cast."""
+    return (qweight.float() * scales.float()[:, None]).to(dtype)
+
+
 def dequantize_int4(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(N, K/2) uint8, (N, K/g), (N, K/g) -> W (N, K): computed in float32, then cast. g = K / scales.shape[1]."""
@@ -78,7 +86,7 @@ class QuantLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, ops: Ops, bias: bool, quant: QuantConfig):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.precision = quant.weight_only_precision
+        self.precision = quant.precision
         self.ops = ops
         for name, (dtype, shape) in quantized_tensors("", out_features, in_features, quant).items():
             self.register_buffer(name.lstrip("."), torch.empty(shape, dtype=dtype))
@@ -87,6 +95,8 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision == "int8":
             return self.ops.linear_int8(x, self.qweight, self.scales, self.bias)  # (T, in) -> (T, out)
+        if self.precision == "fp8":
+            return self.ops.linear_fp8(x, self.qweight, self.scales, self.bias)
         return self.ops.linear_int4(x, self.qweight, self.scales, self.zeros, self.bias)
 
     def extra_repr(self) -> str:

@@ -45,6 +45,9 @@ def _load(folder: EngineFolder, device: torch.device, dtype: torch.dtype, ops: O
     if quant.weight_only_precision == "int4" and quant.group_size is None:
         raise ConfigError(f"{folder.path}: per-channel int4 is TensorRT-LLM's layout (serve it with runtime "
                           f"tensorrt_llm); the torch runtime's int4 is grouped (build.convert --weight-only int4)")
+    if quant.precision == "fp8" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
+        raise ConfigError(f"{folder.path}: fp8 ({quant.quant_algo}) needs a GPU of compute capability 8.9 or "
+                          f"newer (Ada, Hopper); this one is {torch.cuda.get_device_capability(device)}")
     if folder.random_weights_seed is not None:
         return random_model(folder, device, dtype, folder.random_weights_seed, ops)
     if not folder.weights.is_file():

@@ -38,7 +38,7 @@ V1_RENAMES = [  # v1 name -> engine name; w1 / w2 are fused into gate_up_proj se
 ]
 FUSED_ORDER = {"qkv_proj": ("q", "k", "v"), "gate_up_proj": ("gate", "up")}  # concatenated along dim 0
 SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int8: "I8",
-                      torch.uint8: "U8"}
+                      torch.uint8: "U8", torch.float8_e4m3fn: "F8_E4M3"}
 
 
 def engine_name(name: str, kind: str) -> tuple[str | None, str | None]:
@@ -209,6 +209,7 @@ def convert_checkpoint(hf_dir: str | Path, out_dir: str | Path, limits: EngineLi
         plan = plan_tensors(reader, hf["model_type"], model)
         if progress:
             mode = f", weight-only {quant.weight_only_precision}" if quant.weight_only_precision else ""
+            mode = f", {quant.quant_algo}" if quant.quant_algo else mode
             progress(f"{hf_dir}: {hf['model_type']} layout -> {len(plan)} engine tensors in {limits.dtype}{mode}")
         write_safetensors(out / WEIGHTS_FILE, plan, reader, limits.dtype, progress, quant)
     write_engine_metadata(hf_dir, out, model, limits, quant)

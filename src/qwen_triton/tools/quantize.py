@@ -1,5 +1,6 @@
-"""Round-to-nearest weight-only quantization of float weights into the engine's layout (models/quant_linear.py),
-computed in float32: int8 symmetric per output channel, int4 asymmetric per group of input columns. build/'s
+"""Round-to-nearest quantization of float weights into the engine's layout (models/quant_linear.py), computed in
+float32: int8 symmetric per output channel, int4 asymmetric per group of input columns, fp8 (e4m3) per output
+channel. build/'s
 converter calls quantize_weight per planned tensor; the GPTQ/AWQ importers reuse pack_int4 and the layout. It
 knows the layout and must not know checkpoints or the model."""
 from __future__ import annotations
@@ -10,14 +11,16 @@ import torch
 
 from ..config import ModelConfig, QuantConfig
 from ..errors import ConfigError
-from ..models.quant_linear import (dequantize_int4, dequantize_int8, is_quantized_layer, pack_int4,
-                                   quantized_tensors, unpack_int4)
+from ..models.quant_linear import (dequantize_fp8, dequantize_int4, dequantize_int8, is_quantized_layer,
+                                   pack_int4, quantized_tensors, unpack_int4)
 
-__all__ = ["quantize_int8", "quantize_int4", "dequantize_int8", "dequantize_int4", "pack_int4", "unpack_int4",
-           "stored_tensors", "quantize_weight", "weight_bytes"]
+__all__ = ["quantize_int8", "quantize_int4", "quantize_fp8", "dequantize_int8", "dequantize_int4", "dequantize_fp8",
+           "pack_int4", "unpack_int4", "stored_tensors", "quantize_weight", "weight_bytes"]
 
 INT8_MAX = 127  # symmetric: -127..127, so q * scale never exceeds the row's largest magnitude
 INT4_MAX = 15
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+FP8_ALIGN = 16  # torch._scaled_mm on CUDA takes K and N in multiples of 16
 
 
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,13 +50,25 @@ def quantize_int4(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch
     return pack_int4(q.reshape(n, k)), scales, zeros.to(torch.uint8)
 
 
+def quantize_fp8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """W (N, K) -> qweight float8_e4m3fn (N, K), scales float32 (N,): scale = max |W[n]| / 448, so the row's
+    largest magnitude maps to e4m3's largest; each element is then within e4m3's relative rounding (2^-4) of
+    its value, or below its subnormal step. An all-zero row gets scale 1 (and zeros)."""
+    w = w.float()
+    amax = w.abs().amax(dim=1)  # (N,)
+    scales = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
+    return (w / scales[:, None]).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scales
+
+
 def check_quantizable(name: str, shape: tuple[int, ...], quant: QuantConfig) -> None:
     """Refuses, naming the tensor, a weight whose shape the layout cannot hold (int4: K % group_size)."""
     if len(shape) != 2:
         raise ConfigError(f"{name}: cannot quantize a tensor of shape {shape}, need (out, in)")
-    if quant.weight_only_precision == "int4" and shape[1] % quant.group_size:
+    if quant.precision == "int4" and shape[1] % quant.group_size:
         raise ConfigError(f"{name}: {shape[1]} input columns do not divide into int4 groups of "
                           f"{quant.group_size}; pick a --group-size that divides {shape[1]}")
+    if quant.precision == "fp8" and (shape[0] % FP8_ALIGN or shape[1] % FP8_ALIGN):
+        raise ConfigError(f"{name}: fp8 needs both sides in multiples of {FP8_ALIGN} (torch._scaled_mm), got {shape}")
 
 
 def _layer(name: str) -> str | None:
@@ -77,8 +92,10 @@ def quantize_weight(name: str, tensor: torch.Tensor, dtype: torch.dtype,
     layer = _layer(name)
     if layer is None or not is_quantized_layer(layer, quant):
         return {name: tensor.to(dtype)}
-    if quant.weight_only_precision == "int8":
+    if quant.precision == "int8":
         values = quantize_int8(tensor)
+    elif quant.precision == "fp8":
+        values = quantize_fp8(tensor)
     else:
         values = quantize_int4(tensor, quant.group_size)
     return dict(zip(quantized_tensors(layer, *tensor.shape, quant), values, strict=True))
