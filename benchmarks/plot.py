@@ -1,5 +1,5 @@
 """benchmarks/results/<gpu>.json -> <gpu>.png: output tokens/s and inter-token latency at concurrency 1 and
-64, with the batch-1 bandwidth floor and the transformers baseline drawn. Needs matplotlib (pip install .[bench])."""
+64, with the batch-1 bandwidth floor and the transformers baseline drawn, and each quantized mode the run has. Needs matplotlib (pip install .[bench])."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +33,14 @@ def plot(result_file: Path) -> Path:
         left.plot([64], [separate["output_tok_s"]], "x", ms=9, color="C3",
                   label="c64, prefill steps only (no mixed steps)")
         right.plot([64], [separate["itl_ms_mean"]], "x", ms=9, color="C3", label="c64, prefill steps only")
+    for i, mode in enumerate(m for m in ("int8", "int4", "fp8") if f"{m}_bs1_tok_s" in r):  # quantized modes
+        color = f"C{4 + i}"
+        left.plot(conc, [r[f"{mode}_bs1_tok_s"], r[f"{mode}_c64_output_tok_s"]], "^-", color=color, label=mode)
+        left.axhline(r[f"{mode}_bandwidth_floor_bs1_tok_s"], color=color, ls=":", lw=0.8,
+                     label=f"{mode} batch-1 bandwidth floor")
+        mode_served = served[f"quantized_{mode}"]
+        right.plot(conc, [mode_served["bs1"]["itl_ms_mean"], mode_served["c64"]["itl_ms_mean"]], "^-", color=color,
+                   label=f"{mode} inter-token latency")
     left.axhline(r["bandwidth_floor_bs1_tok_s"], color="grey", ls=":", label="batch-1 bandwidth floor")
     left.set(xscale="log", yscale="log", xlabel="concurrent requests", ylabel="output tokens/s",
              title="Throughput (output tokens only)")

@@ -141,7 +141,7 @@ if triton is not None:
 def choose_launch(M: int, N: int, K: int, precision: str) -> tuple[int, int, int, int]:
     """(BLOCK_N, BLOCK_K, splits, warps). A first choice by analogy with gemv.choose_launch (a quantized tile holds
     1/2 or 1/4 of the bytes of a 16-bit one at the same BLOCK_K), to be tuned on the GPU with
-    benchmarks/gemv.py's sweep."""
+    benchmarks/quant_gemv.py's sweep."""
     block_n, block_k, splits, warps = gemv.choose_launch(M, N, K)
     if M == 1:
         return block_n, min(block_k, 512 if precision == "int8" else 256), splits, warps

@@ -1,0 +1,73 @@
+"""Decode-step time of Qwen-7B's linear layers with quantized weights (models/quant_gemv.py) over a sweep of
+launches, beside cuBLAS on the 16-bit weight (the baseline a quantized engine must beat) and the dequantizing
+reference. As benchmarks/gemv.py: each call reads a different copy of the weights (more copies than the L2 holds),
+calls replayed from one CUDA graph. Diagnostic: one JSON line per (mode, shape, batch, variant), then the best
+launch per mode, shape and batch (what quant_gemv.choose_launch should pick)."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+
+import torch
+import torch.nn.functional as F
+
+from qwen_triton.models import quant_gemv
+from qwen_triton.tools.quantize import quantize_int4, quantize_int8
+
+from .gemv import LAUNCHES, SHAPES
+from .timing import graph_ms
+
+
+def _stored(mode: str, w: torch.Tensor) -> tuple:
+    return quantize_int8(w) if mode == "int8" else quantize_int4(w, 128)
+
+
+def _measure(mode, name, n, k, batch, min_bytes):
+    op = quant_gemv.linear_int8 if mode == "int8" else quant_gemv.linear_int4
+    stored_bytes = n * k * (1 if mode == "int8" else 0.5)
+    copies = max(2, -(-min_bytes // (n * k * 2)))  # as many as the 16-bit baseline needs beyond the L2
+    half = [torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02 for _ in range(copies)]
+    stored = [_stored(mode, w) for w in half]
+    x = torch.randn(batch, k, device="cuda", dtype=torch.float16)
+    ref = op(x, *stored[0], launch=None).float()
+    rows = []
+    variants = [("cublas_fp16", None)] + [("triton", launch) for launch in LAUNCHES if batch == 1 or launch[0] >= 16]
+    for kind, launch in variants:
+        if kind == "cublas_fp16":
+            calls, err = [lambda w=w: F.linear(x, w) for w in half], 0.0
+        else:
+            try:
+                err = (op(x, *stored[0], launch=launch).float() - ref).abs().max().item()
+            except quant_gemv.triton.runtime.errors.OutOfResources:
+                continue
+            calls = [lambda s=s: op(x, *s, launch=launch) for s in stored]
+        ms = graph_ms(calls)
+        rows.append({"mode": mode, "shape": name, "batch": batch, "variant": kind, "launch": launch,
+                     "us": round(ms * 1000, 2), "stored_tb_s": round(stored_bytes / ms / 1e9, 3), "max_err": err})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--modes", nargs="+", default=["int8", "int4"], choices=["int8", "int4"])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
+    parser.add_argument("--min-bytes", type=int, default=1 << 30)
+    args = parser.parse_args(argv)
+    best = []
+    for mode, name, batch in itertools.product(args.modes, args.shapes, args.batch):
+        rows = _measure(mode, name, *SHAPES[name], batch, args.min_bytes)
+        fastest = min(rows[1:], key=lambda r: r["us"])
+        default = quant_gemv.choose_launch(batch, *SHAPES[name], mode)
+        best.append({"mode": mode, "shape": name, "batch": batch, "cublas_fp16_us": rows[0]["us"],
+                     "triton_us": fastest["us"], "launch": fastest["launch"], "default_launch": default,
+                     "default_us": next((r["us"] for r in rows[1:] if tuple(r["launch"]) == default), None)})
+        torch.cuda.empty_cache()
+    for row in best:
+        print("BEST " + json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
