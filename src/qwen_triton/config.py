@@ -20,8 +20,10 @@ RANDOM_WEIGHTS_FILE = "random_weights.json"  # benchmark engines: weights made o
 
 DTYPES = ("float32", "bfloat16", "float16")
 WEIGHT_ONLY_PRECISIONS = ("int8", "int4")
-# TensorRT-LLM's QuantAlgo name for e4m3 weights scaled per output channel and activations per token, dynamically.
+# TensorRT-LLM's QuantAlgo name for e4m3 weights scaled per output channel and activations per token, dynamically
+# (the torch runtime's fp8), and for its ModelOpt fp8 with per-tensor scales from calibration (its build path's).
 FP8_ALGO = "FP8_PER_CHANNEL_PER_TOKEN"
+FP8_PER_TENSOR_ALGO = "FP8"
 
 
 def _require(ok: bool, message: str) -> None:
@@ -103,16 +105,16 @@ class QuantConfig:
     # weight-only int4 (its engines record it so; the torch runtime's layout is grouped)
     group_size: int | None = None
     quantize_head: bool = False  # lm_head too (the embedding never)
-    quant_algo: str | None = None  # FP8_ALGO: W8A8 in e4m3 (weight_only_precision stays null)
+    quant_algo: str | None = None  # FP8_ALGO or FP8_PER_TENSOR_ALGO: W8A8 in e4m3 (weight_only_precision null)
 
     @property
     def precision(self) -> str | None:
         """The stored layout: "int8", "int4", "fp8" or None (16-bit)."""
-        return "fp8" if self.quant_algo == FP8_ALGO else self.weight_only_precision
+        return "fp8" if self.quant_algo is not None else self.weight_only_precision
 
     def __post_init__(self):
-        _require(self.quant_algo in (None, FP8_ALGO), f"quant_algo must be {FP8_ALGO!r} or null, got "
-                                                      f"{self.quant_algo!r}")
+        _require(self.quant_algo in (None, FP8_ALGO, FP8_PER_TENSOR_ALGO),
+                 f"quant_algo must be {FP8_ALGO!r}, {FP8_PER_TENSOR_ALGO!r} or null, got {self.quant_algo!r}")
         _require(self.quant_algo is None or self.weight_only_precision is None,
                  f"quant_algo {self.quant_algo} quantizes activations too: weight_only_precision must be null")
         precision = self.weight_only_precision

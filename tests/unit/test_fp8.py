@@ -58,7 +58,7 @@ def test_fp8_linear_equals_its_quantized_operands_multiplied_in_float32(dtype):
 
 
 @pytest.mark.parametrize("fields,match", [
-    (dict(quant_algo="FP8"), "quant_algo"), (dict(quant_algo=FP8_ALGO, weight_only_precision="int8"), "weight_only"),
+    (dict(quant_algo="fp8"), "quant_algo"), (dict(quant_algo=FP8_ALGO, weight_only_precision="int8"), "weight_only"),
     (dict(quant_algo=FP8_ALGO, group_size=128), "group_size")])
 def test_inconsistent_fp8_configs_are_refused(fields, match):
     with pytest.raises(ConfigError, match=match):

@@ -137,3 +137,15 @@ def test_the_engine_config_records_tensorrt_llm_weight_only_in_the_same_words(ti
     if weight_only == "int4":  # not the torch runtime's grouped layout: refused by name, before any weight is read
         with pytest.raises(ConfigError, match="per-channel int4"):
             load_model(load_engine_folder(tmp_path / "e"), "cpu", __import__("torch").float32)
+
+
+def test_a_tensorrt_llm_fp8_engine_records_per_tensor_fp8_which_the_torch_runtime_refuses(tiny_checkpoint, tmp_path):
+    from qwen_triton.runtime.loader import load_model
+    from qwen_triton.trtllm.build import write_serving_files
+
+    write_serving_files(options(hf_dir=tiny_checkpoint, output_dir=tmp_path / "e", max_seq_len=512, max_input_len=256,
+                                fp8=True))
+    recorded = json.loads((tmp_path / "e" / "engine_config.json").read_text())["quantization"]
+    assert (recorded["quant_algo"], recorded["weight_only_precision"]) == ("FP8", None)  # TensorRT-LLM's QuantAlgo
+    with pytest.raises(ConfigError, match="per-tensor fp8"):
+        load_model(load_engine_folder(tmp_path / "e"), "cpu", __import__("torch").float32)

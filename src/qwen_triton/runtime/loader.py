@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from ..config import EngineFolder, QuantConfig
+from ..config import FP8_ALGO, FP8_PER_TENSOR_ALGO, EngineFolder, QuantConfig
 from ..errors import ConfigError
 from ..models.ops import Ops, select_ops
 from ..models.quant_linear import QuantLinear, is_quantized_layer, quantize_modules
@@ -45,6 +45,9 @@ def _load(folder: EngineFolder, device: torch.device, dtype: torch.dtype, ops: O
     if quant.weight_only_precision == "int4" and quant.group_size is None:
         raise ConfigError(f"{folder.path}: per-channel int4 is TensorRT-LLM's layout (serve it with runtime "
                           f"tensorrt_llm); the torch runtime's int4 is grouped (build.convert --weight-only int4)")
+    if quant.quant_algo == FP8_PER_TENSOR_ALGO:
+        raise ConfigError(f"{folder.path}: per-tensor fp8 ({FP8_PER_TENSOR_ALGO}) is TensorRT-LLM's (serve it with "
+                          f"runtime tensorrt_llm); the torch runtime's fp8 is {FP8_ALGO} (build.convert --fp8)")
     if quant.precision == "fp8" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
         raise ConfigError(f"{folder.path}: fp8 ({quant.quant_algo}) needs a GPU of compute capability 8.9 or "
                           f"newer (Ada, Hopper); this one is {torch.cuda.get_device_capability(device)}")

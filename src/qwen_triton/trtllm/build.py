@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..config import EngineLimits, QuantConfig
+from ..config import FP8_PER_TENSOR_ALGO, EngineLimits, QuantConfig
 from ..errors import ConfigError
 from ..text.hf_tokenizer import write_hf_tokenizer
 from ..tools.hf_metadata import model_config_from_hf, read_hf_config, write_engine_metadata
@@ -122,8 +122,9 @@ Progress = Callable[[str], None]
 
 def write_serving_files(opts: TrtllmBuildOptions) -> None:
     model = model_config_from_hf(read_hf_config(opts.hf_dir), opts.max_seq_len)
-    # TensorRT-LLM's weight-only int8/int4 are per output channel: no group size.
-    quantization = QuantConfig(weight_only_precision=None if opts.weight_only == "none" else opts.weight_only)
+    # TensorRT-LLM's weight-only int8/int4 are per output channel (no group size); its ModelOpt fp8 is per tensor.
+    quantization = QuantConfig(weight_only_precision=None if opts.weight_only == "none" else opts.weight_only,
+                               quant_algo=FP8_PER_TENSOR_ALGO if opts.fp8 else None)
     write_engine_metadata(opts.hf_dir, opts.output_dir, model, opts.limits(), quantization)
     write_hf_tokenizer(opts.output_dir, max_input_len=opts.max_input_len)
     (opts.output_dir / EXECUTOR_CONFIG_FILE).write_text(opts.executor.to_json())
