@@ -1,7 +1,8 @@
-"""Decode-step time of Qwen-7B's linear layers with quantized weights (models/quant_gemv.py) over a sweep of
-launches, beside cuBLAS on the 16-bit weight (the baseline a quantized engine must beat) and the dequantizing
-reference. As benchmarks/gemv.py: each call reads a different copy of the weights (more copies than the L2 holds),
-calls replayed from one CUDA graph. Diagnostic: one JSON line per (mode, shape, batch, variant), then the best
+"""Time of Qwen-7B's linear layers with quantized weights (models/quant_gemv.py): at decode batches the GEMV over
+a sweep of launches, beside cuBLAS on the 16-bit weight (the baseline a quantized engine must beat); past 64 rows
+(prefill, --batch 512) the two prefill paths, dequantize + cuBLAS and the fused GEMM over a few tiles. As
+benchmarks/gemv.py: each call reads a different copy of the weights (more copies than the L2 holds), calls
+replayed from one CUDA graph. Diagnostic: one JSON line per (mode, shape, batch, variant), then the best
 launch per mode, shape and batch (what quant_gemv.choose_launch should pick)."""
 from __future__ import annotations
 
@@ -12,15 +13,22 @@ import json
 import torch
 import torch.nn.functional as F
 
-from qwen_triton.models import quant_gemv
+from qwen_triton.models import gemv, quant_gemv
 from qwen_triton.tools.quantize import quantize_int4, quantize_int8
 
 from .gemv import LAUNCHES, SHAPES
 from .timing import graph_ms
 
+# The fused prefill GEMM's tiles (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), quant_gemv.GEMM_LAUNCH among them.
+GEMM_LAUNCHES = [(bm, bn, 64, 1, w) for bm in (64, 128) for bn in (64, 128) for w in (4, 8)]
+
 
 def _stored(mode: str, w: torch.Tensor) -> tuple:
     return quantize_int8(w) if mode == "int8" else quantize_int4(w, 128)
+
+
+def _dequantized(mode: str, stored: tuple, k: int) -> torch.Tensor:
+    return quant_gemv.dequantize(stored[0], stored[1], stored[2] if mode == "int4" else None, k, torch.float32)
 
 
 def _measure(mode, name, n, k, batch, min_bytes):
@@ -30,12 +38,20 @@ def _measure(mode, name, n, k, batch, min_bytes):
     half = [torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02 for _ in range(copies)]
     stored = [_stored(mode, w) for w in half]
     x = torch.randn(batch, k, device="cuda", dtype=torch.float16)
-    ref = op(x, *stored[0], launch=None).float()
+    ref = F.linear(x.float(), _dequantized(mode, stored[0], k)).float()
     rows = []
-    variants = [("cublas_fp16", None)] + [("triton", launch) for launch in LAUNCHES if batch == 1 or launch[0] >= 16]
+    if batch > gemv.MAX_ROWS:  # prefill: the two paths quant_gemv.PREFILL chooses between
+        variants = [("cublas_fp16", None), ("dequantize_cublas", None)] + [("fused", la) for la in GEMM_LAUNCHES]
+    else:
+        variants = [("cublas_fp16", None)] + [("triton", la) for la in LAUNCHES if batch == 1 or la[0] >= 16]
     for kind, launch in variants:
         if kind == "cublas_fp16":
             calls, err = [lambda w=w: F.linear(x, w) for w in half], 0.0
+        elif kind == "dequantize_cublas":
+            k_in = x.shape[1]
+            calls = [lambda s=s: F.linear(x, quant_gemv.dequantize(s[0], s[1], s[2] if len(s) > 2 else None, k_in,
+                                                                    x.dtype)) for s in stored]
+            err = (calls[0]().float() - ref).abs().max().item()
         else:
             try:
                 err = (op(x, *stored[0], launch=launch).float() - ref).abs().max().item()
@@ -60,7 +76,7 @@ def main(argv=None) -> None:
     for mode, name, batch in itertools.product(args.modes, args.shapes, args.batch):
         rows = _measure(mode, name, *SHAPES[name], batch, args.min_bytes)
         fastest = min(rows[1:], key=lambda r: r["us"])
-        default = quant_gemv.choose_launch(batch, *SHAPES[name], mode)
+        default = quant_gemv.choose_launch(batch, *SHAPES[name], mode) if batch <= gemv.MAX_ROWS else None
         best.append({"mode": mode, "shape": name, "batch": batch, "cublas_fp16_us": rows[0]["us"],
                      "triton_us": fastest["us"], "launch": fastest["launch"], "default_launch": default,
                      "default_us": next((r["us"] for r in rows[1:] if tuple(r["launch"]) == default), None)})

@@ -50,10 +50,13 @@ def test_quantized_linear_equals_dequantize_then_matmul_at_every_layer_shape(mod
             got = op(x[:rows], *stored, with_bias)
             want = x[:rows].float() @ weight.T + (with_bias.float() if with_bias is not None else 0.0)
             rounding = FP16_ROUNDING if dtype == torch.float16 else 2 ** -7
-            assert got.dtype == dtype and got.shape == (rows, n)
-            err = (got.float() - want).abs().max().item()
-            # Products in x's dtype summed in float32: the output's rounding plus the dequantized weight's.
-            assert err <= 2 * rounding * want.abs().max().item(), (model, precision, group, (n, k), rows, err)
+            # Beyond the GEMV's rows both prefill paths: dequantize + cuBLAS (the default) and the fused GEMM.
+            fused = [op(x[:rows], *stored, with_bias, launch=quant_gemv.GEMM_LAUNCH)] if rows > 64 else []
+            for result in [got, *fused]:
+                assert result.dtype == dtype and result.shape == (rows, n)
+                err = (result.float() - want).abs().max().item()
+                # Products in x's dtype summed in float32: the output's rounding plus the dequantized weight's.
+                assert err <= 2 * rounding * want.abs().max().item(), (model, precision, group, (n, k), rows, err)
 
 
 def _fp8_capable() -> bool:

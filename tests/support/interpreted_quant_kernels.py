@@ -14,6 +14,9 @@ from qwen_triton.tools.quantize import dequantize_int4, dequantize_int8, quantiz
 ROWS = (1, 2, 16, 17, 64, 65)  # 1: the elementwise path; 2-64: tensor-core tiles; 65: dequantize + matmul
 # (N, K, launch): the default launch, and K split in 3 with a ragged last split (the float32 split sum).
 SHAPES = ((48, 256, None), (50, 384, (16, 128, 3, 4)))
+# The fused prefill GEMM, M tiled too (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps): ragged last row and column
+# blocks, unsplit and split in 2.
+GEMM_ROWS, GEMM_LAUNCHES = (65, 130), ((16, 32, 64, 1, 4), (32, 16, 64, 2, 4))
 
 
 def case(precision: str, group: int | None, rows: int, n: int, k: int, launch, bias: bool, gen) -> dict:
@@ -48,6 +51,9 @@ def main() -> None:
         for n, k, launch in SHAPES:
             for rows in ROWS:
                 print(json.dumps(case(precision, group, rows, n, k, launch, rows % 2 == 1, gen)), flush=True)
+        for launch in GEMM_LAUNCHES:
+            for rows in GEMM_ROWS:
+                print(json.dumps(case(precision, group, rows, 50, 384, launch, rows % 2 == 1, gen)), flush=True)
     for line in dequantize_cases(gen):
         print(json.dumps(line), flush=True)
 

@@ -1,7 +1,7 @@
 """The CUDA kernels of models/quant_gemv.py run by Triton's interpreter on this CPU (TRITON_INTERPRET=1, in a
 subprocess: the kernels are made at import), against dequantize-then-matmul in float32: the packing, group and
 split indexing, masks and the split sum, at small shapes. Speed and the real layer shapes are tests/gpu's
-(test_quant_kernels.py). Triton comes from `make test`'s interpreter folder, outside the server's environment."""
+(test_quant_kernels.py). The fused prefill GEMM (the same kernels tiled over rows) is run too. Triton comes from `make test`'s interpreter folder, outside the server's environment."""
 import json
 import os
 import subprocess
@@ -30,7 +30,8 @@ def results() -> list[dict]:
 
 def test_every_quantized_gemv_case_equals_dequantize_then_matmul(results):
     cases = [r for r in results if "precision" in r]
-    assert len(cases) == 3 * 2 * 6  # precisions x shapes x row counts: none was lost
+    # precisions x (shapes x row counts + fused GEMM launches x row counts): none was lost
+    assert len(cases) == 3 * (2 * 6 + 2 * 2) and sum(len(r["launch"] or ()) == 5 for r in cases) == 12
     for r in cases:
         assert r["dtype"] == "torch.float16" and r["out_shape"] == [r["rows"], r["shape"][0]], r
         assert r["max_err"] <= 2 * FP16_ROUNDING * r["max_abs"], r

@@ -1,7 +1,10 @@
 """Weight-only quantized linear layers on CUDA (layout: models/quant_linear.py). Decode steps (up to
 gemv.MAX_ROWS rows of x) run a split-K GEMV that reads the packed weight and dequantizes it in registers, so a
-step streams 1 (int8) or 1/2 (int4) byte per weight instead of 2; wider calls (prefill, large mixed steps)
-dequantize the weight once into x's dtype and run cuBLAS, where the step is compute-bound.
+step streams 1 (int8) or 1/2 (int4) byte per weight instead of 2. Wider calls (prefill, large mixed steps) are
+compute-bound; PREFILL says how they run: "dequantize" the weight once into x's dtype and run cuBLAS (a second
+pass over the weight, in 16 bits), or "fused": the same kernels tiled over rows of x as well, a GEMM that
+dequantizes each weight tile in registers (no second pass; tensor-core tiles of Triton's making, not cuBLAS's).
+QWEN_TRITON_QUANT_PREFILL picks one at import; benchmarks/quant_gemv.py --batch 512 compares them.
 
 Each program sums BLOCK_K-wide slices of BLOCK_N weight rows over its split of K in float32, as gemv.py does.
 int8: the per-row scale is applied to each split's sum (sum_k x q * s == s * sum_k x q). int4: each element is
@@ -9,10 +12,17 @@ dequantized, (q - zero) * scale of its group, before the product; the even and o
 multiplied with the even and odd columns of x, so nothing is interleaved in registers."""
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
 from . import gemv
+
+PREFILL = os.environ.get("QWEN_TRITON_QUANT_PREFILL", "dequantize")
+if PREFILL not in ("dequantize", "fused"):
+    raise ValueError(f"QWEN_TRITON_QUANT_PREFILL must be dequantize or fused, got {PREFILL!r}")
+GEMM_LAUNCH = (64, 128, 64, 1, 4)  # fused prefill: (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), a first choice
 
 try:
     import triton
@@ -33,7 +43,7 @@ if triton is not None:
         pdl.wait_then_release(PDL)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         split = tl.program_id(1)
-        rm = tl.arange(0, BLOCK_M)
+        rm = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)  # one block of rows unless the GEMM tiles M
         k_start = split * k_per_split
         k_end = tl.minimum(k_start + k_per_split, K)
         q_rows = q_ptr + rn[:, None].to(tl.int64) * K  # (BLOCK_N, 1)
@@ -86,7 +96,7 @@ if triton is not None:
         pdl.wait_then_release(PDL)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         split = tl.program_id(1)
-        rm = tl.arange(0, BLOCK_M)
+        rm = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)  # one block of rows unless the GEMM tiles M
         k_start = split * k_per_split
         k_end = tl.minimum(k_start + k_per_split, K)
         n_live = rn < N
@@ -139,7 +149,7 @@ if triton is not None:
 
 
 def choose_launch(M: int, N: int, K: int, precision: str) -> tuple[int, int, int, int]:
-    """(BLOCK_N, BLOCK_K, splits, warps). A first choice by analogy with gemv.choose_launch (a quantized tile holds
+    """(BLOCK_N, BLOCK_K, splits, warps) for M <= gemv.MAX_ROWS. A first choice by analogy with gemv.choose_launch (a quantized tile holds
     1/2 or 1/4 of the bytes of a 16-bit one at the same BLOCK_K), to be tuned on the GPU with
     benchmarks/quant_gemv.py's sweep."""
     block_n, block_k, splits, warps = gemv.choose_launch(M, N, K)
@@ -149,17 +159,23 @@ def choose_launch(M: int, N: int, K: int, precision: str) -> tuple[int, int, int
 
 
 def _launch(kernel, x, weights: tuple, group: int | None, bias, N: int, precision: str,
-            launch: tuple[int, int, int, int] | None) -> torch.Tensor:
+            launch: tuple[int, ...] | None) -> torch.Tensor:
+    """launch: (BLOCK_N, BLOCK_K, splits, warps) with one block of rows (M <= gemv.MAX_ROWS), or
+    (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps) tiling M too (the fused GEMM)."""
     M, K = x.shape
-    block_n, block_k, splits, warps = launch or choose_launch(M, N, K, precision)
+    launch = launch or choose_launch(M, N, K, precision)
+    if len(launch) == 5:
+        block_m, block_n, block_k, splits, warps = launch
+    else:
+        block_n, block_k, splits, warps = launch
+        block_m = 1 if M == 1 else max(16, triton.next_power_of_2(M))
     k_per_split = triton.cdiv(triton.cdiv(K, splits), block_k) * block_k
     splits = triton.cdiv(K, k_per_split)
     out = torch.empty((M, N), dtype=x.dtype, device=x.device)
     parts = out if splits == 1 else torch.empty((splits, M, N), dtype=torch.float32, device=x.device)
-    block_m = 1 if M == 1 else max(16, triton.next_power_of_2(M))
     extra = {} if group is None else {"GROUP": group}
     pdl_args = pdl.launch_kwargs(x.device)
-    kernel[(triton.cdiv(N, block_n), splits)](
+    kernel[(triton.cdiv(N, block_n), splits, triton.cdiv(M, block_m))](
         x, *weights, bias if bias is not None else weights[1], parts, M, N, K, x.stride(0), k_per_split,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, HAS_BIAS=bias is not None and splits == 1,
         num_warps=warps, **extra, **pdl_args)
@@ -182,20 +198,24 @@ def dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor 
 
 
 def linear_int8(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None,
-                launch: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+                launch: tuple[int, ...] | None = None) -> torch.Tensor:
     """x (M, K) unit stride along K, half precision; qweight int8 (N, K), scales float32 (N,) -> (M, N)."""
     N, K = qweight.shape
-    if x.shape[0] > gemv.MAX_ROWS:
-        return F.linear(x, dequantize(qweight, scales, None, K, x.dtype), bias)
+    if x.shape[0] > gemv.MAX_ROWS and launch is None:
+        if PREFILL == "dequantize":
+            return F.linear(x, dequantize(qweight, scales, None, K, x.dtype), bias)
+        launch = GEMM_LAUNCH
     return _launch(_int8_gemv_kernel, x, (qweight, scales), None, bias, N, "int8", launch)
 
 
 def linear_int4(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-                bias: torch.Tensor | None = None, launch: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+                bias: torch.Tensor | None = None, launch: tuple[int, ...] | None = None) -> torch.Tensor:
     """x (M, K) unit stride along K, half precision; qweight uint8 (N, K/2), scales float32 and zeros uint8
     (N, K/g) with g even -> (M, N)."""
     N, K = qweight.shape[0], x.shape[1]
-    if x.shape[0] > gemv.MAX_ROWS:
-        return F.linear(x, dequantize(qweight, scales, zeros, K, x.dtype), bias)
+    if x.shape[0] > gemv.MAX_ROWS and launch is None:
+        if PREFILL == "dequantize":
+            return F.linear(x, dequantize(qweight, scales, zeros, K, x.dtype), bias)
+        launch = GEMM_LAUNCH
     group = K // scales.shape[1]
     return _launch(_int4_gemv_kernel, x, (qweight, scales, zeros), group, bias, N, "int4", launch)
