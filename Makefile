@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml requirements/cpu.txt tools/perf_analyzer.sh
 
 venv: $(VENV)/.installed
 
-# Triton's interpreter runs the CUDA kernels on CPU for tests/unit/test_quant_kernels_interpreted.py. In a folder
+# Triton's interpreter runs the CUDA kernels on CPU for tests/unit/test_kernels_interpreted.py. In a folder
 # of its own, outside the server's environment: CPU serving never imports Triton.
 TRITON_INTERPRETER := $(VENV)/triton-interpreter
 $(TRITON_INTERPRETER)/.installed: requirements/triton-interpreter.txt | $(VENV)/.installed

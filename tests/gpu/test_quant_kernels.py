@@ -3,7 +3,7 @@ float32, within float16 rounding, for 1 to 64 rows (the GEMV) and beyond (dequan
 (ops.fp8_linear, torch._scaled_mm row-wise) against its quantized operands multiplied in float32, at every linear
 layer shape of Qwen-7B, Qwen2-7B and Qwen2.5-1.5B; and a quantized engine of each mode served with them, through
 CUDA graphs and mixed steps, against the same engine on the torch ops, eager. Skipped without a GPU (their logic
-is also run by Triton's interpreter on CPU: tests/unit/test_quant_kernels_interpreted.py)."""
+is also run by Triton's interpreter on CPU: tests/unit/test_kernels_interpreted.py)."""
 import pytest
 import torch
 

@@ -117,7 +117,7 @@ def test_quantized_linear_ops_equal_dequantize_then_linear_at_real_layer_shapes(
     """The CPU float32 ops (int8: torch's int8 matmul up to INT8PACK_MAX_ROWS rows, then the reference) and the
     reference that CUDA float32 uses, at every layer shape, group size 128; rows on each side of the switch.
     CUDA's half-precision kernels: tests/gpu/test_quant_kernels.py, and interpreted on CPU in
-    tests/unit/test_quant_kernels_interpreted.py."""
+    tests/unit/test_kernels_interpreted.py."""
     gen = torch.Generator().manual_seed(2)
     rows = (1, ops.INT8PACK_MAX_ROWS, ops.INT8PACK_MAX_ROWS + 1, 64) if precision == "int8" else (1, 64)
     for n, k in LAYER_SHAPES[model]:

@@ -1,7 +1,8 @@
-"""The CUDA kernels of models/quant_gemv.py run by Triton's interpreter on this CPU (TRITON_INTERPRET=1, in a
-subprocess: the kernels are made at import), against dequantize-then-matmul in float32: the packing, group and
-split indexing, masks and the split sum, at small shapes. Speed and the real layer shapes are tests/gpu's
-(test_quant_kernels.py). The fused prefill GEMM (the same kernels tiled over rows) is run too. Triton comes from `make test`'s interpreter folder, outside the server's environment."""
+"""CUDA kernels run by Triton's interpreter on this CPU (TRITON_INTERPRET=1, in a subprocess: the kernels are
+made at import): models/quant_gemv.py against dequantize-then-matmul in float32 (the packing, group and split
+indexing, masks, the split sum, the fused prefill GEMM tiled over rows) and models/gemv.py against float32 matmul,
+at small shapes. Speed and the real layer shapes are tests/gpu's. Triton comes from `make test`'s interpreter
+folder, outside the server's environment."""
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERPRETER = ROOT / ".venv" / "triton-interpreter"  # Makefile: pip install --target (requirements/triton-interpreter.txt)
-SCRIPT = ROOT / "tests" / "support" / "interpreted_quant_kernels.py"
+SCRIPT = ROOT / "tests" / "support" / "interpreted_kernels.py"
 FP16_ROUNDING = 2 ** -10  # one output rounding to float16, relative to the output's largest magnitude
 
 
@@ -40,3 +41,11 @@ def test_every_quantized_gemv_case_equals_dequantize_then_matmul(results):
 def test_the_one_pass_dequantize_kernel_equals_the_layout_reference(results):
     assert [r for r in results if "dequantize" in r] == [{"dequantize": "int4", "equal": True},
                                                           {"dequantize": "int8", "equal": True}]
+
+
+def test_the_16_bit_gemv_equals_float32_matmul_split_or_not(results):
+    cases = [r for r in results if "gemv_rows" in r]
+    assert len(cases) == 5 and any(r["launch"] and r["launch"][2] == 3 for r in cases)
+    for r in cases:
+        assert r["dtype"] == "torch.float16" and r["out_shape"] == [r["gemv_rows"], 50], r
+        assert r["max_err"] <= 2 * FP16_ROUNDING * r["max_abs"], r

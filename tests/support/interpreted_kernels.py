@@ -1,6 +1,7 @@
-"""Run by tests/unit/test_quant_kernels_interpreted.py in a subprocess with TRITON_INTERPRET=1 (Triton's
+"""Run by tests/unit/test_kernels_interpreted.py in a subprocess with TRITON_INTERPRET=1 (Triton's
 interpreter runs the CUDA kernels on CPU tensors): every quantized kernel of models/quant_gemv.py against
-dequantize-then-matmul in float32, one JSON line per case on stdout."""
+dequantize-then-matmul in float32, and the 16-bit split-K GEMV (models/gemv.py) against float32 matmul; one JSON
+line per case on stdout."""
 import json
 import os
 
@@ -8,7 +9,7 @@ import torch
 
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
-from qwen_triton.models import quant_gemv  # noqa: E402  (after the check: the kernels are made at import)
+from qwen_triton.models import gemv, quant_gemv  # noqa: E402  (after the check: the kernels are made at import)
 from qwen_triton.tools.quantize import dequantize_int4, dequantize_int8, quantize_int4, quantize_int8  # noqa: E402
 
 ROWS = (1, 2, 16, 17, 64, 65)  # 1: the elementwise path; 2-64: tensor-core tiles; 65: dequantize + matmul
@@ -35,6 +36,19 @@ def case(precision: str, group: int | None, rows: int, n: int, k: int, launch, b
             "max_err": (got.float() - want).abs().max().item(), "max_abs": want.abs().max().item()}
 
 
+def gemv_cases(gen) -> list[dict]:
+    """The 16-bit GEMV: default launches and a K split in 3 (its float32 split sum, gemv.sum_splits), with bias."""
+    out = []
+    for rows, launch in ((1, None), (1, (16, 128, 3, 4)), (5, None), (5, (32, 128, 3, 4)), (40, None)):
+        w = (torch.randn(50, 384, generator=gen) * 0.05).half()
+        x, b = torch.randn(rows, 384, generator=gen).half(), (torch.randn(50, generator=gen) * 0.1).half()
+        got = gemv.linear(x, w, b, launch=launch)
+        want = x.float() @ w.float().T + b.float()
+        out.append({"gemv_rows": rows, "launch": launch, "dtype": str(got.dtype), "out_shape": list(got.shape),
+                    "max_err": (got.float() - want).abs().max().item(), "max_abs": want.abs().max().item()})
+    return out
+
+
 def dequantize_cases(gen) -> list[dict]:
     w = torch.randn(40, 256, generator=gen)
     q, s, z = quantize_int4(w, 64)
@@ -54,7 +68,7 @@ def main() -> None:
         for launch in GEMM_LAUNCHES:
             for rows in GEMM_ROWS:
                 print(json.dumps(case(precision, group, rows, 50, 384, launch, rows % 2 == 1, gen)), flush=True)
-    for line in dequantize_cases(gen):
+    for line in gemv_cases(gen) + dequantize_cases(gen):
         print(json.dumps(line), flush=True)
 
 
