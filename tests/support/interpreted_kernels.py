@@ -1,7 +1,9 @@
 """Run by tests/unit/test_kernels_interpreted.py in a subprocess with TRITON_INTERPRET=1 (Triton's
 interpreter runs the CUDA kernels on CPU tensors): every quantized kernel of models/quant_gemv.py against
-dequantize-then-matmul in float32, and the 16-bit split-K GEMV (models/gemv.py) against float32 matmul; one JSON
-line per case on stdout."""
+dequantize-then-matmul in float32; the 16-bit split-K GEMV (models/gemv.py) against float32 matmul; the fused
+norm, SiLU-mul and RoPE-with-cache-write ops (models/fused_ops.py) and paged decode attention
+(models/paged_attention.py, its launch shapes: one split, even splits merged by the last, chunked) against the
+torch reference ops of models/ops.py. One JSON line per case on stdout."""
 import json
 import os
 
@@ -9,7 +11,7 @@ import torch
 
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
-from qwen_triton.models import gemv, quant_gemv  # noqa: E402  (after the check: the kernels are made at import)
+from qwen_triton.models import fused_ops, gemv, ops, paged_attention, quant_gemv  # noqa: E402  (made at import)
 from qwen_triton.tools.quantize import dequantize_int4, dequantize_int8, quantize_int4, quantize_int8  # noqa: E402
 
 ROWS = (1, 2, 16, 17, 64, 65)  # 1: the elementwise path; 2-64: tensor-core tiles; 65: dequantize + matmul
@@ -49,6 +51,50 @@ def gemv_cases(gen) -> list[dict]:
     return out
 
 
+def _diff(name: str, got: torch.Tensor, want: torch.Tensor, **extra) -> dict:
+    return {"op": name, **extra, "same_shape": list(got.shape) == list(want.shape),
+            "max_err": (got.float() - want.float()).abs().max().item(), "max_abs": want.float().abs().max().item()}
+
+
+def fused_op_cases(gen) -> list[dict]:
+    """float16 tokens through each fused op and its torch reference (rounding at the same steps)."""
+    T, H, Hkv, D = 5, 4, 2, 64
+    x, res = torch.randn(T, 256, generator=gen).half(), torch.randn(T, 256, generator=gen).half()
+    w = torch.randn(256, generator=gen).half()
+    gate_up = torch.randn(T, 512, generator=gen).half()
+    out = [_diff("rms_norm", fused_ops.rms_norm(x, w, 1e-6), ops.rms_norm(x, w, 1e-6)),
+           _diff("silu_mul", fused_ops.silu_mul(gate_up), ops.silu_mul(gate_up))]
+    for got, want, part in zip(fused_ops.add_rms_norm(x, res, w, 1e-6), ops.add_rms_norm(x, res, w, 1e-6),
+                               ("normed", "sum")):
+        out.append(_diff("add_rms_norm", got, want, part=part))
+    qkv = torch.randn(T, (H + 2 * Hkv) * D, generator=gen).half()
+    angles = torch.rand(T, 1, D // 2, generator=gen) * 6.28
+    cos, sin = (torch.cat((f(angles), f(angles)), dim=-1).half() for f in (torch.cos, torch.sin))
+    slots = torch.tensor([3, 17, 18, 40, 63])
+    caches = [[torch.zeros(4, 16, Hkv, D).half() for _ in range(2)] for _ in range(2)]
+    got = fused_ops.rope_write_kv(qkv, H, Hkv, cos, sin, slots, *caches[0])
+    want = ops.rope_write_kv(qkv, H, Hkv, cos, sin, slots, *caches[1])
+    out += [_diff("rope_write_kv", g, r, part=part) for g, r, part in zip(got, want, ("q", "k", "v"))]
+    out += [_diff("rope_write_kv", g, r, part=f"{part}_cache") for g, r, part in zip(caches[0], caches[1], "kv")]
+    return out
+
+
+def paged_attention_cases(gen) -> list[dict]:
+    B, H, Hkv, D, block_size, blocks = 3, 8, 2, 64, 16, 24
+    k_cache = torch.randn(blocks, block_size, Hkv, D, generator=gen).half()
+    v_cache = torch.randn(blocks, block_size, Hkv, D, generator=gen).half()
+    q = torch.randn(B, H, D, generator=gen).half()
+    lens = torch.tensor([1, 17, 100])  # one token, a block edge plus one, most of the table
+    tables = torch.randperm(blocks, generator=gen)[:B * 8].view(B, 8).int()
+    want = ops.decode_attention(q.float(), k_cache.float(), v_cache.float(), tables.long(), lens)
+    out = []
+    for splits, tile, chunk, stages in ((1, 64, 0, 1), (4, 32, 0, 1), (2, 16, 1, 2), (8, 16, 2, 1)):
+        launch = paged_attention.Launch(splits, tile, paged_attention.WARPS, chunk, stages)
+        got = paged_attention.decode(q, k_cache, v_cache, tables, lens, launch)
+        out.append(_diff("paged_decode", got, want, launch=[splits, tile, chunk, stages]))
+    return out
+
+
 def dequantize_cases(gen) -> list[dict]:
     w = torch.randn(40, 256, generator=gen)
     q, s, z = quantize_int4(w, 64)
@@ -68,7 +114,7 @@ def main() -> None:
         for launch in GEMM_LAUNCHES:
             for rows in GEMM_ROWS:
                 print(json.dumps(case(precision, group, rows, 50, 384, launch, rows % 2 == 1, gen)), flush=True)
-    for line in gemv_cases(gen) + dequantize_cases(gen):
+    for line in gemv_cases(gen) + fused_op_cases(gen) + paged_attention_cases(gen) + dequantize_cases(gen):
         print(json.dumps(line), flush=True)
 
 

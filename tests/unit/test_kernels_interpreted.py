@@ -1,7 +1,7 @@
 """CUDA kernels run by Triton's interpreter on this CPU (TRITON_INTERPRET=1, in a subprocess: the kernels are
 made at import): models/quant_gemv.py against dequantize-then-matmul in float32 (the packing, group and split
-indexing, masks, the split sum, the fused prefill GEMM tiled over rows) and models/gemv.py against float32 matmul,
-at small shapes. Speed and the real layer shapes are tests/gpu's. Triton comes from `make test`'s interpreter
+indexing, masks, the split sum, the fused prefill GEMM tiled over rows), models/gemv.py against float32 matmul,
+and models/fused_ops.py and models/paged_attention.py against the torch reference ops, at small shapes. Speed and the real layer shapes are tests/gpu's. Triton comes from `make test`'s interpreter
 folder, outside the server's environment."""
 import json
 import os
@@ -49,3 +49,17 @@ def test_the_16_bit_gemv_equals_float32_matmul_split_or_not(results):
     for r in cases:
         assert r["dtype"] == "torch.float16" and r["out_shape"] == [r["gemv_rows"], 50], r
         assert r["max_err"] <= 2 * FP16_ROUNDING * r["max_abs"], r
+
+
+def test_the_fused_ops_equal_the_torch_reference_ops(results):
+    cases = [r for r in results if r.get("op") not in (None, "paged_decode")]
+    assert {r["op"] for r in cases} == {"rms_norm", "silu_mul", "add_rms_norm", "rope_write_kv"} and len(cases) == 9
+    for r in cases:  # float16 in and out: within a rounding or two of the reference's own float16 result
+        assert r["same_shape"] and r["max_err"] <= 2 * FP16_ROUNDING * r["max_abs"], r
+
+
+def test_paged_decode_attention_equals_sdpa_over_the_gathered_blocks_for_each_launch_shape(results):
+    cases = [r for r in results if r.get("op") == "paged_decode"]
+    assert len(cases) == 4
+    for r in cases:
+        assert r["same_shape"] and r["max_err"] <= 2e-3, r  # as tests/gpu/test_kernels.py bounds it
