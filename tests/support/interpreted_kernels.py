@@ -12,7 +12,8 @@ import torch
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
 from qwen_triton.models import fused_ops, gemv, ops, paged_attention, quant_gemv  # noqa: E402  (made at import)
-from qwen_triton.tools.quantize import dequantize_int4, dequantize_int8, quantize_int4, quantize_int8  # noqa: E402
+from qwen_triton.tools.quantize import (dequantize_fp8, dequantize_int4, dequantize_int8, quantize_fp8,  # noqa: E402
+                                        quantize_int4, quantize_int8)
 
 ROWS = (1, 2, 16, 17, 64, 65)  # 1: the elementwise path; 2-64: tensor-core tiles; 65: dequantize + matmul
 # (N, K, launch): the default launch, and K split in 3 with a ragged last split (the float32 split sum).
@@ -29,6 +30,9 @@ def case(precision: str, group: int | None, rows: int, n: int, k: int, launch, b
     if precision == "int8":
         q, s = quantize_int8(w)
         weight, got = dequantize_int8(q, s), quant_gemv.linear_int8(x, q, s, b, launch=launch)
+    elif precision == "fp8":  # the e4m3 weight read by the same GEMV (W8A16)
+        q, s = quantize_fp8(w)
+        weight, got = dequantize_fp8(q, s), quant_gemv.linear_fp8_weight(x, q, s, b, launch=launch)
     else:
         q, s, z = quantize_int4(w, group)
         weight, got = dequantize_int4(q, s, z), quant_gemv.linear_int4(x, q, s, z, b, launch=launch)
@@ -107,7 +111,7 @@ def dequantize_cases(gen) -> list[dict]:
 
 def main() -> None:
     gen = torch.Generator().manual_seed(0)
-    for precision, group in (("int8", None), ("int4", 32), ("int4", 128)):
+    for precision, group in (("int8", None), ("int4", 32), ("int4", 128), ("fp8", None)):
         for n, k, launch in SHAPES:
             for rows in ROWS:
                 print(json.dumps(case(precision, group, rows, n, k, launch, rows % 2 == 1, gen)), flush=True)

@@ -31,8 +31,8 @@ def results() -> list[dict]:
 
 def test_every_quantized_gemv_case_equals_dequantize_then_matmul(results):
     cases = [r for r in results if "precision" in r]
-    # precisions x (shapes x row counts + fused GEMM launches x row counts): none was lost
-    assert len(cases) == 3 * (2 * 6 + 2 * 2) and sum(len(r["launch"] or ()) == 5 for r in cases) == 12
+    # int8, int4 g32, int4 g128, fp8 x (shapes x row counts + fused GEMM launches x row counts): none was lost
+    assert len(cases) == 4 * (2 * 6 + 2 * 2) and sum(len(r["launch"] or ()) == 5 for r in cases) == 16
     for r in cases:
         assert r["dtype"] == "torch.float16" and r["out_shape"] == [r["rows"], r["shape"][0]], r
         assert r["max_err"] <= 2 * FP16_ROUNDING * r["max_abs"], r

@@ -138,6 +138,9 @@ def test_the_quantized_ops_are_chosen_once_per_device_and_dtype(monkeypatch, tri
                                                         if quant_gemv else
                                                         (ops.dequant_linear_int8, ops.dequant_linear_int4))
         assert ops.select_ops("cpu", dtype).linear_int4 is ops.dequant_linear_int4
+        # fp8: W8A8 everywhere except CUDA half precision with Triton, where decode rows take the e4m3 GEMV.
+        assert ops.select_ops("cpu", dtype).linear_fp8 is ops.fp8_linear
+        assert cuda.linear_fp8 is (ops.small_batch_fp8_linear if quant_gemv else ops.fp8_linear)
 
 
 def test_the_cpu_int8_op_takes_torchs_kernel_up_to_the_row_limit(monkeypatch):

@@ -24,7 +24,8 @@ contiguous reshape); every weight and cache is contiguous and in the model's dty
 The quantized linear ops: on CUDA in half precision, quant_gemv's dequantizing GEMV for decode rows and a
 one-pass dequantize + cuBLAS beyond; on CPU torch's int8 weight-only matmul for int8; elsewhere the reference,
 which builds the (N, K) weight in x's dtype and runs F.linear (under CUDA graph capture the dequantized weight is
-allocated from the graph's pool). fp8 is W8A8 on every device: x quantized per token, then torch._scaled_mm."""
+allocated from the graph's pool). fp8 is W8A8 (x quantized per token, then torch._scaled_mm) on every device,
+except decode rows on CUDA in half precision: the GEMV on the e4m3 weight, activations 16-bit (W8A16)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -79,6 +80,15 @@ def fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
     out = torch._scaled_mm(xq, qweight.t(), scale_a=x_scales, scale_b=scales[None, :], out_dtype=out_dtype)
     out = out.to(x.dtype)
     return out if bias is None else out + bias
+
+
+def small_batch_fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
+                           bias: torch.Tensor | None = None) -> torch.Tensor:
+    """fp8 on CUDA: decode rows through the GEMV on the e4m3 weight (quant_gemv.linear_fp8_weight: one byte per
+    weight read, activations 16-bit), wider calls W8A8 (fp8_linear), where fp8 tensor cores halve the matmul."""
+    if x.shape[0] <= gemv.MAX_ROWS:
+        return quant_gemv.linear_fp8_weight(x, qweight, scales, bias)
+    return fp8_linear(x, qweight, scales, bias)
 
 
 @dataclass(frozen=True)
@@ -212,7 +222,8 @@ def triton_ops(dtype: torch.dtype) -> Ops:
                prefill_attention=prefill_attention, decode_attention=paged_attention.decode,
                paged_decode=True, dense_operands=True,
                linear_int8=quant_gemv.linear_int8 if half else dequant_linear_int8,
-               linear_int4=quant_gemv.linear_int4 if half else dequant_linear_int4)
+               linear_int4=quant_gemv.linear_int4 if half else dequant_linear_int4,
+               linear_fp8=small_batch_fp8_linear if half else fp8_linear)
 
 
 # The torch set on CPU: int4 stays dequantize-then-matmul (torch's CPU int4 ops want their own packed layout).

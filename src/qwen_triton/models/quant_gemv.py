@@ -38,8 +38,9 @@ if triton is not None:
     @triton.jit
     def _int8_gemv_kernel(x_ptr, q_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, x_stride, k_per_split,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                          HAS_BIAS: tl.constexpr, PDL: tl.constexpr):
-        # out[split, m, n] = scale[n] * sum over k in this split of x[m, k] * q[n, k]  (+ bias[n] when one split)
+                          HAS_BIAS: tl.constexpr, PDL: tl.constexpr, FP8: tl.constexpr = False):
+        # out[split, m, n] = scale[n] * sum over k in this split of x[m, k] * q[n, k]  (+ bias[n] when one split).
+        # FP8: q holds e4m3 bit patterns (read as uint8) instead of int8 values.
         pdl.wait_then_release(PDL)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         split = tl.program_id(1)
@@ -53,7 +54,8 @@ if triton is not None:
             for k in range(k_start, k_end, BLOCK_K):
                 rk = k + tl.arange(0, BLOCK_K)
                 k_live = rk < k_end
-                q = tl.load(q_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0)
+                q = _weight_values(tl.load(q_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0),
+                                   FP8)
                 x = tl.load(x_ptr + rk, mask=k_live, other=0.0)
                 acc += q.to(tl.float32) * x.to(tl.float32)[None, :]
             total = tl.sum(acc, axis=1)[None, :]  # (1, BLOCK_N)
@@ -62,16 +64,24 @@ if triton is not None:
             for k in range(k_start, k_end, BLOCK_K):
                 rk = k + tl.arange(0, BLOCK_K)
                 k_live = rk < k_end
-                q = tl.load(q_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0)
+                q = _weight_values(tl.load(q_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0),
+                                   FP8)
                 x = tl.load(x_ptr + rm[:, None] * x_stride + rk[None, :], mask=(rm[:, None] < M) & k_live[None, :],
                             other=0.0)
-                # int8 values are exact in half precision: the tensor cores see the integers themselves.
+                # int8 and e4m3 values are exact in half precision: the tensor cores see the stored values.
                 total = tl.dot(x, tl.trans(q.to(x.dtype)), total)  # (BLOCK_M, BLOCK_N)
         total *= tl.load(scale_ptr + rn, mask=n_live, other=0.0)[None, :]
         if HAS_BIAS:
             total += tl.load(bias_ptr + rn, mask=n_live, other=0.0).to(tl.float32)[None, :]
         offsets = split * M * N + rm[:, None] * N + rn[None, :]
         tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=(rm[:, None] < M) & n_live[None, :])
+
+    @triton.jit
+    def _weight_values(q, FP8: tl.constexpr):
+        """int8 values as they are, or uint8 e4m3 bit patterns as the float8 numbers they encode (exact)."""
+        if FP8:
+            return q.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+        return q
 
     @triton.jit
     def _int4_tile(q_rows, scale_rows, zero_rows, k, k_end, n_live, GROUP: tl.constexpr, HALF_K: tl.constexpr):
@@ -154,7 +164,7 @@ def choose_launch(M: int, N: int, K: int, precision: str) -> tuple[int, int, int
     benchmarks/quant_gemv.py's sweep."""
     block_n, block_k, splits, warps = gemv.choose_launch(M, N, K)
     if M == 1:
-        return block_n, min(block_k, 512 if precision == "int8" else 256), splits, warps
+        return block_n, min(block_k, 256 if precision == "int4" else 512), splits, warps
     return block_n, 128, splits, warps
 
 
@@ -173,7 +183,7 @@ def _launch(kernel, x, weights: tuple, group: int | None, bias, N: int, precisio
     splits = triton.cdiv(K, k_per_split)
     out = torch.empty((M, N), dtype=x.dtype, device=x.device)
     parts = out if splits == 1 else torch.empty((splits, M, N), dtype=torch.float32, device=x.device)
-    extra = {} if group is None else {"GROUP": group}
+    extra = {"FP8": True} if precision == "fp8" else {} if group is None else {"GROUP": group}
     pdl_args = pdl.launch_kwargs(x.device)
     kernel[(triton.cdiv(N, block_n), splits, triton.cdiv(M, block_m))](
         x, *weights, bias if bias is not None else weights[1], parts, M, N, K, x.stride(0), k_per_split,
@@ -206,6 +216,15 @@ def linear_int8(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bi
             return F.linear(x, dequantize(qweight, scales, None, K, x.dtype), bias)
         launch = GEMM_LAUNCH
     return _launch(_int8_gemv_kernel, x, (qweight, scales), None, bias, N, "int8", launch)
+
+
+def linear_fp8_weight(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None,
+                      launch: tuple[int, ...] | None = None) -> torch.Tensor:
+    """W8A16 on the fp8 layout: x (M, K) half precision, M <= gemv.MAX_ROWS; qweight float8_e4m3fn (N, K), scales
+    float32 (N,) -> (M, N). The int8 GEMV reading e4m3 bytes: one byte per weight, activations kept 16-bit (no
+    per-token quantization: a decode row would pay more for it than the matmul). Compute capability 8.9+."""
+    N, _ = qweight.shape
+    return _launch(_int8_gemv_kernel, x, (qweight.view(torch.uint8), scales), None, bias, N, "fp8", launch)
 
 
 def linear_int4(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
