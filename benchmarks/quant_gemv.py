@@ -13,8 +13,8 @@ import json
 import torch
 import torch.nn.functional as F
 
-from qwen_triton.models import gemv, quant_gemv
-from qwen_triton.tools.quantize import quantize_int4, quantize_int8
+from qwen_triton.models import gemv, ops, quant_gemv
+from qwen_triton.tools.quantize import dequantize_fp8, quantize_fp8, quantize_int4, quantize_int8
 
 from .gemv import LAUNCHES, SHAPES
 from .timing import graph_ms
@@ -23,30 +23,40 @@ from .timing import graph_ms
 GEMM_LAUNCHES = [(bm, bn, 64, 1, w) for bm in (64, 128) for bn in (64, 128) for w in (4, 8)]
 
 
+OPS = {"int8": quant_gemv.linear_int8, "int4": quant_gemv.linear_int4, "fp8": quant_gemv.linear_fp8_weight}
+
+
 def _stored(mode: str, w: torch.Tensor) -> tuple:
-    return quantize_int8(w) if mode == "int8" else quantize_int4(w, 128)
+    return {"int8": quantize_int8, "fp8": quantize_fp8}[mode](w) if mode != "int4" else quantize_int4(w, 128)
 
 
 def _dequantized(mode: str, stored: tuple, k: int) -> torch.Tensor:
+    if mode == "fp8":
+        return dequantize_fp8(*stored)
     return quant_gemv.dequantize(stored[0], stored[1], stored[2] if mode == "int4" else None, k, torch.float32)
 
 
 def _measure(mode, name, n, k, batch, min_bytes):
-    op = quant_gemv.linear_int8 if mode == "int8" else quant_gemv.linear_int4
-    stored_bytes = n * k * (1 if mode == "int8" else 0.5)
+    op = OPS[mode]
+    stored_bytes = n * k * (0.5 if mode == "int4" else 1)
     copies = max(2, -(-min_bytes // (n * k * 2)))  # as many as the 16-bit baseline needs beyond the L2
     half = [torch.randn(n, k, device="cuda", dtype=torch.float16) * 0.02 for _ in range(copies)]
     stored = [_stored(mode, w) for w in half]
     x = torch.randn(batch, k, device="cuda", dtype=torch.float16)
     ref = F.linear(x.float(), _dequantized(mode, stored[0], k)).float()
     rows = []
-    if batch > gemv.MAX_ROWS:  # prefill: the two paths quant_gemv.PREFILL chooses between
+    if batch > gemv.MAX_ROWS and mode == "fp8":  # prefill in fp8: W8A8 through torch._scaled_mm
+        variants = [("cublas_fp16", None), ("scaled_mm", None)]
+    elif batch > gemv.MAX_ROWS:  # prefill: the two paths quant_gemv.PREFILL chooses between
         variants = [("cublas_fp16", None), ("dequantize_cublas", None)] + [("fused", la) for la in GEMM_LAUNCHES]
     else:
         variants = [("cublas_fp16", None)] + [("triton", la) for la in LAUNCHES if batch == 1 or la[0] >= 16]
     for kind, launch in variants:
         if kind == "cublas_fp16":
             calls, err = [lambda w=w: F.linear(x, w) for w in half], 0.0
+        elif kind == "scaled_mm":
+            calls = [lambda s=s: ops.fp8_linear(x, *s) for s in stored]
+            err = (calls[0]().float() - ref).abs().max().item()
         elif kind == "dequantize_cublas":
             k_in = x.shape[1]
             calls = [lambda s=s: F.linear(x, quant_gemv.dequantize(s[0], s[1], s[2] if len(s) > 2 else None, k_in,
@@ -67,7 +77,7 @@ def _measure(mode, name, n, k, batch, min_bytes):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--modes", nargs="+", default=["int8", "int4"], choices=["int8", "int4"])
+    parser.add_argument("--modes", nargs="+", default=list(OPS), choices=list(OPS))
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
     parser.add_argument("--min-bytes", type=int, default=1 << 30)
