@@ -269,3 +269,18 @@ def test_a_random_weight_engine_is_quantized_at_load_as_convert_would_store_it(t
         want = quantize_weight(f"{name}.weight", plain.get_submodule(name).weight, torch.float32, quant)
         assert want and all(torch.equal(getattr(layer, stored.rsplit(".", 1)[1]), t) for stored, t in want.items())
     assert not any(isinstance(m, torch.nn.Linear) and n in layers for n, m in model.named_modules())
+
+
+def test_the_cuda_ops_accept_a_quantized_models_buffers_in_their_own_dtypes_and_refuse_strided_ones(tmp_path):
+    """ModelRunner's load-time check for the Triton set (run only on CUDA): quantized weights keep their dtypes."""
+    folder = make_random_engine(tmp_path / "q", TINY, LIMITS, seed=3, quantization=INT4_32)
+    model = load_model(folder, "cpu", torch.float32)
+    triton_set = ops.triton_ops(torch.float16)
+    buffers = list(model.named_buffers())
+    assert {t.dtype for _, t in buffers} == {torch.uint8, torch.float32}
+    ops.check_operands(triton_set, buffers, None)
+    name, qweight = buffers[0]
+    with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+        ops.check_operands(triton_set, [(name, qweight.t())], None)
+    with pytest.raises(ValueError, match="float16"):  # parameters are still held to the model's dtype
+        ops.check_operands(triton_set, list(model.named_parameters()), torch.float16)
