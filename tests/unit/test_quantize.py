@@ -97,8 +97,12 @@ def _check_op(n, k, precision, row_counts, gen):
     weight = (dequantize_int8 if precision == "int8" else dequantize_int4)(*stored)  # (N, K) float32
     x = torch.randn(max(row_counts), k, generator=gen)
     bias = torch.randn(n, generator=gen)
+    # The CPU int4 op reads torch's own layout, made once at load (QuantLinear.prepare): made here the same way.
+    prepared = ops.int4pack_layout(*stored, torch.float32) if precision == "int4" else {}
+    assert precision == "int8" or set(prepared) == {"int4_packed", "int4_scales_and_zeros"}
     for op, rows in _ops_and_rows(precision, row_counts):
-        got = op(x[:rows], *stored, bias if rows % 2 else None)
+        got = op(x[:rows], *stored, bias if rows % 2 else None, **(prepared if op is not ops.TORCH_OPS.linear_int4
+                                                                      else {}))
         want = F.linear(x[:rows], weight, bias if rows % 2 else None)
         assert got.shape == (rows, n) and got.dtype == torch.float32
         assert (got - want).abs().max() <= 1e-5 * want.abs().max(), (op.__name__, (n, k), rows)
@@ -128,8 +132,10 @@ def test_quantized_linear_ops_equal_dequantize_then_linear_at_real_layer_shapes(
 def test_the_quantized_ops_are_chosen_once_per_device_and_dtype(monkeypatch, triton):
     monkeypatch.setattr(ops, "TRITON", triton)
     assert ops.select_ops("cpu", torch.bfloat16).linear_int8 is ops.int8pack_linear
+    assert ops.select_ops("cpu", torch.bfloat16).linear_int4 is ops.int4pack_linear
     for dtype in (torch.float32, torch.float16):
         assert ops.select_ops("cpu", dtype).linear_int8 is ops.small_batch_int8pack_linear
+        assert ops.select_ops("cpu", dtype).linear_int4 is ops.small_batch_int4pack_linear
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         cuda = ops.select_ops("cuda", dtype)
         # CUDA: the dequantizing GEMV in half precision with Triton, the reference otherwise.
@@ -137,7 +143,7 @@ def test_the_quantized_ops_are_chosen_once_per_device_and_dtype(monkeypatch, tri
         assert (cuda.linear_int8, cuda.linear_int4) == ((quant_gemv_ops.linear_int8, quant_gemv_ops.linear_int4)
                                                         if quant_gemv else
                                                         (ops.dequant_linear_int8, ops.dequant_linear_int4))
-        assert ops.select_ops("cpu", dtype).linear_int4 is ops.dequant_linear_int4
+        assert ops.select_ops("cpu", dtype).prepare_int4 is ops.int4pack_layout and cuda.prepare_int4 is None
         # fp8: W8A8 everywhere except CUDA half precision with Triton, where decode rows take the e4m3 GEMV.
         assert ops.select_ops("cpu", dtype).linear_fp8 is ops.fp8_linear
         assert cuda.linear_fp8 is (ops.small_batch_fp8_linear if quant_gemv else ops.fp8_linear)
@@ -284,3 +290,24 @@ def test_the_cuda_ops_accept_a_quantized_models_buffers_in_their_own_dtypes_and_
         ops.check_operands(triton_set, [(name, qweight.t())], None)
     with pytest.raises(ValueError, match="float16"):  # parameters are still held to the model's dtype
         ops.check_operands(triton_set, list(model.named_parameters()), torch.float16)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@torch.inference_mode()
+def test_the_cpu_int4_op_in_half_precision_stays_within_its_rounding(dtype):
+    gen = torch.Generator().manual_seed(7)
+    stored = _random_layout(256, 512, "int4", gen)
+    prepared = ops.int4pack_layout(*stored, dtype)
+    x = torch.randn(8, 512, generator=gen).to(dtype)
+    for rows in (1, ops.INT8PACK_MAX_ROWS, 8):
+        got = ops.select_ops("cpu", dtype).linear_int4(x[:rows], *stored, None, **prepared)
+        want = F.linear(x[:rows].float(), dequantize_int4(*stored))
+        assert got.dtype == dtype and (got.float() - want).abs().max() <= 2e-2 * want.abs().max()
+
+
+def test_a_loaded_int4_layer_carries_torchs_cpu_layout_and_a_width_torch_cannot_pack_keeps_the_reference(tmp_path):
+    folder = make_random_engine(tmp_path / "q", TINY, LIMITS, seed=3, quantization=INT4_32)
+    layers = [m for m in load_model(folder, "cpu", torch.float32).modules() if isinstance(m, QuantLinear)]
+    assert layers and all(layer.prepared == ("int4_packed", "int4_scales_and_zeros") for layer in layers)
+    assert all("int4_packed" not in layer.state_dict() for layer in layers)  # not part of the engine's layout
+    assert ops.int4pack_layout(*_random_layout(50, 256, "int4", torch.Generator()), torch.float32) == {}

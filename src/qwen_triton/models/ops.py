@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import fused_ops, gemv, paged_attention, quant_gemv
-from .quant_linear import dequantize_int4, dequantize_int8
+from .quant_linear import dequantize_int4, dequantize_int8, unpack_int4
 
 # Without Triton (torch's CPU wheel carries none) every device gets the torch set.
 TRITON = all(module.triton is not None for module in (fused_ops, gemv, paged_attention, quant_gemv))
@@ -112,6 +112,9 @@ class Ops:
     linear_int8: Callable = dequant_linear_int8
     linear_int4: Callable = dequant_linear_int4
     linear_fp8: Callable = fp8_linear
+    # (qweight, scales, zeros, dtype) -> {name: tensor}: an int4 layout of the set's own, made once at load and
+    # passed to linear_int4 by name (QuantLinear.prepare); None: linear_int4 reads the engine's layout only.
+    prepare_int4: Callable | None = None
 
 
 def repeat_kv(kv: torch.Tensor, groups: int, dim: int) -> torch.Tensor:
@@ -226,9 +229,42 @@ def triton_ops(dtype: torch.dtype) -> Ops:
                linear_fp8=small_batch_fp8_linear if half else fp8_linear)
 
 
-# The torch set on CPU: int4 stays dequantize-then-matmul (torch's CPU int4 ops want their own packed layout).
-CPU_OPS = {dtype: replace(TORCH_OPS, linear_int8=int8pack_linear if dtype == torch.bfloat16 else
-                          small_batch_int8pack_linear) for dtype in (torch.float32, torch.bfloat16, torch.float16)}
+def int4pack_layout(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                    dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """CPU, once at load: the engine's int4 layer in torch's own layout, {} where torch's kernel cannot take it
+    (N not a multiple of 16). torch computes W = (q - 8) * scale + zero', so zero' = (8 - zero) * scale.
+    int4_packed: uint8 (N, K/2) in torch's order; int4_scales_and_zeros: (K/g, N, 2) in the model's dtype."""
+    if qweight.shape[0] % 16:
+        return {}
+    packed = torch._convert_weight_to_int4pack_for_cpu(unpack_int4(qweight).to(torch.int32), 1)
+    scales_and_zeros = torch.stack([scales.T, ((8 - zeros.float()) * scales).T], dim=-1)
+    return {"int4_packed": packed, "int4_scales_and_zeros": scales_and_zeros.to(dtype).contiguous()}
+
+
+def int4pack_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                    bias: torch.Tensor | None = None, int4_packed: torch.Tensor | None = None,
+                    int4_scales_and_zeros: torch.Tensor | None = None, max_rows: int | None = None) -> torch.Tensor:
+    """CPU: torch._weight_int4pack_mm_for_cpu on the layout int4pack_layout made, up to max_rows rows of x (None:
+    all); the dequantizing reference beyond, or for a layer that layout could not take."""
+    if int4_packed is None or (max_rows is not None and x.shape[0] > max_rows):
+        return dequant_linear_int4(x, qweight, scales, zeros, bias)
+    group = x.shape[1] // int4_scales_and_zeros.shape[0]
+    out = torch._weight_int4pack_mm_for_cpu(x.contiguous(), int4_packed, group, int4_scales_and_zeros)  # (M, N)
+    return out if bias is None else out + bias
+
+
+def small_batch_int4pack_linear(x, qweight, scales, zeros, bias=None, **prepared) -> torch.Tensor:
+    """int4pack_linear up to INT8PACK_MAX_ROWS rows (decode): in float32 and float16 torch's kernel goes row by
+    row, so past a few rows dequantizing once and calling the BLAS GEMM is faster."""
+    return int4pack_linear(x, qweight, scales, zeros, bias, max_rows=INT8PACK_MAX_ROWS, **prepared)
+
+
+# The torch set on CPU, with torch's int8 and int4 weight-only kernels: in bfloat16 for every row count, in
+# float32 and float16 for decode rows (prefill dequantizes once, then the BLAS GEMM).
+CPU_OPS = {dtype: replace(TORCH_OPS, prepare_int4=int4pack_layout,
+                          linear_int8=int8pack_linear if dtype == torch.bfloat16 else small_batch_int8pack_linear,
+                          linear_int4=int4pack_linear if dtype == torch.bfloat16 else small_batch_int4pack_linear)
+           for dtype in (torch.float32, torch.bfloat16, torch.float16)}
 
 
 def select_ops(device: torch.device | str, dtype: torch.dtype) -> Ops:

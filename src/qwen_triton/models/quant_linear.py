@@ -81,7 +81,9 @@ def dequantize_int4(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Te
 
 class QuantLinear(nn.Module):
     """A linear layer whose weight is stored in the layout above, as buffers (not parameters: they keep their
-    own dtypes whatever the model's compute dtype; the loader casts only parameters). The bias is a parameter."""
+    own dtypes whatever the model's compute dtype; the loader casts only parameters). The bias is a parameter.
+    After loading, prepare() lets the op set add a layout of its own for int4 (Ops.prepare_int4, once: torch's
+    CPU int4 kernel wants its own packing), kept in non-persistent buffers and passed to ops.linear_int4 by name."""
 
     def __init__(self, in_features: int, out_features: int, ops: Ops, bias: bool, quant: QuantConfig):
         super().__init__()
@@ -91,13 +93,24 @@ class QuantLinear(nn.Module):
         for name, (dtype, shape) in quantized_tensors("", out_features, in_features, quant).items():
             self.register_buffer(name.lstrip("."), torch.empty(shape, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.prepared: tuple[str, ...] = ()  # names of the op set's own buffers (prepare)
+
+    @torch.no_grad()
+    def prepare(self, dtype: torch.dtype) -> None:
+        """Once, after the stored tensors are loaded: the op set's own int4 layout, if it has one."""
+        if self.precision == "int4" and self.ops.prepare_int4 is not None:
+            extra = self.ops.prepare_int4(self.qweight, self.scales, self.zeros, dtype)
+            for name, tensor in extra.items():
+                self.register_buffer(name, tensor, persistent=False)
+            self.prepared = tuple(extra)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision == "int8":
             return self.ops.linear_int8(x, self.qweight, self.scales, self.bias)  # (T, in) -> (T, out)
         if self.precision == "fp8":
             return self.ops.linear_fp8(x, self.qweight, self.scales, self.bias)
-        return self.ops.linear_int4(x, self.qweight, self.scales, self.zeros, self.bias)
+        return self.ops.linear_int4(x, self.qweight, self.scales, self.zeros, self.bias,
+                                    **{name: getattr(self, name) for name in self.prepared})
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.precision}"

@@ -28,6 +28,9 @@ def load_model(folder: EngineFolder, device: torch.device | str, dtype: torch.dt
     model = _load(folder, device, dtype, select_ops(device, dtype))
     if isinstance(model.lm_head, Linear) and device.type == "cpu" and dtype == torch.float32:
         _store_hidden_major(model.lm_head.weight)
+    for layer in model.modules():
+        if isinstance(layer, QuantLinear):
+            layer.prepare(dtype)  # the op set's own int4 layout, once (models/ops.py prepare_int4)
     return model
 
 
