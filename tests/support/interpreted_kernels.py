@@ -3,9 +3,15 @@ interpreter runs the CUDA kernels on CPU tensors): every quantized kernel of mod
 dequantize-then-matmul in float32; the 16-bit split-K GEMV (models/gemv.py) against float32 matmul; the fused
 norm, SiLU-mul and RoPE-with-cache-write ops (models/fused_ops.py) and paged decode attention
 (models/paged_attention.py, its launch shapes: one split, even splits merged by the last, chunked) against the
-torch reference ops of models/ops.py. One JSON line per case on stdout."""
+torch reference ops of models/ops.py; and a quantized tiny model's prefill and decode steps through ModelRunner with
+the CUDA op set against the torch set (the wiring: QuantLinear, the op set, paged decode). One JSON line per case
+on stdout."""
+import dataclasses
 import json
 import os
+import tempfile
+from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -99,6 +105,53 @@ def paged_attention_cases(gen) -> list[dict]:
     return out
 
 
+def _model_steps(folder, op_set) -> tuple[torch.Tensor, str]:
+    """Logits of a 16-token prefill then 3 decode steps, (4, V) float32, with the model built on op_set; and the
+    name of the set the model was built on."""
+    from qwen_triton.runtime.model_runner import ModelRunner
+    from qwen_triton.runtime.schedule_output import ScheduleOutput
+    from qwen_triton.runtime.sequence import SamplingParams, Sequence
+
+    # On CPU select_ops would pick the torch set, and the paged decode kernel's default launch reads CUDA's
+    # device properties: both are given here.
+    fixed_launch = paged_attention.Launch(2, 16, paged_attention.WARPS, 1, 1)
+    with mock.patch("qwen_triton.runtime.loader.select_ops", lambda device, dtype: op_set), \
+            mock.patch.object(paged_attention, "default_launch", lambda *args: fixed_launch):
+        runner = ModelRunner(folder, device="cpu", dtype="float16", use_cuda_graphs=False)
+        seq = Sequence(list(range(100, 116)), SamplingParams())
+        seq.block_table = [0, 1, 2]
+        logits = [runner.execute(ScheduleOutput(prefill=(seq,)))[0]]
+        for token in (200, 201, 202):
+            seq.num_cached_tokens = len(seq)
+            seq.output_ids.append(token)
+            logits.append(runner.execute(ScheduleOutput(decode=(seq,)))[0])
+    return torch.stack(logits).float(), runner.model.ops.name
+
+
+def model_step_cases() -> list[dict]:
+    from qwen_triton.config import ENGINE_CONFIG_FILE, FP8_ALGO, EngineLimits, QuantConfig, load_engine_folder
+    from qwen_triton.tools.random_checkpoint import TINY
+    from qwen_triton.tools.random_engine import make_random_engine
+
+    limits = EngineLimits(dtype="float16", max_batch_size=2, max_input_len=64, max_seq_len=128)
+    out = []
+    for name, quant in (("int8", QuantConfig("int8")), ("int4", QuantConfig("int4", group_size=32)),
+                        ("fp8", QuantConfig(quant_algo=FP8_ALGO))):
+        root = Path(tempfile.mkdtemp())
+        config = make_random_engine(root, TINY, limits, seed=3, quantization=quant).config
+        # A 512-token vocabulary: the 16-bit head's GEMV over 151,936 rows would take the interpreter minutes.
+        small = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=512))
+        (root / ENGINE_CONFIG_FILE).write_text(small.to_json())
+        folder = load_engine_folder(root)
+        (fast, fast_set), (reference, reference_set) = (_model_steps(folder, ops.triton_ops(torch.float16)),
+                                                        _model_steps(folder, ops.TORCH_OPS))
+        out.append({"model_steps": name, "op_sets": [fast_set, reference_set], "steps": fast.shape[0],
+                    "max_err": (fast - reference).abs().max().item(),
+                    "max_abs": reference.abs().max().item(),
+                    "argmax_agree": (fast.argmax(-1) == reference.argmax(-1)).float().mean().item()})
+    return out
+
+
 def dequantize_cases(gen) -> list[dict]:
     w = torch.randn(40, 256, generator=gen)
     q, s, z = quantize_int4(w, 64)
@@ -119,6 +172,8 @@ def main() -> None:
             for rows in GEMM_ROWS:
                 print(json.dumps(case(precision, group, rows, 50, 384, launch, rows % 2 == 1, gen)), flush=True)
     for line in gemv_cases(gen) + fused_op_cases(gen) + paged_attention_cases(gen) + dequantize_cases(gen):
+        print(json.dumps(line), flush=True)
+    for line in model_step_cases():
         print(json.dumps(line), flush=True)
 
 

@@ -1,7 +1,8 @@
 """CUDA kernels run by Triton's interpreter on this CPU (TRITON_INTERPRET=1, in a subprocess: the kernels are
 made at import): models/quant_gemv.py against dequantize-then-matmul in float32 (the packing, group and split
 indexing, masks, the split sum, the fused prefill GEMM tiled over rows), models/gemv.py against float32 matmul,
-and models/fused_ops.py and models/paged_attention.py against the torch reference ops, at small shapes. Speed and the real layer shapes are tests/gpu's. Triton comes from `make test`'s interpreter
+and models/fused_ops.py and models/paged_attention.py against the torch reference ops, at small shapes; then a
+quantized tiny model's steps through ModelRunner with the CUDA op set against the torch set. Speed and the real layer shapes are tests/gpu's. Triton comes from `make test`'s interpreter
 folder, outside the server's environment."""
 import json
 import os
@@ -63,3 +64,14 @@ def test_paged_decode_attention_equals_sdpa_over_the_gathered_blocks_for_each_la
     assert len(cases) == 4
     for r in cases:
         assert r["same_shape"] and r["max_err"] <= 2e-3, r  # as tests/gpu/test_kernels.py bounds it
+
+
+def test_a_quantized_models_steps_with_the_cuda_op_set_equal_the_torch_sets(results):
+    """int8 and int4: the same dequantized weights either way, float16 rounding apart. fp8: decode rows read the
+    e4m3 weight with 16-bit activations on CUDA (W8A16) where the torch set quantizes them too (W8A8)."""
+    cases = {r["model_steps"]: r for r in results if "model_steps" in r}
+    assert set(cases) == {"int8", "int4", "fp8"} and all(r["steps"] == 4 for r in cases.values())
+    assert all(r["op_sets"] == ["triton", "torch"] for r in cases.values())
+    for name, r in cases.items():
+        bound = 0.1 if name == "fp8" else 0.01
+        assert r["max_err"] <= bound * r["max_abs"] and r["argmax_agree"] == 1.0, r
