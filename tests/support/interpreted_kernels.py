@@ -3,9 +3,9 @@ interpreter runs the CUDA kernels on CPU tensors): every quantized kernel of mod
 dequantize-then-matmul in float32; the 16-bit split-K GEMV (models/gemv.py) against float32 matmul; the fused
 norm, SiLU-mul and RoPE-with-cache-write ops (models/fused_ops.py) and paged decode attention
 (models/paged_attention.py, its launch shapes: one split, even splits merged by the last, chunked) against the
-torch reference ops of models/ops.py; and a quantized tiny model's prefill and decode steps through ModelRunner with
-the CUDA op set against the torch set (the wiring: QuantLinear, the op set, paged decode). One JSON line per case
-on stdout."""
+torch reference ops of models/ops.py; and a tiny model's prefill and decode steps (16-bit and each quantized
+mode) through ModelRunner with the CUDA op set against the torch set (the wiring: QuantLinear, the op set, paged
+decode). One JSON line per case on stdout."""
 import dataclasses
 import json
 import os
@@ -135,7 +135,8 @@ def model_step_cases() -> list[dict]:
 
     limits = EngineLimits(dtype="float16", max_batch_size=2, max_input_len=64, max_seq_len=128)
     out = []
-    for name, quant in (("int8", QuantConfig("int8")), ("int4", QuantConfig("int4", group_size=32)),
+    for name, quant in (("float16", QuantConfig()), ("int8", QuantConfig("int8")),
+                        ("int4", QuantConfig("int4", group_size=32)),
                         ("fp8", QuantConfig(quant_algo=FP8_ALGO))):
         root = Path(tempfile.mkdtemp())
         config = make_random_engine(root, TINY, limits, seed=3, quantization=quant).config

@@ -66,11 +66,11 @@ def test_paged_decode_attention_equals_sdpa_over_the_gathered_blocks_for_each_la
         assert r["same_shape"] and r["max_err"] <= 2e-3, r  # as tests/gpu/test_kernels.py bounds it
 
 
-def test_a_quantized_models_steps_with_the_cuda_op_set_equal_the_torch_sets(results):
-    """int8 and int4: the same dequantized weights either way, float16 rounding apart. fp8: decode rows read the
+def test_a_models_steps_with_the_cuda_op_set_equal_the_torch_sets(results):
+    """float16, int8 and int4: the same weights either way, float16 rounding apart. fp8: decode rows read the
     e4m3 weight with 16-bit activations on CUDA (W8A16) where the torch set quantizes them too (W8A8)."""
     cases = {r["model_steps"]: r for r in results if "model_steps" in r}
-    assert set(cases) == {"int8", "int4", "fp8"} and all(r["steps"] == 4 for r in cases.values())
+    assert set(cases) == {"float16", "int8", "int4", "fp8"} and all(r["steps"] == 4 for r in cases.values())
     assert all(r["op_sets"] == ["triton", "torch"] for r in cases.values())
     for name, r in cases.items():
         bound = 0.1 if name == "fp8" else 0.01
