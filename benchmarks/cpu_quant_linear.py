@@ -33,7 +33,7 @@ def measure(dtype: torch.dtype, precision: str, repeats: int) -> list[dict]:
     w = torch.randn(N, K, generator=torch.Generator().manual_seed(0)) * 0.02
     stored = quantize_int8(w) if precision == "int8" else quantize_int4(w, 128)
     op_set = ops.select_ops("cpu", dtype)
-    prepared = op_set.prepare_int4(*stored, dtype) if precision == "int4" else {}
+    prepared = op_set.prepare_int4(*stored, dtype) if precision == "int4" and op_set.prepare_int4 else {}
     op, reference = getattr(op_set, f"linear_{precision}"), getattr(ops.TORCH_OPS, f"linear_{precision}")
     dense = w.to(dtype)
     rows = []

@@ -5,7 +5,7 @@ writes the numbers to benchmarks/results/quant_fidelity_cpu.json). Bounds, set w
 measured: int8 relative logit error <= 0.02 and top-1 agreement >= 0.95; int4 (groups of 32 and 64) relative
 error <= 0.2 and top-1 agreement >= 0.6 (chance is 1 in 151,936); fp8 relative error <= 0.05 and top-1
 agreement >= 0.9. Also: a quantized engine's paged decode steps
-through ModelRunner (one row: torch's int8 matmul on CPU) give its own teacher-forced prefill logits."""
+through ModelRunner (one row at a time, prefill all at once) give its own teacher-forced prefill logits."""
 import pytest
 import torch
 

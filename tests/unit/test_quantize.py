@@ -86,7 +86,7 @@ def _random_layout(n, k, precision, gen):
 
 def _ops_and_rows(precision, row_counts):
     """(op, rows) to check: the CPU float32 op at every row count and, where it is another function, the
-    reference that CUDA uses for now (the CPU int8 op's own path past INT8PACK_MAX_ROWS) at one row."""
+    reference (what CUDA uses in float32) at one row."""
     name = f"linear_{precision}"
     cpu, reference = getattr(ops.select_ops("cpu", torch.float32), name), getattr(ops.TORCH_OPS, name)
     return [(cpu, rows) for rows in row_counts] + ([(reference, 1)] if reference is not cpu else [])
@@ -97,12 +97,8 @@ def _check_op(n, k, precision, row_counts, gen):
     weight = (dequantize_int8 if precision == "int8" else dequantize_int4)(*stored)  # (N, K) float32
     x = torch.randn(max(row_counts), k, generator=gen)
     bias = torch.randn(n, generator=gen)
-    # The CPU int4 op reads torch's own layout, made once at load (QuantLinear.prepare): made here the same way.
-    prepared = ops.int4pack_layout(*stored, torch.float32) if precision == "int4" else {}
-    assert precision == "int8" or set(prepared) == {"int4_packed", "int4_scales_and_zeros"}
     for op, rows in _ops_and_rows(precision, row_counts):
-        got = op(x[:rows], *stored, bias if rows % 2 else None, **(prepared if op is not ops.TORCH_OPS.linear_int4
-                                                                      else {}))
+        got = op(x[:rows], *stored, bias if rows % 2 else None)
         want = F.linear(x[:rows], weight, bias if rows % 2 else None)
         assert got.shape == (rows, n) and got.dtype == torch.float32
         assert (got - want).abs().max() <= 1e-5 * want.abs().max(), (op.__name__, (n, k), rows)
@@ -118,12 +114,12 @@ def test_quantized_linear_ops_equal_dequantize_then_linear_for_1_to_64_rows(prec
 @pytest.mark.parametrize("precision", ["int8", "int4"])
 @torch.inference_mode()
 def test_quantized_linear_ops_equal_dequantize_then_linear_at_real_layer_shapes(model, precision):
-    """The CPU float32 ops (int8: torch's int8 matmul up to INT8PACK_MAX_ROWS rows, then the reference) and the
+    """The CPU float32 ops (the chunked dequantize: rows on each side of a chunk, N not a multiple of it) and the
     reference that CUDA float32 uses, at every layer shape, group size 128; rows on each side of the switch.
     CUDA's half-precision kernels: tests/gpu/test_quant_kernels.py, and interpreted on CPU in
     tests/unit/test_kernels_interpreted.py."""
     gen = torch.Generator().manual_seed(2)
-    rows = (1, ops.INT8PACK_MAX_ROWS, ops.INT8PACK_MAX_ROWS + 1, 64) if precision == "int8" else (1, 64)
+    rows = (1, 5, 64)
     for n, k in LAYER_SHAPES[model]:
         _check_op(n, k, precision, rows, gen)
 
@@ -134,8 +130,8 @@ def test_the_quantized_ops_are_chosen_once_per_device_and_dtype(monkeypatch, tri
     assert ops.select_ops("cpu", torch.bfloat16).linear_int8 is ops.int8pack_linear
     assert ops.select_ops("cpu", torch.bfloat16).linear_int4 is ops.int4pack_linear
     for dtype in (torch.float32, torch.float16):
-        assert ops.select_ops("cpu", dtype).linear_int8 is ops.small_batch_int8pack_linear
-        assert ops.select_ops("cpu", dtype).linear_int4 is ops.small_batch_int4pack_linear
+        assert ops.select_ops("cpu", dtype).linear_int8 is ops.chunked_linear_int8
+        assert ops.select_ops("cpu", dtype).linear_int4 is ops.chunked_linear_int4
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         cuda = ops.select_ops("cuda", dtype)
         # CUDA: the dequantizing GEMV in half precision with Triton, the reference otherwise.
@@ -143,20 +139,35 @@ def test_the_quantized_ops_are_chosen_once_per_device_and_dtype(monkeypatch, tri
         assert (cuda.linear_int8, cuda.linear_int4) == ((quant_gemv_ops.linear_int8, quant_gemv_ops.linear_int4)
                                                         if quant_gemv else
                                                         (ops.dequant_linear_int8, ops.dequant_linear_int4))
-        assert ops.select_ops("cpu", dtype).prepare_int4 is ops.int4pack_layout and cuda.prepare_int4 is None
+        assert ops.select_ops("cpu", dtype).prepare_int4 is (ops.int4pack_layout if dtype == torch.bfloat16 else None)
+        assert cuda.prepare_int4 is None
         # fp8: W8A8 everywhere except CUDA half precision with Triton, where decode rows take the e4m3 GEMV.
         assert ops.select_ops("cpu", dtype).linear_fp8 is ops.fp8_linear
         assert cuda.linear_fp8 is (ops.small_batch_fp8_linear if quant_gemv else ops.fp8_linear)
 
 
-def test_the_cpu_int8_op_takes_torchs_kernel_up_to_the_row_limit(monkeypatch):
+@pytest.mark.parametrize("dtype, torchs_kernel", [(torch.bfloat16, True), (torch.float32, False),
+                                                  (torch.float16, False)])
+def test_the_cpu_int8_op_takes_torchs_kernel_in_bfloat16_only(monkeypatch, dtype, torchs_kernel):
+    """In float32 and float16 torch's int8 kernel goes row by row: the chunked dequantize is used at every row count."""
     calls = []
     kernel = torch._weight_int8pack_mm
     monkeypatch.setattr(torch, "_weight_int8pack_mm", lambda x, *a: calls.append(x.shape[0]) or kernel(x, *a))
     qweight, scales = _random_layout(8, 16, "int8", torch.Generator().manual_seed(6))
-    for rows in (1, ops.INT8PACK_MAX_ROWS, ops.INT8PACK_MAX_ROWS + 1, 64):
-        ops.small_batch_int8pack_linear(torch.randn(rows, 16), qweight, scales)
-    assert calls == [1, ops.INT8PACK_MAX_ROWS]
+    for rows in (1, 5, 64):
+        ops.select_ops("cpu", dtype).linear_int8(torch.randn(rows, 16).to(dtype), qweight, scales)
+    assert calls == ([1, 5, 64] if torchs_kernel else [])
+
+
+def test_the_chunked_dequantize_covers_every_weight_row_once(monkeypatch):
+    """A weight of 2.5 chunks: every output column computed, from its own rows (a lost or repeated chunk fails)."""
+    from qwen_triton.models import cpu_quant
+
+    monkeypatch.setattr(cpu_quant, "DEQUANTIZE_CHUNK_ROWS", 4)
+    qweight, scales = _random_layout(10, 16, "int8", torch.Generator().manual_seed(2))
+    x = torch.randn(3, 16)
+    want = F.linear(x, dequantize_int8(qweight, scales))
+    assert torch.allclose(cpu_quant.chunked_linear_int8(x, qweight, scales), want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -165,7 +176,7 @@ def test_cpu_int8_op_in_half_precision_stays_within_its_rounding(dtype):
     gen = torch.Generator().manual_seed(3)
     qweight, scales = _random_layout(256, 512, "int8", gen)
     x = torch.randn(9, 512, generator=gen).to(dtype)
-    for rows in (1, 9):  # torch's int8 matmul, then (float16) the reference
+    for rows in (1, 9):  # bfloat16: torch's int8 matmul; float16: the chunked dequantize
         got = ops.select_ops("cpu", dtype).linear_int8(x[:rows], qweight, scales)
         want = F.linear(x[:rows].float(), dequantize_int8(qweight, scales))
         assert got.dtype == dtype and (got.float() - want).abs().max() <= 2e-2 * want.abs().max()
@@ -297,17 +308,20 @@ def test_the_cuda_ops_accept_a_quantized_models_buffers_in_their_own_dtypes_and_
 def test_the_cpu_int4_op_in_half_precision_stays_within_its_rounding(dtype):
     gen = torch.Generator().manual_seed(7)
     stored = _random_layout(256, 512, "int4", gen)
-    prepared = ops.int4pack_layout(*stored, dtype)
+    prepared = ops.int4pack_layout(*stored, dtype) if dtype == torch.bfloat16 else {}  # as QuantLinear.prepare
     x = torch.randn(8, 512, generator=gen).to(dtype)
-    for rows in (1, ops.INT8PACK_MAX_ROWS, 8):
+    for rows in (1, 4, 8):
         got = ops.select_ops("cpu", dtype).linear_int4(x[:rows], *stored, None, **prepared)
         want = F.linear(x[:rows].float(), dequantize_int4(*stored))
         assert got.dtype == dtype and (got.float() - want).abs().max() <= 2e-2 * want.abs().max()
 
 
-def test_a_loaded_int4_layer_carries_torchs_cpu_layout_and_a_width_torch_cannot_pack_keeps_the_reference(tmp_path):
+def test_a_bfloat16_int4_layer_carries_torchs_cpu_layout_and_a_width_torch_cannot_pack_keeps_the_chunked_path(
+        tmp_path):
     folder = make_random_engine(tmp_path / "q", TINY, LIMITS, seed=3, quantization=INT4_32)
-    layers = [m for m in load_model(folder, "cpu", torch.float32).modules() if isinstance(m, QuantLinear)]
+    layers = [m for m in load_model(folder, "cpu", torch.bfloat16).modules() if isinstance(m, QuantLinear)]
     assert layers and all(layer.prepared == ("int4_packed", "int4_scales_and_zeros") for layer in layers)
     assert all("int4_packed" not in layer.state_dict() for layer in layers)  # not part of the engine's layout
+    float32 = [m for m in load_model(folder, "cpu", torch.float32).modules() if isinstance(m, QuantLinear)]
+    assert float32 and all(layer.prepared == () for layer in float32)  # no second copy where it is not used
     assert ops.int4pack_layout(*_random_layout(50, 256, "int4", torch.Generator()), torch.float32) == {}

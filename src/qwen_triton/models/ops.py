@@ -22,7 +22,8 @@ The CUDA set takes raw pointers, so it relies on invariants instead of checking 
 2-D with unit stride along the last dimension (the model keeps this: each is a fresh kernel output or a
 contiguous reshape); every weight and cache is contiguous and in the model's dtype (check_operands, at load).
 The quantized linear ops: on CUDA in half precision, quant_gemv's dequantizing GEMV for decode rows and a
-one-pass dequantize + cuBLAS beyond; on CPU torch's int8 weight-only matmul for int8; elsewhere the reference,
+one-pass dequantize + cuBLAS beyond; on CPU models/cpu_quant.py's (torch's int8/int4 kernels in bfloat16, a
+chunked dequantize + GEMM in float32 and float16); elsewhere the reference,
 which builds the (N, K) weight in x's dtype and runs F.linear (under CUDA graph capture the dequantized weight is
 allocated from the graph's pool). fp8 is W8A8 (x quantized per token, then torch._scaled_mm) on every device,
 except decode rows on CUDA in half precision: the GEMV on the e4m3 weight, activations 16-bit (W8A16)."""
@@ -36,7 +37,9 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import fused_ops, gemv, paged_attention, quant_gemv
-from .quant_linear import dequantize_int4, dequantize_int8, unpack_int4
+from .cpu_quant import (chunked_linear_int4, chunked_linear_int8, int4pack_layout, int4pack_linear,
+                        int8pack_linear)
+from .quant_linear import dequantize_int4, dequantize_int8
 
 # Without Triton (torch's CPU wheel carries none) every device gets the torch set.
 TRITON = all(module.triton is not None for module in (fused_ops, gemv, paged_attention, quant_gemv))
@@ -44,9 +47,6 @@ HALF = (torch.float16, torch.bfloat16)
 # 4-D inputs: with 3-D ones SDPA takes its math path (a float32 (H, n, n) softmax) on CUDA. Not cuDNN: it builds
 # a plan on the host for every new sequence length, which stalls the engine thread under load.
 PREFILL_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-# torch's CPU int8 weight-only matmul in float32 and float16 costs about one weight pass per row, so past a few
-# rows dequantizing once and calling the BLAS GEMM is faster; in bfloat16 it does not, and takes every row count.
-INT8PACK_MAX_ROWS = 4
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 
 
@@ -193,22 +193,6 @@ def small_batch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return F.linear(x, weight, bias)
 
 
-def int8pack_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
-                    bias: torch.Tensor | None = None) -> torch.Tensor:
-    """CPU: torch._weight_int8pack_mm computes x @ (qweight * scales).T with per-output-channel scales, which
-    must be in x's dtype (float32, bfloat16 or float16) and x contiguous along K."""
-    out = torch._weight_int8pack_mm(x.contiguous(), qweight, scales.to(x.dtype))  # (M, N)
-    return out if bias is None else out + bias
-
-
-def small_batch_int8pack_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
-                                bias: torch.Tensor | None = None) -> torch.Tensor:
-    """int8pack_linear up to INT8PACK_MAX_ROWS rows (decode), the dequantizing reference beyond (prefill)."""
-    if x.shape[0] <= INT8PACK_MAX_ROWS:
-        return int8pack_linear(x, qweight, scales, bias)
-    return dequant_linear_int8(x, qweight, scales, bias)
-
-
 TORCH_OPS = Ops(name="torch", linear=F.linear, rms_norm=rms_norm, add_rms_norm=add_rms_norm,
                 rope_write_kv=rope_write_kv, silu_mul=silu_mul, prefill_attention=prefill_attention,
                 decode_attention=decode_attention, paged_decode=False, dense_operands=False)
@@ -229,42 +213,12 @@ def triton_ops(dtype: torch.dtype) -> Ops:
                linear_fp8=small_batch_fp8_linear if half else fp8_linear)
 
 
-def int4pack_layout(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-                    dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """CPU, once at load: the engine's int4 layer in torch's own layout, {} where torch's kernel cannot take it
-    (N not a multiple of 16). torch computes W = (q - 8) * scale + zero', so zero' = (8 - zero) * scale.
-    int4_packed: uint8 (N, K/2) in torch's order; int4_scales_and_zeros: (K/g, N, 2) in the model's dtype."""
-    if qweight.shape[0] % 16:
-        return {}
-    packed = torch._convert_weight_to_int4pack_for_cpu(unpack_int4(qweight).to(torch.int32), 1)
-    scales_and_zeros = torch.stack([scales.T, ((8 - zeros.float()) * scales).T], dim=-1)
-    return {"int4_packed": packed, "int4_scales_and_zeros": scales_and_zeros.to(dtype).contiguous()}
-
-
-def int4pack_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-                    bias: torch.Tensor | None = None, int4_packed: torch.Tensor | None = None,
-                    int4_scales_and_zeros: torch.Tensor | None = None, max_rows: int | None = None) -> torch.Tensor:
-    """CPU: torch._weight_int4pack_mm_for_cpu on the layout int4pack_layout made, up to max_rows rows of x (None:
-    all); the dequantizing reference beyond, or for a layer that layout could not take."""
-    if int4_packed is None or (max_rows is not None and x.shape[0] > max_rows):
-        return dequant_linear_int4(x, qweight, scales, zeros, bias)
-    group = x.shape[1] // int4_scales_and_zeros.shape[0]
-    out = torch._weight_int4pack_mm_for_cpu(x.contiguous(), int4_packed, group, int4_scales_and_zeros)  # (M, N)
-    return out if bias is None else out + bias
-
-
-def small_batch_int4pack_linear(x, qweight, scales, zeros, bias=None, **prepared) -> torch.Tensor:
-    """int4pack_linear up to INT8PACK_MAX_ROWS rows (decode): in float32 and float16 torch's kernel goes row by
-    row, so past a few rows dequantizing once and calling the BLAS GEMM is faster."""
-    return int4pack_linear(x, qweight, scales, zeros, bias, max_rows=INT8PACK_MAX_ROWS, **prepared)
-
-
-# The torch set on CPU, with torch's int8 and int4 weight-only kernels: in bfloat16 for every row count, in
-# float32 and float16 for decode rows (prefill dequantizes once, then the BLAS GEMM).
-CPU_OPS = {dtype: replace(TORCH_OPS, prepare_int4=int4pack_layout,
-                          linear_int8=int8pack_linear if dtype == torch.bfloat16 else small_batch_int8pack_linear,
-                          linear_int4=int4pack_linear if dtype == torch.bfloat16 else small_batch_int4pack_linear)
-           for dtype in (torch.float32, torch.bfloat16, torch.float16)}
+# The torch set on CPU (models/cpu_quant.py): torch's int8 and int4 weight-only kernels in bfloat16, the chunked
+# dequantize in float32 and float16.
+CPU_OPS = {torch.bfloat16: replace(TORCH_OPS, linear_int8=int8pack_linear, linear_int4=int4pack_linear,
+                                   prepare_int4=int4pack_layout),
+           **{dtype: replace(TORCH_OPS, linear_int8=chunked_linear_int8, linear_int4=chunked_linear_int4)
+              for dtype in (torch.float32, torch.float16)}}
 
 
 def select_ops(device: torch.device | str, dtype: torch.dtype) -> Ops:
