@@ -115,16 +115,21 @@ def test_a_quantized_engine_gives_the_reference_ops_tokens_through_graphs_and_mi
         runner = ModelRunner(engine, device="cuda", dtype="float16", use_cuda_graphs=graphs)
         assert runner.model.ops.name == ("triton" if graphs else "torch")
         served = Engine(runner, limits)
-        outputs = [[] for _ in prompts]
-        for i, prompt in enumerate(prompts):
+        outputs, mixed = [[] for _ in prompts], []
+        schedule = served.scheduler.schedule
+        served.scheduler.schedule = lambda: (out := schedule(), mixed.append(out.is_mixed))[0]
+        for i, prompt in enumerate(prompts):  # each joins a running batch: mixed steps where graphed
             sink = lambda event, out=outputs[i]: out.extend(event.new_token_ids) or True  # noqa: E731
             served.submit(list(prompt), SamplingParams(max_tokens=24), sink)
+            for _ in range(3):
+                served.step()
         while served.step():
             pass
-        return outputs
+        return outputs, sum(mixed)
 
-    fast = serve(True)
+    fast, mixed_steps = serve(True)
     monkeypatch.setattr(loader, "select_ops", lambda device, dtype: ops.TORCH_OPS)
-    reference = serve(False)
+    reference, _ = serve(False)
+    assert mixed_steps == len(prompts) - 1 and [len(o) for o in fast] == [24] * len(prompts)
     agree = sum(a == b for f, r in zip(fast, reference) for a, b in zip(f, r)) / sum(map(len, reference))
     assert agree >= 0.9, (agree, fast, reference)  # float16 rounding may flip a near tie, rarely
