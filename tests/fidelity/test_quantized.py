@@ -40,6 +40,19 @@ def test_compare_reports_disagreement():
     assert compare(reference, reference.flip(-1))["top1_agreement"] == 0.0
 
 
+def _stepped_logits(engine, ids: torch.Tensor, dtype: str) -> torch.Tensor:
+    """A 16-token prefill, then one decode step per remaining id: (len(ids) - 15, V) float32, positions 15 on."""
+    runner = ModelRunner(engine, device="cpu", dtype=dtype)
+    seq = Sequence(ids[:16].tolist(), SamplingParams())
+    seq.block_table = [0, 1, 2]
+    got = [runner.execute(ScheduleOutput(prefill=(seq,)))[0]]
+    for token in ids[16:].tolist():
+        seq.num_cached_tokens = len(seq)
+        seq.output_ids.append(token)
+        got.append(runner.execute(ScheduleOutput(decode=(seq,)))[0])  # one row per step
+    return torch.stack(got).float()
+
+
 @pytest.mark.parametrize("quant", [QuantConfig("int8"), QuantConfig("int4", group_size=32),
                                    QuantConfig(quant_algo=FP8_ALGO)], ids=["int8", "int4", "fp8"])
 @torch.inference_mode()
@@ -48,14 +61,9 @@ def test_decode_steps_give_the_engines_own_teacher_forced_logits(tmp_path, quant
     limits = EngineLimits(dtype="float32", max_batch_size=2, max_input_len=POSITIONS // 4, max_seq_len=POSITIONS)
     engine = convert_checkpoint(checkpoint, tmp_path / "engine", limits, quant=quant)
     ids = torch.randint(0, 151643, (48,), generator=torch.Generator().manual_seed(5))
-    expected = teacher_forced_logits(engine.path, ids)  # (48, V): one 48-token prefill (the dequantizing path)
-    runner = ModelRunner(engine, device="cpu")
-    seq = Sequence(ids[:16].tolist(), SamplingParams())
-    seq.block_table = [0, 1, 2]
-    got = [runner.execute(ScheduleOutput(prefill=(seq,)))[0]]
-    for token in ids[16:].tolist():
-        seq.num_cached_tokens = len(seq)
-        seq.output_ids.append(token)
-        got.append(runner.execute(ScheduleOutput(decode=(seq,)))[0])  # one row per step
-    got = torch.stack(got)  # (33, V): positions 15 .. 47
+    expected = teacher_forced_logits(engine.path, ids)  # (48, V): one 48-token prefill
+    got = _stepped_logits(engine, ids, "float32")  # (33, V): positions 15 .. 47
     assert (got - expected[15:]).abs().max() <= 1e-4 * expected.abs().max()
+    if quant.precision != "fp8":  # bfloat16 on CPU: torch's int8/int4 kernels (int4 on its own packing)
+        half = _stepped_logits(engine, ids, "bfloat16")
+        assert (half - got).norm() <= 0.05 * got.norm() and (half.argmax(-1) == got.argmax(-1)).float().mean() >= 0.9

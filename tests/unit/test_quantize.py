@@ -325,3 +325,15 @@ def test_a_bfloat16_int4_layer_carries_torchs_cpu_layout_and_a_width_torch_canno
     float32 = [m for m in load_model(folder, "cpu", torch.float32).modules() if isinstance(m, QuantLinear)]
     assert float32 and all(layer.prepared == () for layer in float32)  # no second copy where it is not used
     assert ops.int4pack_layout(*_random_layout(50, 256, "int4", torch.Generator()), torch.float32) == {}
+
+
+def test_loaded_cpu_tensors_are_aligned_for_torchs_kernels(checkpoint, tmp_path):
+    """safetensors places tensors at unaligned file offsets; torch's bfloat16 int8 kernel crashed (SIGSEGV) on
+    such a weight in a served model, so every tensor the loader keeps is copied to aligned memory."""
+    from qwen_triton.runtime.loader import CPU_ALIGNMENT
+
+    folder = convert_checkpoint(checkpoint, tmp_path / "q", LIMITS, quant=INT8)
+    for dtype in (torch.float32, torch.bfloat16):
+        model = load_model(folder, "cpu", dtype)
+        tensors = [*model.named_parameters(), *model.named_buffers()]
+        assert [name for name, t in tensors if t.data_ptr() % CPU_ALIGNMENT] == []

@@ -74,9 +74,21 @@ def _load(folder: EngineFolder, device: torch.device, dtype: torch.dtype, ops: O
             if tensor.shape != meta.shape or (name not in parameters and tensor.dtype != meta.dtype):
                 raise ConfigError(f"{folder.weights}: {name} is {tuple(tensor.shape)} {tensor.dtype}, "
                                   f"engine_config.json implies {tuple(meta.shape)} {meta.dtype}")
-            state[name] = tensor.to(device=device, dtype=dtype if name in parameters else tensor.dtype)
+            state[name] = _aligned(tensor.to(device=device, dtype=dtype if name in parameters else tensor.dtype))
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval()
+
+
+CPU_ALIGNMENT = 64  # bytes: what torch's CPU allocator gives, and its vectorized kernels may assume
+
+
+def _aligned(tensor: torch.Tensor) -> torch.Tensor:
+    """safetensors hands out CPU tensors at their offsets in the file, not CPU_ALIGNMENT-aligned, and a tensor
+    the load does not cast stays there: torch's bfloat16 int8 weight-only kernel crashes on such a weight. Those
+    are copied once into memory of their own."""
+    if tensor.device.type == "cpu" and tensor.data_ptr() % CPU_ALIGNMENT:
+        return tensor.clone()
+    return tensor
 
 
 @torch.no_grad()
