@@ -1,6 +1,7 @@
-"""Weight-only int8 and int4 engines and an fp8 one (build.convert's code, from the tiny v1 checkpoint) served by a real
-tritonserver through the decoupled model repository, CPU: a greedy answer streams, its chunks equal the same
-engine's non-streamed answer, and the served model's engine folder records its quantization."""
+"""Weight-only int8 (float32 and bfloat16) and int4 engines and an fp8 one (build.convert's code, from the tiny v1
+checkpoint) served by a real tritonserver through the decoupled model repository, CPU: a greedy answer streams,
+its chunks equal the same engine's non-streamed answer, and the served model's engine folder records its
+quantization."""
 import json
 from pathlib import Path
 
@@ -19,13 +20,16 @@ ROOT = Path(__file__).resolve().parents[2]
 LIMITS = EngineLimits(dtype="float32", max_batch_size=4, max_input_len=256, max_seq_len=512)
 # The tiny model's hidden size is 64: int4 groups of 32 (build.convert's default of 128 needs K % 128 == 0).
 QUANT = {"int8": QuantConfig("int8"), "int4": QuantConfig("int4", group_size=32),
-         "fp8": QuantConfig(quant_algo=FP8_ALGO)}
+         "fp8": QuantConfig(quant_algo=FP8_ALGO), "int8-bfloat16": QuantConfig("int8")}
+# Stored and served in bfloat16, where the CPU runs torch's int8 kernel rather than the chunked dequantize.
+DTYPES = {"int8-bfloat16": "bfloat16"}
 
 
 @pytest.fixture(scope="module", params=list(QUANT))
 def quantized_server(request, tiny_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"quantized_{request.param}")
-    engine = convert_checkpoint(tiny_checkpoint, root / "engine", LIMITS, quant=QUANT[request.param]).path
+    engine = convert_checkpoint(tiny_checkpoint, root / "engine", LIMITS, dtype=DTYPES.get(request.param),
+                                quant=QUANT[request.param]).path
     fill_repository(ROOT / "model_repository", values_for_engine(engine, device="cpu", decoupled=True),
                     root / "repository")
     server = TritonServer(root / "repository", Ports.free(), log_file=root / "server.log", exit_timeout_s=3)

@@ -84,8 +84,9 @@ CPU_ALIGNMENT = 64  # bytes: what torch's CPU allocator gives, and its vectorize
 
 def _aligned(tensor: torch.Tensor) -> torch.Tensor:
     """safetensors hands out CPU tensors at their offsets in the file, not CPU_ALIGNMENT-aligned, and a tensor
-    the load does not cast stays there: torch's bfloat16 int8 weight-only kernel crashes on such a weight. Those
-    are copied once into memory of their own."""
+    the load does not cast stays there: torch's bfloat16 int8 weight-only kernel crashes on such a weight (an
+    offset that is not a multiple of 16 bytes, from 16 rows of x on). Those are copied once into memory of their
+    own."""
     if tensor.device.type == "cpu" and tensor.data_ptr() % CPU_ALIGNMENT:
         return tensor.clone()
     return tensor
