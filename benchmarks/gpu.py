@@ -158,9 +158,6 @@ def main(argv=None):
         separate = work / "engine-prefill-steps"
         make_random_engine(separate, QWEN_7B, dataclasses.replace(LIMITS, mixed_prefill_tokens=0), seed=0)
         served["c64_prefill_steps_only"] = c64_with_prefill_steps_only(separate, work, c64_jobs)
-    quantized = {mode: quant_gpu.run_mode(mode, work, LIMITS, _server, lambda url: c64_window(url, c64_jobs),
-                                          BS1_JOB, TTFT_JOB, bandwidth) for mode in args.quantized}
-    served.update({f"quantized_{mode}": run for mode, run in quantized.items()})
     result = {
         "gpu": gpu, "date": datetime.date.today().isoformat(),
         "command": "python -m benchmarks.gpu " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -174,8 +171,7 @@ def main(argv=None):
         "hf_bs1_tok_s": hf.get("hf_bs1_tok_s"), "hf_bs32_tok_s": hf.get("hf_bs32_tok_s"),
         "copy_bandwidth_gb_s": round(bandwidth, 1), "bandwidth_floor_bs1_tok_s": round(floor, 1),
         "max_concurrency_2048_tokens": served["kv_blocks"] * LIMITS.block_size // 2048,
-        "hf_setup": hf.get("hf_setup"), "tests": tests,
-        **(quant_gpu.summary_fields(quantized, fp16_bytes) if quantized else {}), "served": served,
+        "hf_setup": hf.get("hf_setup"), "tests": tests, "served": served,
     }
     if hf:
         result["ratio_decode_bs1_vs_hf_bs1"] = round(result["decode_bs1_tok_s"] / hf["hf_bs1_tok_s"], 2)
@@ -183,7 +179,17 @@ def main(argv=None):
     short = re.search(r"\b([A-Z]+\d{2,4})\b", gpu)
     out = args.out_dir / ((short.group(1) if short else "gpu").lower() + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n")  # the 16-bit figures, kept if a mode below fails
+    quantized = {}
+    for mode in args.quantized:  # each written as soon as it is measured; a mode that fails is recorded as such
+        try:
+            quantized[mode] = quant_gpu.run_mode(mode, work, LIMITS, _server, lambda url: c64_window(url, c64_jobs),
+                                                 BS1_JOB, TTFT_JOB, bandwidth)
+        except Exception as exc:  # noqa: BLE001 (measures and records: a failure is a result too)
+            served[f"quantized_{mode}_error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        served.update({f"quantized_{m}": run for m, run in quantized.items()})
+        result.update(quant_gpu.summary_fields(quantized, fp16_bytes) if quantized else {})
+        out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "served"}, indent=2))
 
 
