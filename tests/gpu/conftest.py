@@ -22,3 +22,4 @@ def folder(tmp_path_factory, limits):
     root = tmp_path_factory.mktemp("gpu")
     make_random_checkpoint(root / "hf", "qwen2", seed=5)
     return convert_checkpoint(root / "hf", root / "engine", limits)
+

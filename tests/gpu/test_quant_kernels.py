@@ -10,6 +10,7 @@ import torch
 from qwen_triton.config import FP8_ALGO, QuantConfig
 from qwen_triton.tools.quantize import (dequantize_fp8, dequantize_int4, dequantize_int8, quantize_fp8, quantize_int4,
                                         quantize_int8)
+from gpu_serving import serve_joining  # tests/gpu is on sys.path (pytest rootdir-relative import)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -104,9 +105,7 @@ def test_a_quantized_engine_gives_the_reference_ops_tokens_through_graphs_and_mi
     mixed steps) against the same weights on the torch set (dequantize-then-matmul, eager)."""
     from qwen_triton.models import ops
     from qwen_triton.runtime import loader
-    from qwen_triton.runtime.engine import Engine
     from qwen_triton.runtime.model_runner import ModelRunner
-    from qwen_triton.runtime.sequence import SamplingParams
     from qwen_triton.tools.convert import convert_checkpoint
 
     engine = convert_checkpoint(folder.path.parent / "hf", tmp_path / "engine", limits, quant=quant)
@@ -114,18 +113,7 @@ def test_a_quantized_engine_gives_the_reference_ops_tokens_through_graphs_and_mi
     def serve(graphs):
         runner = ModelRunner(engine, device="cuda", dtype="float16", use_cuda_graphs=graphs)
         assert runner.model.ops.name == ("triton" if graphs else "torch")
-        served = Engine(runner, limits)
-        outputs, mixed = [[] for _ in prompts], []
-        schedule = served.scheduler.schedule
-        served.scheduler.schedule = lambda: (out := schedule(), mixed.append(out.is_mixed))[0]
-        for i, prompt in enumerate(prompts):  # each joins a running batch: mixed steps where graphed
-            sink = lambda event, out=outputs[i]: out.extend(event.new_token_ids) or True  # noqa: E731
-            served.submit(list(prompt), SamplingParams(max_tokens=24), sink)
-            for _ in range(3):
-                served.step()
-        while served.step():
-            pass
-        return outputs, sum(mixed)
+        return serve_joining(runner, limits, prompts, 24)  # mixed steps where graphed
 
     fast, mixed_steps = serve(True)
     monkeypatch.setattr(loader, "select_ops", lambda device, dtype: ops.TORCH_OPS)

@@ -5,6 +5,8 @@ import torch
 
 from qwen_triton.runtime.model_runner import ModelRunner
 from qwen_triton.runtime.sequence import SamplingParams
+from gpu_serving import serve_joining  # tests/gpu is on sys.path (pytest rootdir-relative import)
+
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -60,25 +62,9 @@ def test_overlapped_decode_steps_never_wait_for_the_device(folder, limits, promp
 
 
 def test_engine_with_mixed_steps_gives_the_eager_engines_tokens(folder, limits, prompts):
-    from qwen_triton.runtime.engine import Engine
-
-    def serve(runner):
-        engine = Engine(runner, limits)
-        outputs = [[] for _ in prompts]
-        mixed = []
-        schedule = engine.scheduler.schedule
-        engine.scheduler.schedule = lambda: (out := schedule(), mixed.append(out.is_mixed))[0]
-        for i, prompt in enumerate(prompts):  # each joins a running batch
-            sink = lambda event, out=outputs[i]: out.extend(event.new_token_ids) or True  # noqa: E731
-            engine.submit(list(prompt), SamplingParams(max_tokens=30), sink)
-            for _ in range(3):
-                engine.step()
-        while engine.step():
-            pass
-        return outputs, sum(mixed)
-
-    graphed, mixed_steps = serve(ModelRunner(folder, device="cuda", dtype="float32"))
-    eager, eager_mixed = serve(ModelRunner(folder, device="cuda", dtype="float32", use_cuda_graphs=False))
+    graphed, mixed_steps = serve_joining(ModelRunner(folder, device="cuda", dtype="float32"), limits, prompts, 30)
+    eager, eager_mixed = serve_joining(ModelRunner(folder, device="cuda", dtype="float32", use_cuda_graphs=False),
+                                       limits, prompts, 30)
     assert graphed == eager and [len(o) for o in eager] == [30] * len(prompts)
     assert mixed_steps == len(prompts) - 1 and eager_mixed == 0
 

@@ -85,18 +85,32 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """x (M, K) unit stride along K, M <= MAX_ROWS; weight (N, K) contiguous; bias (N,) -> (M, N) in x's dtype.
     launch: (BLOCK_N, BLOCK_K, splits, warps); default by shape (choose_launch)."""
     M, K = x.shape
-    N = weight.shape[0]
-    block_n, block_k, splits, warps = launch or choose_launch(M, N, K)
+    block_n, block_k, splits, warps = launch or choose_launch(M, weight.shape[0], K)
+    launch = (one_block_m(M), block_n, block_k, splits, warps)
+    return split_k(_gemv_kernel, x, (weight,), bias, weight.shape[0], launch)
+
+
+def one_block_m(M: int) -> int:
+    """BLOCK_M holding all M rows in one block: 1 (the elementwise path) or a tensor-core tile of 16 or more."""
+    return 1 if M == 1 else max(16, triton.next_power_of_2(M))
+
+
+def split_k(kernel, x: torch.Tensor, operands: tuple, bias: torch.Tensor | None, N: int,
+            launch: tuple[int, int, int, int, int], **constexprs) -> torch.Tensor:
+    """Launches a split-K kernel of this module's signature (x, *operands, bias, out, M, N, K, x_stride,
+    k_per_split; BLOCK_M/N/K, HAS_BIAS, PDL): launch (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), a grid over
+    N blocks, splits and M blocks; with several splits each writes float32 partial sums, added by sum_splits
+    (with the bias) and rounded once to x's dtype."""
+    M, K = x.shape
+    block_m, block_n, block_k, splits, warps = launch
     k_per_split = triton.cdiv(triton.cdiv(K, splits), block_k) * block_k
     splits = triton.cdiv(K, k_per_split)
     out = torch.empty((M, N), dtype=x.dtype, device=x.device)
     parts = out if splits == 1 else torch.empty((splits, M, N), dtype=torch.float32, device=x.device)
-    block_m = 1 if M == 1 else max(16, triton.next_power_of_2(M))
-    pdl_args = pdl.launch_kwargs(x.device)
-    _gemv_kernel[(triton.cdiv(N, block_n), splits)](
-        x, weight, bias if bias is not None else weight, parts, M, N, K, x.stride(0), k_per_split,
+    kernel[(triton.cdiv(N, block_n), splits, triton.cdiv(M, block_m))](
+        x, *operands, bias if bias is not None else operands[0], parts, M, N, K, x.stride(0), k_per_split,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, HAS_BIAS=bias is not None and splits == 1,
-        num_warps=warps, **pdl_args)
+        num_warps=warps, **constexprs, **pdl.launch_kwargs(x.device))
     if splits > 1:
         sum_splits(parts, bias, out)
     return out

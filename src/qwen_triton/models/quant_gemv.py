@@ -159,9 +159,9 @@ if triton is not None:
 
 
 def choose_launch(M: int, N: int, K: int, precision: str) -> tuple[int, int, int, int]:
-    """(BLOCK_N, BLOCK_K, splits, warps) for M <= gemv.MAX_ROWS. A first choice by analogy with gemv.choose_launch (a quantized tile holds
-    1/2 or 1/4 of the bytes of a 16-bit one at the same BLOCK_K), to be tuned on the GPU with
-    benchmarks/quant_gemv.py's sweep."""
+    """(BLOCK_N, BLOCK_K, splits, warps) for M <= gemv.MAX_ROWS. A first choice by analogy with
+    gemv.choose_launch (a quantized tile holds 1/2 or 1/4 of the bytes of a 16-bit one at the same BLOCK_K), to be
+    tuned on the GPU with benchmarks/quant_gemv.py's sweep."""
     block_n, block_k, splits, warps = gemv.choose_launch(M, N, K)
     if M == 1:
         return block_n, min(block_k, 256 if precision == "int4" else 512), splits, warps
@@ -174,24 +174,10 @@ def _launch(kernel, x, weights: tuple, group: int | None, bias, N: int, precisio
     (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps) tiling M too (the fused GEMM)."""
     M, K = x.shape
     launch = launch or choose_launch(M, N, K, precision)
-    if len(launch) == 5:
-        block_m, block_n, block_k, splits, warps = launch
-    else:
-        block_n, block_k, splits, warps = launch
-        block_m = 1 if M == 1 else max(16, triton.next_power_of_2(M))
-    k_per_split = triton.cdiv(triton.cdiv(K, splits), block_k) * block_k
-    splits = triton.cdiv(K, k_per_split)
-    out = torch.empty((M, N), dtype=x.dtype, device=x.device)
-    parts = out if splits == 1 else torch.empty((splits, M, N), dtype=torch.float32, device=x.device)
+    if len(launch) == 4:
+        launch = (gemv.one_block_m(M), *launch)
     extra = {"FP8": True} if precision == "fp8" else {} if group is None else {"GROUP": group}
-    pdl_args = pdl.launch_kwargs(x.device)
-    kernel[(triton.cdiv(N, block_n), splits, triton.cdiv(M, block_m))](
-        x, *weights, bias if bias is not None else weights[1], parts, M, N, K, x.stride(0), k_per_split,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, HAS_BIAS=bias is not None and splits == 1,
-        num_warps=warps, **extra, **pdl_args)
-    if splits > 1:
-        gemv.sum_splits(parts, bias, out)
-    return out
+    return gemv.split_k(kernel, x, weights, bias, N, launch, **extra)
 
 
 def dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, K: int,

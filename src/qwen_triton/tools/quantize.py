@@ -11,6 +11,7 @@ import torch
 
 from ..config import ModelConfig, QuantConfig
 from ..errors import ConfigError
+from ..models.ops import TORCH_OPS, quantize_rows_fp8
 from ..models.quant_linear import (dequantize_fp8, dequantize_int4, dequantize_int8, is_quantized_layer,
                                    pack_int4, quantized_tensors, unpack_int4)
 
@@ -19,7 +20,6 @@ __all__ = ["quantize_int8", "quantize_int4", "quantize_fp8", "dequantize_int8", 
 
 INT8_MAX = 127  # symmetric: -127..127, so q * scale never exceeds the row's largest magnitude
 INT4_MAX = 15
-FP8_MAX = 448.0  # largest finite float8_e4m3fn
 FP8_ALIGN = 16  # torch._scaled_mm on CUDA takes K and N in multiples of 16
 
 
@@ -53,11 +53,10 @@ def quantize_int4(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch
 def quantize_fp8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """W (N, K) -> qweight float8_e4m3fn (N, K), scales float32 (N,): scale = max |W[n]| / 448, so the row's
     largest magnitude maps to e4m3's largest; each element is then within e4m3's relative rounding (2^-4) of
-    its value, or below its subnormal step. An all-zero row gets scale 1 (and zeros)."""
-    w = w.float()
-    amax = w.abs().amax(dim=1)  # (N,)
-    scales = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
-    return (w / scales[:, None]).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scales
+    its value, or below its subnormal step. An all-zero row gets scale 1 (and zeros). The same per-row rule the
+    runtime applies to activations (ops.quantize_rows_fp8)."""
+    qweight, scales = quantize_rows_fp8(w)
+    return qweight, scales[:, 0]
 
 
 def check_quantizable(name: str, shape: tuple[int, ...], quant: QuantConfig) -> None:
@@ -103,10 +102,9 @@ def quantize_weight(name: str, tensor: torch.Tensor, dtype: torch.dtype,
 
 def weight_bytes(model: ModelConfig, dtype: torch.dtype, quant: QuantConfig) -> int:
     """Bytes of every tensor an engine file holds for `model`, stored in `dtype` except what `quant` quantizes."""
-    from ..models.ops import TORCH_OPS  # the model is built on the meta device: its ops are never called
     from ..models.qwen import QwenForCausalLM
 
     with torch.device("meta"):
-        state = QwenForCausalLM(model, TORCH_OPS).state_dict()
+        state = QwenForCausalLM(model, TORCH_OPS).state_dict()  # on the meta device: its ops are never called
     stored = (stored_tensors(name, tuple(t.shape), dtype, quant).values() for name, t in state.items())
     return sum(torch.empty((), dtype=d).element_size() * math.prod(shape) for tensors in stored for d, shape in tensors)
