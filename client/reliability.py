@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.server_metrics import gauge, scrape
+from client.server_metrics import gauge, samples, scrape
 from qwen_triton.client import QwenClient
 from qwen_triton.serving.launcher import http_ready
 from qwen_triton.serving.processes import children, is_alive
@@ -47,6 +47,22 @@ class Server:
             if self.busy() == 0:
                 return time.monotonic() - start
             time.sleep(poll_s)
+        return None
+
+    def answered(self, model: str = "ensemble") -> int:
+        """Requests Triton has finished for a model (its success and failure counters): it counts one when it
+        releases the request, which for a cancelled one comes after the engine freed its slot."""
+        text = scrape(self.metrics_port, self.host)
+        return int(sum(value for name in ("nv_inference_request_success", "nv_inference_request_failure")
+                       for labels, value in samples(text, name) if f'model="{model}"' in labels))
+
+    def wait_answered(self, count: int, timeout_s: float, model: str = "ensemble") -> float | None:
+        """Seconds until Triton has finished `count` requests of the model, None if it has not by timeout_s."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout_s:
+            if self.answered(model) >= count:
+                return time.monotonic() - start
+            time.sleep(0.02)
         return None
 
 

@@ -14,7 +14,7 @@ def scrape(port: int, host: str = "127.0.0.1") -> str:
     return urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read().decode()
 
 
-def _samples(text: str, name: str):
+def samples(text: str, name: str):
     for line in text.splitlines():
         match = _SAMPLE.match(line.strip())
         if match and match["name"] == name:
@@ -22,7 +22,7 @@ def _samples(text: str, name: str):
 
 
 def gauge(text: str, name: str) -> float:
-    values = [value for _, value in _samples(text, name)]
+    values = [value for _, value in samples(text, name)]
     if not values:
         raise KeyError(f"metric {name} not on the metrics port")
     return values[0]
@@ -31,7 +31,7 @@ def gauge(text: str, name: str) -> float:
 def histogram(text: str, name: str) -> dict:
     """{"count", "sum", "buckets": {upper bound: cumulative count}} of an unlabelled histogram."""
     buckets = {}
-    for labels, value in _samples(text, name + "_bucket"):
+    for labels, value in samples(text, name + "_bucket"):
         bound = re.search(r'le="([^"]+)"', labels)
         if bound:
             buckets[float(bound[1])] = value  # float("+Inf") is inf

@@ -42,6 +42,9 @@ def test_cancelled_requests_leave_nothing_in_flight(long_repo, tmp_path):
         probe = Server(f"127.0.0.1:{server.ports.grpc}", server.ports.metrics)
         for _ in range(2):
             assert cancel_storm(probe, 32, tokens=2000)["idle_after_s"] is not None
+        # The engine is idle before Triton releases the last cancelled requests (their final responses still
+        # travel through the ensemble): Triton must count all 64 answered, and then hold none.
+        assert probe.wait_answered(64, 10) is not None, probe.answered()
         server.process.send_signal(2)  # Triton's own shutdown, no drain: it reports what it still holds
         server.process.wait(60)
     log = server.log_file.read_text()
