@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import triton_python_backend_utils as pb_utils
 
-from qwen_triton.schema import PREPROCESSING, TENSORRT_LLM_BLS
+from qwen_triton.schema import TENSORRT_LLM_BLS
 
 ROOT = Path(__file__).resolve().parents[2]
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL

@@ -13,7 +13,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from client.server_metrics import gauge, histogram, histogram_delta_ms, scrape
-from qwen_triton.client import QwenClient, build_request
+from qwen_triton.client import QwenClient
 from qwen_triton.schema import POSTPROCESSING, PREPROCESSING, TENSORRT_LLM
 from qwen_triton.serving.responses import FIRST_RESPONSE_METRIC
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from qwen_triton.runtime.model_runner import ModelRunner
-from qwen_triton.runtime.sequence import SamplingParams, Sequence
+from qwen_triton.engine_api import SamplingParams
+from qwen_triton.runtime.sequence import Sequence
 from qwen_triton.runtime.schedule_output import ScheduleOutput
 
 TOL = 1e-4

@@ -13,7 +13,8 @@ from benchmarks.quant_fidelity import MODES, POSITIONS, compare, measure_flavour
 from qwen_triton.config import FP8_ALGO, EngineLimits, QuantConfig
 from qwen_triton.runtime.model_runner import ModelRunner
 from qwen_triton.runtime.schedule_output import ScheduleOutput
-from qwen_triton.runtime.sequence import SamplingParams, Sequence
+from qwen_triton.engine_api import SamplingParams
+from qwen_triton.runtime.sequence import Sequence
 from qwen_triton.tools.convert import convert_checkpoint
 from qwen_triton.tools.random_checkpoint import make_random_checkpoint
 

@@ -9,7 +9,7 @@ import pytest
 from qwen_triton.config import load_engine_folder
 from qwen_triton.errors import Unavailable
 from qwen_triton.runtime.engine import TokenEvent
-from qwen_triton.runtime.sequence import FinishReason
+from qwen_triton.engine_api import FinishReason
 from qwen_triton.serving.llm_service import LLMService
 from qwen_triton.serving.outbox import Outbox, Reply
 from qwen_triton.serving.llm_request import LLMRequest

@@ -2,7 +2,6 @@
 the engine accepts; a deeply nested history is refused by name."""
 import json
 
-import numpy as np
 import pytest
 
 from qwen_triton.config import load_engine_folder

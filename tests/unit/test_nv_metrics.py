@@ -15,7 +15,7 @@ import triton_python_backend_utils as pb_utils
 
 from qwen_triton.config import EngineLimits
 from qwen_triton.runtime.engine import Engine, EngineStats, TokenEvent
-from qwen_triton.runtime.sequence import FinishReason, SamplingParams
+from qwen_triton.engine_api import FinishReason, SamplingParams
 from qwen_triton.serving.nv_metrics import NvMetrics
 from qwen_triton.serving.outbox import Outbox
 from qwen_triton.serving.llm_request import LLMRequest

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qwen_triton.runtime.engine import TokenEvent
-from qwen_triton.runtime.sequence import FinishReason
+from qwen_triton.engine_api import FinishReason
 from qwen_triton.serving.llm_request import LLMRequest
 from qwen_triton.serving.outbox import CANCEL_POLL_S, Outbox
 from qwen_triton.serving.responses import ResponseStream

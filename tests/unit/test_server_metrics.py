@@ -9,7 +9,7 @@ NAME = "qwen_time_to_first_response_seconds"
 def _text(counts, total, free_blocks=7):
     bounds = ["0.01", "0.02", "0.05", "+Inf"]
     lines = ["# HELP qwen_engine_free_kv_blocks free paged-KV-cache blocks",
-             f"qwen_engine_free_kv_blocks {free_blocks}", f'nv_inference_count{{model="ensemble",version="1"}} 9']
+             f"qwen_engine_free_kv_blocks {free_blocks}", 'nv_inference_count{model="ensemble",version="1"} 9']
     lines += [f'{NAME}_bucket{{le="{b}"}} {n}' for b, n in zip(bounds, counts)]
     return "\n".join(lines + [f"{NAME}_sum {total}", f"{NAME}_count {counts[-1]}"]) + "\n"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from enum import Enum
 
-from ..engine_api import MIN_TEMPERATURE, BannedWords, FinishReason, SamplingParams  # noqa: F401 (re-exported)
+from ..engine_api import FinishReason, SamplingParams
 from ..errors import InvalidRequest
 
 

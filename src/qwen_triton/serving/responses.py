@@ -140,14 +140,13 @@ class ResponseStream:
                 if self.logprobs is not None:
                     outputs["cum_log_probs"] = np.asarray([cumulative], dtype=np.float32)
                     outputs["output_log_probs"] = np.asarray([logprobs], dtype=np.float32)  # [beam=1, n]
-                # Observed before the send: a client holding this response finds it counted on the metrics port.
+                self.responder.send(outputs, final=finish is not None)
+                self._last_sent_s = time.monotonic()
                 if not self._first_sent:
                     self._first_sent = True
                     self.outbox.first_response_sent(time.perf_counter() - self._submitted_s)
                 if ids:  # only a streaming request sends ids more than once
                     self._observe_inter_token()
-                self.responder.send(outputs, final=finish is not None)
-                self._last_sent_s = time.monotonic()
         except Exception:
             logger.exception("could not send a response; ending the request")
             self.cancel()
