@@ -108,7 +108,7 @@ def test_fast_path_respects_min_tokens():
 def test_indexed_bad_words_ban_exactly_what_the_word_by_word_rule_bans():
     import random
 
-    from qwen_triton.runtime.sequence import BannedWords
+    from qwen_triton.engine_api import BannedWords
 
     rng = random.Random(0)
     words = tuple(tuple(rng.randrange(6) for _ in range(rng.randrange(1, 4))) for _ in range(40))
