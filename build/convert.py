@@ -23,6 +23,8 @@ def main(argv=None):
                         help="mix only while at most this many prompts wait, else prefill them together; 0: no cap")
     parser.add_argument("--kv-cache-free-gpu-mem-fraction", type=float, default=0.85,
                         help="share of the GPU memory free after the weights that the KV cache takes")
+    parser.add_argument("--enable-kv-cache-reuse", action="store_true",
+                        help="prefix caching: a prompt starting with the tokens of an earlier one reuses its KV blocks")
     parser.add_argument("--weight-only", choices=WEIGHT_ONLY_PRECISIONS, default=None,
                         help="round-to-nearest weight-only quantization of every decoder linear layer")
     parser.add_argument("--fp8", action="store_true",
@@ -39,6 +41,7 @@ def main(argv=None):
                               max_seq_len=args.max_seq_len, block_size=args.block_size,
                               mixed_prefill_tokens=args.mixed_prefill_tokens, mixed_max_waiting=args.mixed_max_waiting,
                               kv_cache_free_gpu_mem_fraction=args.kv_cache_free_gpu_mem_fraction,
+                              enable_kv_cache_reuse=args.enable_kv_cache_reuse,
                               max_num_batched_tokens=args.max_num_batched_tokens or max(4096, args.max_input_len))
         convert_checkpoint(args.hf_dir, args.out, limits, progress=print, quant=quant)
     except ConfigError as exc:

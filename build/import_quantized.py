@@ -22,11 +22,14 @@ def main(argv=None):
     parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="default: max(4096, max_input_len)")
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--kv-cache-free-gpu-mem-fraction", type=float, default=0.85)
+    parser.add_argument("--enable-kv-cache-reuse", action="store_true",
+                        help="prefix caching: a prompt starting with the tokens of an earlier one reuses its KV blocks")
     args = parser.parse_args(argv)
     try:
         limits = EngineLimits(dtype=args.dtype, max_batch_size=args.max_batch_size, max_input_len=args.max_input_len,
                               max_seq_len=args.max_seq_len, block_size=args.block_size,
                               kv_cache_free_gpu_mem_fraction=args.kv_cache_free_gpu_mem_fraction,
+                              enable_kv_cache_reuse=args.enable_kv_cache_reuse,
                               max_num_batched_tokens=args.max_num_batched_tokens or max(4096, args.max_input_len))
         import_quantized(args.hf_dir, args.out, limits, requantize_int8=args.requantize_int8, progress=print)
     except ConfigError as exc:

@@ -79,6 +79,10 @@ class EngineLimits:
     # The serving watchdog fails every open request and restarts the model when no engine step has finished
     # for this long while work waits (a step, even a long prompt's prefill, takes far less).
     stall_timeout_s: float = 120.0
+    # Prefix caching (TensorRT-LLM's word): a finished request's full KV blocks stay in the free pool, found by
+    # their tokens, and a later prompt starting with the same tokens reuses them instead of computing them.
+    # Off by default: reused K/V may differ from recomputed K/V in the last bits (runtime/block_manager.py).
+    enable_kv_cache_reuse: bool = False
 
     def __post_init__(self):
         _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")

@@ -121,6 +121,10 @@ class EngineStats:
     max_kv_blocks: int | None = None
     used_kv_blocks: int | None = None
     tokens_per_kv_block: int | None = None
+    # Prefix reuse (enable_kv_cache_reuse), since start: full prompt blocks found in the cache and not computed,
+    # and full prompt blocks computed (TensorRT-LLM's reusedBlocks / missedBlocks).
+    reused_kv_blocks: int | None = None
+    missed_kv_blocks: int | None = None
     # The last step (they hold while the engine is idle, as TensorRT-LLM's iteration stats do):
     scheduled: int | None = None  # sequences computed
     context: int | None = None  # of which in their context phase (prefill)

@@ -185,10 +185,12 @@ def test_llm_probes_a_silent_ensemble_request_and_stops_it_by_its_key(preprocess
 def test_llm_reports_engine_occupancy_as_gauges(llm):
     reporter = llm.service.engine.on_stats  # the engine thread only hands stats to the reporter thread
     gauges = reporter.publish.gauges
-    assert set(gauges) == {"running", "waiting", "free_kv_blocks"}
+    assert set(gauges) == {"running", "waiting", "free_kv_blocks", "reused_kv_blocks", "missed_kv_blocks"}
     stats = llm.service.engine.stats()
     reporter.publish(stats)  # raises if the families were freed, as the real backend does
     assert gauges["free_kv_blocks"].value() == stats.free_kv_blocks > 0
+    reporter.publish(dataclasses.replace(stats, reused_kv_blocks=5, missed_kv_blocks=None))  # None: left as it was
+    assert gauges["reused_kv_blocks"].value() == 5 and gauges["missed_kv_blocks"].value() == stats.missed_kv_blocks
     reporter(dataclasses.replace(stats, waiting=7))
     deadline = time.monotonic() + 5
     while gauges["waiting"].value() != 7:

@@ -157,7 +157,8 @@ def test_build_entry_points(tmp_path, capsys):
     _entry_point("make_random_checkpoint").main(["--flavour", "qwen", "--seed", "2", "--out", str(tmp_path / "hf")])
     _entry_point("convert").main(["--hf-dir", str(tmp_path / "hf"), "--out", str(tmp_path / "engine"),
                                   "--dtype", "float16", "--max-batch-size", "3", "--max-input-len", "32",
-                                  "--max-seq-len", "64", "--block-size", "8"])
+                                  "--max-seq-len", "64", "--block-size", "8", "--enable-kv-cache-reuse"])
     limits = load_engine_folder(tmp_path / "engine").config.limits
     assert (limits.dtype, limits.max_batch_size, limits.max_seq_len, limits.block_size) == ("float16", 3, 64, 8)
+    assert limits.enable_kv_cache_reuse and not EngineLimits().enable_kv_cache_reuse  # off unless asked
     assert "wrote engine folder" in capsys.readouterr().out

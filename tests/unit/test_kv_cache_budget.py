@@ -1,5 +1,6 @@
-"""The paged KV cache takes kv_cache_free_gpu_mem_fraction of the memory free after the weights, never more
-than max_batch_size x max_seq_len needs, and refuses to start when one full sequence does not fit."""
+"""The paged KV cache takes kv_cache_free_gpu_mem_fraction of the memory free after the weights, never more than
+max_batch_size x max_seq_len needs (unless prefix reuse keeps finished prefixes in the rest), and refuses to
+start when one full sequence does not fit."""
 from types import SimpleNamespace
 
 import pytest
@@ -31,6 +32,11 @@ def test_the_cache_takes_the_configured_share_of_free_memory(monkeypatch):
 
 def test_the_cache_stops_at_what_the_batch_can_use(monkeypatch):
     assert kv_blocks(monkeypatch, 10**6 * BLOCK_BYTES, max_batch_size=4) == 4 * 128 // 16
+
+
+def test_with_prefix_reuse_the_cache_takes_its_whole_share_to_keep_finished_prefixes(monkeypatch):
+    free = 1000 * BLOCK_BYTES
+    assert kv_blocks(monkeypatch, free, max_batch_size=4, enable_kv_cache_reuse=True) == 849
 
 
 def test_too_little_memory_for_one_sequence_is_a_config_error(monkeypatch):

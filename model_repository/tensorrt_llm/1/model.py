@@ -39,15 +39,16 @@ class EngineMetrics:
     labelled with this model's name and version); time to first response and between streamed responses as
     histograms (FIRST_RESPONSE_METRIC, INTER_TOKEN_METRIC). docs/metrics.md lists them all."""
 
-    FIELDS = {"running": "sequences in the running batch", "waiting": "sequences queued for admission",
-              "free_kv_blocks": "free paged-KV-cache blocks"}
+    FIELDS = {"running": ("qwen_engine_running_requests", "sequences in the running batch"),
+              "waiting": ("qwen_engine_waiting_requests", "sequences queued for admission"),
+              "free_kv_blocks": ("qwen_engine_free_kv_blocks", "free paged-KV-cache blocks"),
+              "reused_kv_blocks": ("qwen_engine_reused_kv_blocks", "prompt KV blocks reused from the cache, since start"),
+              "missed_kv_blocks": ("qwen_engine_missed_kv_blocks", "full prompt KV blocks computed, since start")}
 
     def __init__(self, model="tensorrt_llm", version="1"):
         # The families must outlive their metrics: the backend refuses to set a metric of a freed family.
-        self.families = {
-            field: pb_utils.MetricFamily(name=f"qwen_engine_{field}" + ("_requests" if field != "free_kv_blocks" else ""),
-                                         description=text, kind=pb_utils.MetricFamily.GAUGE)
-            for field, text in self.FIELDS.items()}
+        self.families = {field: pb_utils.MetricFamily(name=name, description=text, kind=pb_utils.MetricFamily.GAUGE)
+                         for field, (name, text) in self.FIELDS.items()}
         self.gauges = {field: family.Metric(labels={}) for field, family in self.families.items()}
         self.published = {}  # field -> the value last set
         self.first_family = pb_utils.MetricFamily(
@@ -70,7 +71,7 @@ class EngineMetrics:
         # trip: only values that changed are set, as NvMetrics does.
         for field, gauge in self.gauges.items():
             value = getattr(stats, field)
-            if self.published.get(field) != value:
+            if value is not None and self.published.get(field) != value:  # None: the runtime cannot tell
                 gauge.set(value)
                 self.published[field] = value
         self.nv(stats)

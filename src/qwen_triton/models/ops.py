@@ -17,6 +17,8 @@ Shapes (T tokens, H query heads, Hkv KV heads, D head dim, B decode rows; caches
   silu_mul(gate_up (T, 2I), rows [gate | up]) -> silu(gate) * up, (T, I)
   prefill_attention(q (T, H, D), k, v (T, Hkv, D), seq_lens) -> (T, H, D), causal within each sequence
   decode_attention(q (B, H, D), k_cache, v_cache, block_tables (B, max_blocks), context_lens (B,)) -> (B, H, D)
+  prefix_prefill_attention(q (T, H, D), k_cache, v_cache, seq_lens, cached_lens, block_tables (P, max_blocks))
+      -> (T, H, D): each sequence's queries are its tokens past cached_lens, causal over all its tokens
 
 The CUDA set takes raw pointers, so it relies on invariants instead of checking them per call: activations are
 2-D with unit stride along the last dimension (the model keeps this: each is a fresh kernel output or a
@@ -91,6 +93,28 @@ def small_batch_fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch
     return fp8_linear(x, qweight, scales, bias)
 
 
+def prefix_prefill_attention(q, k_cache, v_cache, seq_lens: tuple[int, ...], cached_lens: tuple[int, ...],
+                             block_tables: torch.Tensor) -> torch.Tensor:
+    """Prefill of sequences whose first cached_lens tokens are already in the cache (prefix reuse): every key is
+    read back from the cache, this step's included (written before). No kernel of its own on any device: a
+    gather and SDPA with an explicit causal mask shifted by the cached length."""
+    _, block_size, num_kv_heads, D = k_cache.shape
+    groups = q.shape[1] // num_kv_heads
+    outs, start = [], 0
+    for row, (n, cached) in enumerate(zip(seq_lens, cached_lens)):
+        total = cached + n
+        blocks = block_tables[row, :(total + block_size - 1) // block_size]
+        keys, values = (cache[blocks].view(-1, num_kv_heads, D)[:total].transpose(0, 1)[None]  # (1, Hkv, total, D)
+                        for cache in (k_cache, v_cache))
+        positions = torch.arange(total, device=q.device)
+        visible = positions[None, :] <= positions[cached:, None]  # (n, total): query i sits at cached + i
+        o = F.scaled_dot_product_attention(q[None, start:start + n].transpose(1, 2), repeat_kv(keys, groups, 1),
+                                           repeat_kv(values, groups, 1), attn_mask=visible)  # (1, H, n, D)
+        outs.append(o[0].transpose(0, 1))  # (n, H, D)
+        start += n
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)  # (T, H, D)
+
+
 @dataclass(frozen=True)
 class Ops:
     """One implementation of each op (shapes in the module docstring)."""
@@ -115,6 +139,7 @@ class Ops:
     # (qweight, scales, zeros, dtype) -> {name: tensor}: an int4 layout of the set's own, made once at load and
     # passed to linear_int4 by name (QuantLinear.prepare); None: linear_int4 reads the engine's layout only.
     prepare_int4: Callable | None = None
+    prefix_prefill_attention: Callable = prefix_prefill_attention  # the same gather + SDPA in every set
 
 
 def repeat_kv(kv: torch.Tensor, groups: int, dim: int) -> torch.Tensor:

@@ -20,8 +20,8 @@ class AttentionBatch:
     """Where this step's T flattened tokens live, passed explicitly to every layer.
 
     Rows [0, B) decode one token each, their last (B = block_tables rows, 0 without block tables); rows
-    [B, T) are whole sequences prefilled from token 0 (no prefix cache, no chunking), concatenated;
-    T = B + sum(seq_lens). A step may hold both (mixed).
+    [B, T) are prefilled sequences, concatenated, each from its first token not in the cache (token 0 unless
+    a reused prefix holds cached_lens tokens; no chunking); T = B + sum(seq_lens). A step may hold both (mixed).
     """
 
     slot_mapping: torch.Tensor  # (T,) long: flat cache slot (block * block_size + offset) each token's K/V goes to
@@ -30,14 +30,20 @@ class AttentionBatch:
     # Decode: (B, max_blocks) long, padded with any valid block id; padding is masked by context_lens.
     block_tables: torch.Tensor | None = None
     context_lens: torch.Tensor | None = None  # decode: (B,) long, tokens visible to the new one, itself included
+    # Prefill with reused prefixes: tokens per sequence already cached (Python ints) and the prefilled
+    # sequences' (P, max_blocks) block tables; both empty when every prefill starts at token 0.
+    cached_lens: tuple[int, ...] = ()
+    prefill_tables: torch.Tensor | None = None
 
     @property
     def num_decode(self) -> int:
         return 0 if self.block_tables is None else self.block_tables.shape[0]
 
     @classmethod
-    def prefill(cls, slot_mapping: torch.Tensor, seq_lens: tuple[int, ...]) -> "AttentionBatch":
-        return cls(slot_mapping, seq_lens=tuple(seq_lens))
+    def prefill(cls, slot_mapping: torch.Tensor, seq_lens: tuple[int, ...], cached_lens: tuple[int, ...] = (),
+                prefill_tables: torch.Tensor | None = None) -> "AttentionBatch":
+        return cls(slot_mapping, seq_lens=tuple(seq_lens), cached_lens=tuple(cached_lens),
+                   prefill_tables=prefill_tables)
 
     @classmethod
     def decode(cls, slot_mapping: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor,
@@ -99,13 +105,19 @@ class Attention(nn.Module):
                                          k_cache, v_cache)  # (T, H, D), (T, Hkv, D), (T, Hkv, D)
         B = batch.num_decode
         if B == 0:
-            out = self.ops.prefill_attention(q, k, v, batch.seq_lens)
+            out = self._prefill(q, k, v, k_cache, v_cache, batch)
         elif not batch.seq_lens:
             out = self._decode(q, k_cache, v_cache, batch)
         else:  # mixed: decode rows first, then the prefilled sequences
             out = torch.cat((self._decode(q[:B], k_cache, v_cache, batch),
-                             self.ops.prefill_attention(q[B:], k[B:], v[B:], batch.seq_lens)))
+                             self._prefill(q[B:], k[B:], v[B:], k_cache, v_cache, batch)))
         return self.o_proj(out.reshape(T, -1))  # (T, H, D) -> (T, hidden)
+
+    def _prefill(self, q, k, v, k_cache, v_cache, batch: AttentionBatch) -> torch.Tensor:
+        if batch.prefill_tables is None:  # every sequence from token 0: the cache is only written
+            return self.ops.prefill_attention(q, k, v, batch.seq_lens)
+        return self.ops.prefix_prefill_attention(q, k_cache, v_cache, batch.seq_lens, batch.cached_lens,
+                                                 batch.prefill_tables)
 
     def _decode(self, q, k_cache, v_cache, batch: AttentionBatch) -> torch.Tensor:
         return self.ops.decode_attention(q, k_cache, v_cache, batch.block_tables, batch.context_lens)  # (B, H, D)

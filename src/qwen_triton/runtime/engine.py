@@ -85,13 +85,14 @@ class Engine:
         return EngineStats(self.scheduler.num_running, self.scheduler.num_waiting, blocks.num_free_blocks,
                            max_running=self.limits.max_batch_size, max_kv_blocks=blocks.num_blocks,
                            used_kv_blocks=blocks.num_blocks - blocks.num_free_blocks,
-                           tokens_per_kv_block=blocks.block_size, **self._last_step)
+                           tokens_per_kv_block=blocks.block_size, reused_kv_blocks=blocks.reused_blocks,
+                           missed_kv_blocks=blocks.missed_blocks, **self._last_step)
 
     def _count_step(self, schedule: ScheduleOutput) -> None:
-        """The step that just ran, for stats. Called before its tokens are appended, so len(seq) of a prefill
-        is what it computed (from token 0: no prefix cache, no chunking)."""
+        """The step that just ran, for stats. Called before its tokens are appended and before the scheduler
+        commits it, so a prefill computed len(seq) - num_cached_tokens tokens (no chunking)."""
         self._last_step = {"scheduled": len(schedule.sequences), "context": len(schedule.prefill),
-                           "context_tokens": sum(len(seq) for seq in schedule.prefill),
+                           "context_tokens": sum(len(seq) - seq.num_cached_tokens for seq in schedule.prefill),
                            "paused": len(schedule.preempted), "iteration": self._last_step["iteration"] + 1,
                            "timestamp_s": time.time()}
 
@@ -121,8 +122,8 @@ class Engine:
         if not seqs:
             self._report_stats()
             return True
-        self.scheduler.commit(schedule)
         self._count_step(schedule)
+        self.scheduler.commit(schedule)
         previous = self._inflight
         self._inflight = self._launched(seqs, device_tokens) if on_device else None
         if previous is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import torch
 
@@ -89,8 +90,8 @@ class ModelRunner:
     def _kv_blocks(self) -> int:
         limits, m = self.config.limits, self.config.model
         per_seq = math.ceil(limits.max_seq_len / self.block_size)
-        # Without a prefix cache, max_batch_size sequences of at most max_seq_len tokens never hold more
-        # than this; more blocks would only take memory from activations and CUDA graphs.
+        # Running sequences never hold more than this; without prefix reuse more blocks would only take memory
+        # from activations and CUDA graphs, with it (on CUDA) they keep more finished prefixes.
         enough = limits.max_batch_size * per_seq
         if self.device.type != "cuda":
             return enough
@@ -101,7 +102,7 @@ class ModelRunner:
         if budget < per_seq:
             raise ConfigError(f"KV cache: {budget} blocks fit in {free / 2**30:.1f} GiB free, one sequence of "
                               f"max_seq_len {limits.max_seq_len} needs {per_seq}; lower max_seq_len or free memory")
-        return min(enough, budget)
+        return budget if limits.enable_kv_cache_reuse else min(enough, budget)
 
     def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
         bs = self.block_size
@@ -113,21 +114,28 @@ class ModelRunner:
         return self.staging.to_device(values)  # asynchronous: never waits for the step in flight
 
     def _prefill_inputs(self, seqs):
-        # Invariant: prefill computes every sequence from token 0 (num_cached_tokens is ignored: a
-        # preempted sequence lost its cache and is recomputed whole).
-        ids, positions, slots, lens = [], [], [], []
+        # Each sequence is computed from seq.num_cached_tokens on: 0, or past a prefix the block manager
+        # found cached (a preempted sequence lost its blocks; what it reuses was remembered when it let go).
+        ids, positions, slots, lens, cached = [], [], [], [], []
         for seq in seqs:
             if seq.has_pending_token:
                 raise RuntimeError(f"sequence {seq.seq_id} prefilled with a token still in flight")
-            n = len(seq)
-            ids.extend(seq.token_ids)
-            positions.extend(range(n))
-            slots.extend(self._slots(seq.block_table, 0, n))
-            lens.append(n)
+            start, n = seq.num_cached_tokens, len(seq)
+            ids.extend(seq.token_ids[start:])
+            positions.extend(range(start, n))
+            slots.extend(self._slots(seq.block_table, start, n))
+            lens.append(n - start)
+            cached.append(start)
         last = [end - 1 for end in itertools.accumulate(lens)]  # row of each sequence's last token
-        T = len(ids)
-        ids, positions, slots, last = self._tensor(ids + positions + slots + last).split([T, T, T, len(lens)])
-        return ids, positions, AttentionBatch.prefill(slots, tuple(lens)), last
+        T, P = len(ids), len(seqs)
+        if not any(cached):
+            ids, positions, slots, last = self._tensor(ids + positions + slots + last).split([T, T, T, P])
+            return ids, positions, AttentionBatch.prefill(slots, tuple(lens)), last
+        width = max(len(seq.block_table) for seq in seqs)
+        tables = [block for seq in seqs for block in seq.block_table + [0] * (width - len(seq.block_table))]
+        ids, positions, slots, last, tables = self._tensor(ids + positions + slots + last + tables).split(
+            [T, T, T, P, P * width])
+        return ids, positions, AttentionBatch.prefill(slots, tuple(lens), tuple(cached), tables.view(P, width)), last
 
     def _decode_inputs(self, seqs, feed: TokenFeed | None):
         # Only the last token is computed, at position len(seq) - 1; the rest is read from the cache.
@@ -160,13 +168,15 @@ class ModelRunner:
         d_ids, d_positions, d_batch, _ = self._decode_inputs(schedule.decode, feed)
         p_ids, p_positions, p_batch, p_last = self._prefill_inputs(schedule.prefill)
         B = d_batch.num_decode
-        key = self.mixed_graphs.bucket(B, p_ids.shape[0]) if self.mixed_graphs else None
+        graphable = self.mixed_graphs is not None and p_batch.prefill_tables is None  # graphs prefill from token 0
+        key = self.mixed_graphs.bucket(B, p_ids.shape[0]) if graphable else None
         if key is not None:
             decode = (d_ids, d_positions, d_batch.slot_mapping, d_batch.block_tables, d_batch.context_lens)
             # run() already returns a new tensor (rows gathered out of the graph's buffer): no second copy.
             return self.mixed_graphs.run(key, decode, (p_ids, p_positions, p_batch.slot_mapping)).float()
-        batch = AttentionBatch.decode(torch.cat((d_batch.slot_mapping, p_batch.slot_mapping)), d_batch.block_tables,
-                                      d_batch.context_lens, prefill_lens=p_batch.seq_lens)
+        batch = replace(AttentionBatch.decode(torch.cat((d_batch.slot_mapping, p_batch.slot_mapping)),
+                                              d_batch.block_tables, d_batch.context_lens, prefill_lens=p_batch.seq_lens),
+                        cached_lens=p_batch.cached_lens, prefill_tables=p_batch.prefill_tables)
         last = torch.cat((torch.arange(B, device=p_last.device), p_last + B))  # (B + 1,) rows
         return self._forward(torch.cat((d_ids, p_ids)), torch.cat((d_positions, p_positions)), batch, last)
 
@@ -177,7 +187,7 @@ class ModelRunner:
         if self.prefill_graphs is None or len(seqs) > MAX_PREFILL_REPLAYS:
             return None
         buckets = [self.prefill_graphs.bucket(len(seq)) for seq in seqs]
-        if None in buckets:
+        if None in buckets or any(seq.num_cached_tokens for seq in seqs):  # graphs prefill from token 0
             return None
         logits = None
         for row, (seq, tokens) in enumerate(zip(seqs, buckets)):

@@ -8,13 +8,14 @@ from .sequence import Sequence
 
 @dataclass(frozen=True)
 class ScheduleOutput:
-    # Sequences whose tokens are computed from token 0 this step (no prefix cache, no chunking).
+    # Sequences whose tokens are computed this step from seq.num_cached_tokens on (0 unless a prefix was
+    # found in the cache); no chunking.
     prefill: tuple[Sequence, ...] = ()
     # Sequences that compute exactly one token (their last) this step. A step with both is mixed: the
     # decodes and one short prefill share one pass over the weights.
     decode: tuple[Sequence, ...] = ()
-    # Sequences pushed back to waiting this step to free KV blocks; their cache is gone
-    # and they are recomputed from scratch (prompt + outputs so far) when rescheduled.
+    # Sequences pushed back to waiting this step to free KV blocks; their blocks are gone and they are
+    # computed again (prompt + outputs so far, less any prefix still cached) when rescheduled.
     preempted: tuple[Sequence, ...] = ()
 
     @property

@@ -1,6 +1,7 @@
 """Continuous batching: admits waiting sequences, decodes running ones, preempts when KV blocks run out.
-Torch-free; returns a ScheduleOutput. A prefill always computes a sequence from token 0 (no prefix cache, no
-chunking), so a preempted sequence is recomputed whole.
+Torch-free; returns a ScheduleOutput. A prefill computes a sequence from its first token not in the cache:
+token 0, or past the blocks the block manager found cached (enable_kv_cache_reuse); no chunking. A preempted
+sequence loses its blocks and is computed again (from what of it is still cached).
 
 Mixed steps (mixed_prefill_tokens > 0, when the runner can run them): while sequences are decoding, the
 next waiting one joins a decode step if it has at most mixed_prefill_tokens tokens, so the running
@@ -21,7 +22,7 @@ class Scheduler:
     def __init__(self, limits: EngineLimits, num_kv_blocks: int, mixed_prefill_tokens: int = 0):
         self.limits = limits
         self.mixed_prefill_tokens = mixed_prefill_tokens
-        self.blocks = BlockManager(num_kv_blocks, limits.block_size)
+        self.blocks = BlockManager(num_kv_blocks, limits.block_size, reuse=limits.enable_kv_cache_reuse)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
 

@@ -187,7 +187,8 @@ def iteration_engine_stats(latest, tracked: int) -> EngineStats:
     """EngineStats from TensorRT-LLM's IterationStats (`tracked`: requests this adapter has not seen end)."""
     kv, ifb = latest.kv_cache_stats, latest.inflight_batching_stats
     kv_fields = {} if kv is None else dict(max_kv_blocks=kv.max_num_blocks, used_kv_blocks=kv.used_num_blocks,
-                                           tokens_per_kv_block=kv.tokens_per_block)
+                                           tokens_per_kv_block=kv.tokens_per_block,
+                                           reused_kv_blocks=kv.reused_blocks, missed_kv_blocks=kv.missed_blocks)
     ifb_fields = {} if ifb is None else dict(
         scheduled=ifb.num_scheduled_requests, context=ifb.num_context_requests, context_tokens=ifb.num_ctx_tokens,
         paused=ifb.num_paused_requests, micro_batch_id=ifb.micro_batch_id)

@@ -145,6 +145,11 @@ class KvCacheStats:
     free_num_blocks: int
     used_num_blocks: int
     tokens_per_block: int
+    alloc_total_blocks: int = 0
+    alloc_new_blocks: int = 0
+    reused_blocks: int = 0
+    missed_blocks: int = 0
+    cache_hit_rate: float = 0.0
 
 
 @dataclass
