@@ -89,20 +89,26 @@ def _serve(folder, reuse: bool, overlap: bool, kv_blocks=None, mixed_prefill_tok
     runner.mixed_prefill_tokens = mixed_prefill_tokens  # on CPU only set here: the eager mixed path
     if kv_blocks is not None:
         runner.num_kv_blocks = kv_blocks
+    mixed_past_cache = []  # steps that mixed decodes with a prefill starting past reused blocks
+    execute = runner.execute
+    runner.execute = lambda schedule, feed=None: (
+        mixed_past_cache.append(schedule.is_mixed and any(s.num_cached_tokens for s in schedule.prefill)),
+        execute(schedule, feed))[1]
     engine = Engine(runner, replace(folder.config.limits, enable_kv_cache_reuse=reuse), overlap=overlap)
     computed, events = [], []
     count = engine._count_step
     engine._count_step = lambda schedule: (count(schedule), computed.append(engine._last_step["context_tokens"]))
     for turn, prompt in enumerate(_turns()):
-        sinks = [Recorder(), Recorder()]  # each turn beside a request of its own
-        engine.submit(prompt, SamplingParams(max_tokens=12), sinks[0])
+        sinks = [Recorder(), Recorder()]  # each turn joins a request of its own that is decoding
         engine.submit([77, 78, 79] * (turn + 1), SamplingParams(max_tokens=30), sinks[1])
+        engine.step()
+        engine.submit(prompt, SamplingParams(max_tokens=12), sinks[0])
         for _ in range(200):
             if not engine.step():
                 break
         events.append([s.events for s in sinks])
     assert not engine.has_unfinished() and engine.stats().free_kv_blocks == runner.num_kv_blocks
-    return events, sum(computed), engine.scheduler.blocks.reused_blocks
+    return events, sum(computed), engine.scheduler.blocks.reused_blocks, any(mixed_past_cache)
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +120,9 @@ def folder(tiny_engine):
                                                        (False, None, 64)],
                          ids=["serial", "overlap", "preempting", "mixed"])
 def test_the_engine_answers_the_same_with_reuse_and_computes_less(folder, overlap, kv_blocks, mixed):
-    without, computed_without, reused_without = _serve(folder, False, overlap, kv_blocks, mixed)
-    with_reuse, computed_with, reused_with = _serve(folder, True, overlap, kv_blocks, mixed)
+    without, computed_without, reused_without, _ = _serve(folder, False, overlap, kv_blocks, mixed)
+    with_reuse, computed_with, reused_with, mixed_past_cache = _serve(folder, True, overlap, kv_blocks, mixed)
     assert with_reuse == without
+    assert mixed_past_cache == bool(mixed)  # the mixed case did run the eager mixed path past a reused prefix
     assert reused_without == 0 and reused_with > 0
     assert computed_with < computed_without
