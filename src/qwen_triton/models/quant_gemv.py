@@ -42,11 +42,7 @@ if triton is not None:
         # out[split, m, n] = scale[n] * sum over k in this split of x[m, k] * q[n, k]  (+ bias[n] when one split).
         # FP8: q holds e4m3 bit patterns (read as uint8) instead of int8 values.
         pdl.wait_then_release(PDL)
-        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        split = tl.program_id(1)
-        rm = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)  # one block of rows unless the GEMM tiles M
-        k_start = split * k_per_split
-        k_end = tl.minimum(k_start + k_per_split, K)
+        rn, rm, split, k_start, k_end = _tile(K, k_per_split, BLOCK_M, BLOCK_N)
         q_rows = q_ptr + rn[:, None].to(tl.int64) * K  # (BLOCK_N, 1)
         n_live = rn < N
         if BLOCK_M == 1:
@@ -71,6 +67,22 @@ if triton is not None:
                 # int8 and e4m3 values are exact in half precision: the tensor cores see the stored values.
                 total = tl.dot(x, tl.trans(q.to(x.dtype)), total)  # (BLOCK_M, BLOCK_N)
         total *= tl.load(scale_ptr + rn, mask=n_live, other=0.0)[None, :]
+        _store_split(out_ptr, total, bias_ptr, rn, rm, split, M, N, HAS_BIAS)
+
+    @triton.jit
+    def _tile(K, k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """This program's output columns rn, rows rm (one block of rows unless the GEMM tiles M), split and its
+        columns of K [k_start, k_end)."""
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        split = tl.program_id(1)
+        rm = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+        k_start = split * k_per_split
+        return rn, rm, split, k_start, tl.minimum(k_start + k_per_split, K)
+
+    @triton.jit
+    def _store_split(out_ptr, total, bias_ptr, rn, rm, split, M, N, HAS_BIAS: tl.constexpr):
+        """out[split, rm, rn] = total (+ bias[rn], given only when there is one split)."""
+        n_live = rn < N
         if HAS_BIAS:
             total += tl.load(bias_ptr + rn, mask=n_live, other=0.0).to(tl.float32)[None, :]
         offsets = split * M * N + rm[:, None] * N + rn[None, :]
@@ -104,11 +116,7 @@ if triton is not None:
                           HAS_BIAS: tl.constexpr, PDL: tl.constexpr):
         # out[split, m, n] = sum over k in this split of x[m, k] * (q[n, k] - zero[n, k // G]) * scale[n, k // G]
         pdl.wait_then_release(PDL)
-        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        split = tl.program_id(1)
-        rm = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)  # one block of rows unless the GEMM tiles M
-        k_start = split * k_per_split
-        k_end = tl.minimum(k_start + k_per_split, K)
+        rn, rm, split, k_start, k_end = _tile(K, k_per_split, BLOCK_M, BLOCK_N)
         n_live = rn < N
         groups = K // GROUP
         q_rows = q_ptr + rn[:, None].to(tl.int64) * (K // 2)  # (BLOCK_N, 1)
@@ -132,10 +140,7 @@ if triton is not None:
                 x_odd = tl.load(x_rows + 1, mask=m_live & (rk + 1 < k_end)[None, :], other=0.0)
                 total = tl.dot(x_even, tl.trans(low.to(x_even.dtype)), total)
                 total = tl.dot(x_odd, tl.trans(high.to(x_odd.dtype)), total)
-        if HAS_BIAS:
-            total += tl.load(bias_ptr + rn, mask=n_live, other=0.0).to(tl.float32)[None, :]
-        offsets = split * M * N + rm[:, None] * N + rn[None, :]
-        tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=(rm[:, None] < M) & n_live[None, :])
+        _store_split(out_ptr, total, bias_ptr, rn, rm, split, M, N, HAS_BIAS)
 
     @triton.jit
     def _dequantize_kernel(q_ptr, scale_ptr, zero_ptr, w_ptr, N, K, INT4: tl.constexpr, GROUP: tl.constexpr,
