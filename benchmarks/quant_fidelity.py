@@ -40,16 +40,18 @@ MEMORY_MODES = {"float16": QuantConfig(), "int8": QuantConfig("int8"), "int4_g12
 
 
 @torch.inference_mode()
-def teacher_forced_logits(engine: Path, token_ids: torch.Tensor) -> torch.Tensor:
-    """(T,) ids -> (T, vocab) float32 logits at every position, from one causal prefill on CPU in float32."""
-    model = load_model(load_engine_folder(engine), "cpu", torch.float32)
+def teacher_forced_logits(engine: Path, token_ids: torch.Tensor, device: str = "cpu",
+                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(T,) ids -> (T, vocab) float32 logits (on the CPU) at every position, from one causal prefill on `device`
+    in `dtype`, with the kernels the runtime selects there."""
+    model = load_model(load_engine_folder(engine), device, dtype)
     m, block_size, T = model.config, LIMITS.block_size, token_ids.shape[0]
     blocks = -(-T // block_size)
-    caches = [(torch.zeros(blocks, block_size, m.num_key_value_heads, m.head_dim),
-               torch.zeros(blocks, block_size, m.num_key_value_heads, m.head_dim)) for _ in range(m.num_hidden_layers)]
-    positions = torch.arange(T)
-    hidden = model(token_ids, positions, AttentionBatch.prefill(positions, (T,)), caches)  # (T, hidden)
-    return model.compute_logits(hidden).float()  # (T, vocab)
+    caches = [tuple(torch.zeros(blocks, block_size, m.num_key_value_heads, m.head_dim, device=device, dtype=dtype)
+                    for _ in range(2)) for _ in range(m.num_hidden_layers)]
+    positions = torch.arange(T, device=device)
+    hidden = model(token_ids.to(device), positions, AttentionBatch.prefill(positions, (T,)), caches)  # (T, hidden)
+    return model.compute_logits(hidden).float().cpu()  # (T, vocab)
 
 
 def compare(reference: torch.Tensor, quantized: torch.Tensor) -> dict:
@@ -58,16 +60,21 @@ def compare(reference: torch.Tensor, quantized: torch.Tensor) -> dict:
             "top1_agreement": round(float((quantized.argmax(-1) == reference.argmax(-1)).float().mean()), 4)}
 
 
-def measure_flavour(flavour: str, root: Path, modes: dict[str, QuantConfig] = MODES) -> dict[str, dict]:
-    """{mode: compare(...)} for one checkpoint layout, engines built under root."""
+def measure_flavour(flavour: str, root: Path, modes: dict[str, QuantConfig] = MODES, device: str = "cpu",
+                    dtype: torch.dtype = torch.float32) -> dict[str, dict]:
+    """{mode: compare(...)} for one checkpoint layout, engines built under root: each mode run on `device` in
+    `dtype` against the unquantized engine on the CPU in float32 (on a GPU, "float16" is the unquantized engine
+    there, the error 16-bit compute alone makes)."""
     checkpoint = make_random_checkpoint(root / flavour / "hf", flavour, seed=SEED)
     token_ids = torch.randint(0, REGULAR_TOKENS, (POSITIONS,), generator=torch.Generator().manual_seed(SEED))
     reference = teacher_forced_logits(convert_checkpoint(checkpoint, root / flavour / "float", LIMITS).path,
                                       token_ids)
     results = {}
+    if device != "cpu":
+        modes = {"float16": QuantConfig(), **modes}
     for mode, quant in modes.items():
         engine = convert_checkpoint(checkpoint, root / flavour / mode, LIMITS, quant=quant).path
-        results[mode] = compare(reference, teacher_forced_logits(engine, token_ids))
+        results[mode] = compare(reference, teacher_forced_logits(engine, token_ids, device, dtype))
     return results
 
 
@@ -96,19 +103,28 @@ def write_doc(report: dict, doc: Path) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="benchmarks/results/quant_fidelity_cpu.json")
-    parser.add_argument("--doc", default="docs/quantization.md", help="rewrite its generated block ('' to skip)")
+    parser.add_argument("--device", default="cpu", help="cuda: every mode in float16 with the GPU's kernels "
+                        "(fp8 through torch._scaled_mm), against the CPU float32 reference")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/quant_fidelity_<device>.json")
+    parser.add_argument("--doc", default=None, help="rewrite its generated block ('' to skip; default: "
+                        "docs/quantization.md on the CPU, none on a GPU)")
     args = parser.parse_args(argv)
+    on_cpu = args.device == "cpu"
+    out = args.out or f"benchmarks/results/quant_fidelity_{args.device.split(':')[0]}.json"
+    doc = args.doc if args.doc is not None else ("docs/quantization.md" if on_cpu else "")
+    dtype = torch.float32 if on_cpu else torch.float16
     with tempfile.TemporaryDirectory() as tmp:
-        results = {flavour: measure_flavour(flavour, Path(tmp)) for flavour in FLAVOURS}
-    report = {"command": "python -m benchmarks.quant_fidelity", "device": "cpu", "compute_dtype": "float32",
+        results = {flavour: measure_flavour(flavour, Path(tmp), MODES, args.device, dtype) for flavour in FLAVOURS}
+    report = {"command": "python -m benchmarks.quant_fidelity" + ("" if on_cpu else f" --device {args.device}"),
+              "device": args.device if on_cpu else torch.cuda.get_device_name(),
+              "compute_dtype": str(dtype).removeprefix("torch."), "reference": "the unquantized engine, CPU, float32",
               "positions": POSITIONS, "teacher_forced": True, "checkpoints": FLAVOURS, "seed": SEED,
               "modes": {mode: {"weight_only_precision": q.weight_only_precision, "group_size": q.group_size,
                                "quant_algo": q.quant_algo} for mode, q in MODES.items()},
               "results": results, "qwen_7b_weight_gib": qwen_7b_weight_gib()}
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    if args.doc:
-        write_doc(report, Path(args.doc))
+    Path(out).write_text(json.dumps(report, indent=2) + "\n")
+    if doc:
+        write_doc(report, Path(doc))
     print(json.dumps(results, indent=2))
 
 

@@ -23,7 +23,7 @@ MISSING = "not in this run"
 QUANT_MODES = ("int8", "int4", "fp8")  # benchmarks/quant_gpu.py's modes, in the order shown
 
 
-FRONTEND = ("openai_frontend_h100", "openai_frontend_cpu")  # benchmarks.openai_frontend's runs, when committed
+FRONTEND = ("openai_frontend_h100", "openai_frontend_h200", "openai_frontend_cpu")  # benchmarks.openai_frontend's runs, when committed
 
 
 def load_results(root: Path = ROOT) -> dict[str, dict]:
