@@ -75,6 +75,15 @@ def _server(engine_dir: Path, work: Path) -> tuple[TritonServer, Ports]:
     return TritonServer(repo, ports, log_file=work / f"server-{engine_dir.name}.log", exit_timeout_s=5), ports
 
 
+def error_lines(log: Path, keep: int = 30) -> list[str]:
+    """The server log's lines that name an error (the model's exception, a CUDA fault), last `keep` of them:
+    what a failed mode's record needs, which the log's tail (the model table) does not show."""
+    if not log.is_file():
+        return []
+    marks = ("Error", "error:", "Traceback", "failed", "illegal")
+    return [line[:500] for line in log.read_text(errors="replace").splitlines() if any(m in line for m in marks)][-keep:]
+
+
 def c64_window(url: str, jobs: list[Job]):
     return run_steady_window(url, 64, jobs, C64_WARMUP_S, C64_WINDOW_S, processes=CLIENT_PROCESSES)
 
@@ -187,6 +196,7 @@ def main(argv=None):
                                                  BS1_JOB, TTFT_JOB, bandwidth)
         except Exception as exc:  # noqa: BLE001 (measures and records: a failure is a result too)
             served[f"quantized_{mode}_error"] = f"{type(exc).__name__}: {exc}"[:2000]
+            served[f"quantized_{mode}_log_errors"] = error_lines(work / f"server-engine-{mode}.log")
         served.update({f"quantized_{m}": run for m, run in quantized.items()})
         result.update(quant_gpu.summary_fields(quantized, fp16_bytes) if quantized else {})
         out.write_text(json.dumps(result, indent=2) + "\n")

@@ -33,6 +33,17 @@ def _layer(n, k, precision, group, gen):
     return (q, s, z), dequantize_int4(q, s, z)
 
 
+def _synced(case: tuple, call):
+    """call() with the device synchronized after it, so that a fault (sticky: every later CUDA call fails too)
+    is reported with the call that made it rather than at some later one."""
+    try:
+        out = call()
+        torch.cuda.synchronize()
+        return out
+    except RuntimeError as exc:  # torch.AcceleratorError is one
+        raise AssertionError(f"{case}: {exc}") from exc
+
+
 @pytest.mark.parametrize("model", LAYER_SHAPES)
 @pytest.mark.parametrize("precision,group", [("int8", None), ("int4", 128), ("int4", 64), ("int4", 32)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -48,11 +59,13 @@ def test_quantized_linear_equals_dequantize_then_matmul_at_every_layer_shape(mod
         x = torch.randn(max(ROWS), k, device="cuda", generator=gen).to(dtype)
         for rows in ROWS:
             with_bias = bias if rows % 2 else None
-            got = op(x[:rows], *stored, with_bias)
+            case = (model, precision, group, (n, k), rows)
+            got = _synced(case, lambda: op(x[:rows], *stored, with_bias))
             want = x[:rows].float() @ weight.T + (with_bias.float() if with_bias is not None else 0.0)
             rounding = FP16_ROUNDING if dtype == torch.float16 else 2 ** -7
             # Beyond the GEMV's rows both prefill paths: dequantize + cuBLAS (the default) and the fused GEMM.
-            fused = [op(x[:rows], *stored, with_bias, launch=quant_gemv.GEMM_LAUNCH)] if rows > 64 else []
+            fused = [_synced((*case, "fused"), lambda: op(x[:rows], *stored, with_bias, launch=quant_gemv.GEMM_LAUNCH))
+                     ] if rows > 64 else []
             for result in [got, *fused]:
                 assert result.dtype == dtype and result.shape == (rows, n)
                 err = (result.float() - want).abs().max().item()

@@ -40,7 +40,8 @@ if triton is not None:
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                           HAS_BIAS: tl.constexpr, PDL: tl.constexpr, FP8: tl.constexpr = False):
         # out[split, m, n] = scale[n] * sum over k in this split of x[m, k] * q[n, k]  (+ bias[n] when one split).
-        # FP8: q holds e4m3 bit patterns (read as uint8) instead of int8 values.
+        # FP8: q holds e4m3 bit patterns (read as uint8) instead of int8 values. Converted in a static `if` in
+        # the body: Triton's compiler (not its interpreter) refuses a helper whose returns differ in type.
         pdl.wait_then_release(PDL)
         rn, rm, split, k_start, k_end = _tile(K, k_per_split, BLOCK_M, BLOCK_N)
         q_rows = q_ptr + rn[:, None].to(tl.int64) * K  # (BLOCK_N, 1)
@@ -50,8 +51,9 @@ if triton is not None:
             for k in range(k_start, k_end, BLOCK_K):
                 rk = k + tl.arange(0, BLOCK_K)
                 k_live = rk < k_end
-                q = _weight_values(tl.load(q_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0),
-                                   FP8)
+                q = tl.load(q_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0)
+                if FP8:  # e4m3 bit patterns as the float8 numbers they encode (exact in float32)
+                    q = q.to(tl.float8e4nv, bitcast=True).to(tl.float32)
                 x = tl.load(x_ptr + rk, mask=k_live, other=0.0)
                 acc += q.to(tl.float32) * x.to(tl.float32)[None, :]
             total = tl.sum(acc, axis=1)[None, :]  # (1, BLOCK_N)
@@ -60,8 +62,9 @@ if triton is not None:
             for k in range(k_start, k_end, BLOCK_K):
                 rk = k + tl.arange(0, BLOCK_K)
                 k_live = rk < k_end
-                q = _weight_values(tl.load(q_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0),
-                                   FP8)
+                q = tl.load(q_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0)
+                if FP8:
+                    q = q.to(tl.float8e4nv, bitcast=True).to(tl.float32)
                 x = tl.load(x_ptr + rm[:, None] * x_stride + rk[None, :], mask=(rm[:, None] < M) & k_live[None, :],
                             other=0.0)
                 # int8 and e4m3 values are exact in half precision: the tensor cores see the stored values.
@@ -87,13 +90,6 @@ if triton is not None:
             total += tl.load(bias_ptr + rn, mask=n_live, other=0.0).to(tl.float32)[None, :]
         offsets = split * M * N + rm[:, None] * N + rn[None, :]
         tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=(rm[:, None] < M) & n_live[None, :])
-
-    @triton.jit
-    def _weight_values(q, FP8: tl.constexpr):
-        """int8 values as they are, or uint8 e4m3 bit patterns as the float8 numbers they encode (exact)."""
-        if FP8:
-            return q.to(tl.float8e4nv, bitcast=True).to(tl.float32)
-        return q
 
     @triton.jit
     def _int4_tile(q_rows, scale_rows, zero_rows, k, k_end, n_live, GROUP: tl.constexpr, HALF_K: tl.constexpr):

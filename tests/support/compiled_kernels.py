@@ -1,0 +1,101 @@
+"""Run by tests/unit/test_kernels_compiled.py in a subprocess, without TRITON_INTERPRET: Triton's real compiler
+(front end, TTGIR, LLVM, PTX and ptxas, all on this CPU; no GPU or driver needed) for Hopper (sm_90) on every
+launch the runtime makes of models/quant_gemv.py's kernels at Qwen-7B's and Qwen2.5-1.5B's layer shapes, in
+float16 and bfloat16. The interpreter runs Python, so it accepts code the compiler refuses (a helper whose
+returns differ in type did exactly that to the fp8 GEMV). A control kernel with that fault must fail to
+compile, or this script would prove nothing. One JSON line per case on stdout."""
+import json
+import os
+
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+assert os.environ.get("TRITON_INTERPRET") != "1", "run with Triton's compiler, not its interpreter"
+
+from qwen_triton.models import gemv, quant_gemv  # noqa: E402
+
+TARGET = GPUTarget("cuda", 90, 32)
+SHAPES = ((12288, 4096), (4096, 4096), (22016, 4096), (4096, 11008), (2048, 1536), (17920, 1536))
+ROWS = (1, 2, 16, 17, 33, 64)  # the GEMV's row counts (its BLOCK_M: 1, 16, 32, 64)
+DTYPES = {"float16": "fp16", "bfloat16": "bf16"}
+POINTERS = {"scale_ptr": "*fp32", "zero_ptr": "*u8"}
+INT_ARGS = ("M", "N", "K", "x_stride", "k_per_split")
+
+
+def compile_kernel(kernel, pointers: dict[str, str], constexprs: dict, warps: int) -> None:
+    """Compiles `kernel` for TARGET: pointer arguments typed by `pointers`, the rest i32 (16-divisible, as the
+    launcher specializes Qwen's sizes) or constexpr."""
+    names = kernel.arg_names
+    signature = {name: "constexpr" if name in constexprs else pointers.get(name, "i32") for name in names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(names)
+             if signature[name] != "constexpr" and (name in pointers or name in INT_ARGS)}
+    source = ASTSource(fn=kernel, signature=signature, attrs=attrs,
+                       constexprs={(names.index(name),): value for name, value in constexprs.items()})
+    triton.compile(source, target=TARGET, options={"num_warps": warps})
+
+
+def gemv_cases():
+    """(label, kernel, pointers, constexprs, warps) for each distinct launch of linear_int8/int4/fp8_weight."""
+    seen = set()
+    for dtype, (precision, kernel) in ((d, p) for d in DTYPES for p in (
+            ("int8", quant_gemv._int8_gemv_kernel), ("fp8", quant_gemv._int8_gemv_kernel),
+            ("int4", quant_gemv._int4_gemv_kernel))):
+        launches = [(gemv.one_block_m(m), *quant_gemv.choose_launch(m, n, k, precision))
+                    for m in ROWS for n, k in SHAPES]
+        if precision != "fp8":  # fp8 prefill is torch._scaled_mm; int8/int4 may use the fused GEMM
+            launches.append(quant_gemv.GEMM_LAUNCH)
+        for block_m, block_n, block_k, splits, warps in launches:
+            for has_bias in (True, False) if splits == 1 else (False,):  # split: the bias joins in sum_splits
+                constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "HAS_BIAS": has_bias,
+                              "PDL": True, **({"FP8": precision == "fp8"} if precision != "int4" else {}),
+                              **({"GROUP": 128} if precision == "int4" else {})}
+                key = (dtype, precision, tuple(constexprs.items()), warps, splits > 1)  # split: float32 partials
+                if key in seen:
+                    continue
+                seen.add(key)
+                q = "*i8" if precision == "int8" else "*u8"
+                pointers = {"x_ptr": f"*{DTYPES[dtype]}", "q_ptr": q, "bias_ptr": f"*{DTYPES[dtype]}",
+                            "out_ptr": f"*{DTYPES[dtype]}" if splits == 1 else "*fp32", **POINTERS}
+                label = f"{precision} {dtype} {block_m}x{block_n}x{block_k}/{splits}{' bias' if has_bias else ''}"
+                yield label, kernel, pointers, constexprs, warps
+
+
+def dequantize_cases():
+    for dtype, int4 in ((d, i) for d in DTYPES for i in (False, True)):
+        pointers = {"q_ptr": "*u8" if int4 else "*i8", "w_ptr": f"*{DTYPES[dtype]}", **POINTERS}
+        constexprs = {"INT4": int4, "GROUP": 128, "BLOCK_N": 16, "BLOCK_K": 128, "PDL": True}
+        yield f"dequantize {'int4' if int4 else 'int8'} {dtype}", quant_gemv._dequantize_kernel, pointers, constexprs, 4
+
+
+@triton.jit
+def _control_helper(q, AS_FLOAT: tl.constexpr):
+    if AS_FLOAT:
+        return q.to(tl.float32)
+    return q
+
+
+@triton.jit
+def _control_kernel(q_ptr, out_ptr, AS_FLOAT: tl.constexpr):
+    offsets = tl.arange(0, 16)
+    tl.store(out_ptr + offsets, _control_helper(tl.load(q_ptr + offsets), AS_FLOAT).to(tl.float32))
+
+
+def main() -> None:
+    for label, kernel, pointers, constexprs, warps in [*gemv_cases(), *dequantize_cases()]:
+        try:
+            compile_kernel(kernel, pointers, constexprs, warps)
+            print(json.dumps({"case": label, "ok": True}), flush=True)
+        except Exception as exc:  # noqa: BLE001 (each case is reported, the test decides)
+            cause = exc.__cause__ or exc
+            print(json.dumps({"case": label, "ok": False, "error": f"{type(cause).__name__}: {cause}"[:2000]}))
+    try:
+        compile_kernel(_control_kernel, {"q_ptr": "*u8", "out_ptr": "*fp32"}, {"AS_FLOAT": True}, 4)
+        print(json.dumps({"control": "inconsistent returns", "compiled": True}))
+    except Exception as exc:  # noqa: BLE001
+        print(json.dumps({"control": "inconsistent returns", "compiled": False, "error": str(exc.__cause__)[:300]}))
+
+
+if __name__ == "__main__":
+    main()
