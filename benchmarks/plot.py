@@ -22,8 +22,9 @@ def plot(result_file: Path) -> Path:
     itl = [served["bs1"]["itl_ms_mean"], served["c64"]["itl_ms_mean"]]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     left.plot(conc, tok_s, "o-", color="C0", label="this project (Triton ensemble, gRPC streaming)")
-    left.plot([1, 32], [r["hf_bs1_tok_s"], r["hf_bs32_tok_s"]], "s--", color="C1",
-              label="transformers generate (batch 1, 32)")
+    if r.get("hf_bs1_tok_s") is not None:  # a run with --skip-hf has none
+        left.plot([1, 32], [r["hf_bs1_tok_s"], r["hf_bs32_tok_s"]], "s--", color="C1",
+                  label="transformers generate (batch 1, 32)")
     like_hf = served.get("bs32_like_hf")  # runs from 2026-12-05 on: transformers' batch-32 setup, served
     if like_hf:
         left.plot([32], [like_hf["output_tok_s"]], "D", color="C2", label="this project, batch 32 as transformers'")

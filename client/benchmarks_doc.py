@@ -66,6 +66,9 @@ def quantized_rows(result: dict) -> list[tuple[str, str, str]]:
                      f"{result[f'{mode}_c64_failed_requests']} failed{weights}",
                      f"`{mode}_bs1_tok_s`, `{mode}_bandwidth_floor_bs1_tok_s`, `{mode}_ttft_512_ms`, "
                      f"`{mode}_c64_output_tok_s`, `quant_weight_bytes`"))
+    for mode in (m for m in QUANT_MODES if f"quantized_{m}_error" in result.get("served", {})):
+        rows.append((f"{mode}: failed in this run", "failed: its server did not start (the error is in the result "
+                     "file)", f"`served.quantized_{mode}_error`"))
     return rows
 
 
