@@ -67,11 +67,11 @@ def measure_flavour(flavour: str, root: Path, modes: dict[str, QuantConfig] = MO
     there, the error 16-bit compute alone makes)."""
     checkpoint = make_random_checkpoint(root / flavour / "hf", flavour, seed=SEED)
     token_ids = torch.randint(0, REGULAR_TOKENS, (POSITIONS,), generator=torch.Generator().manual_seed(SEED))
-    reference = teacher_forced_logits(convert_checkpoint(checkpoint, root / flavour / "float", LIMITS).path,
-                                      token_ids)
+    unquantized = convert_checkpoint(checkpoint, root / flavour / "float", LIMITS).path
+    reference = teacher_forced_logits(unquantized, token_ids)
     results = {}
     if device != "cpu":
-        modes = {"float16": QuantConfig(), **modes}
+        results["float16"] = compare(reference, teacher_forced_logits(unquantized, token_ids, device, dtype))
     for mode, quant in modes.items():
         engine = convert_checkpoint(checkpoint, root / flavour / mode, LIMITS, quant=quant).path
         results[mode] = compare(reference, teacher_forced_logits(engine, token_ids, device, dtype))

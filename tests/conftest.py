@@ -1,6 +1,9 @@
 """Shared fixtures: the fake Triton utils module, a tiny random engine built by build/'s code, and a loader
 for model_repository/*/1/model.py files."""
 import importlib.util
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +27,28 @@ if "triton_python_backend_utils" not in sys.modules:
 
 def load_model_py(model_name: str):
     return load_module(f"{model_name}_model", ROOT / "model_repository" / model_name / "1" / "model.py")
+
+
+TRITON = ROOT / ".venv" / "triton-interpreter"  # Triton and its ptxas, outside the server's environment (make test)
+
+
+@pytest.fixture(scope="session")
+def run_triton_script():
+    """run(script, **env) -> the JSON lines a tests/support script printed, run in its own process with the
+    Triton above on its path (the kernels are made at import, so TRITON_INTERPRET must be set, or not, before);
+    `env` is added to this process's environment without TRITON_INTERPRET. Skips when Triton is missing."""
+    if not (TRITON / "triton").is_dir():
+        pytest.skip(f"no Triton at {TRITON} (make test installs it)")
+
+    def run(script: Path, **env: str) -> list[dict]:
+        full = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+        full.update(env, PYTHONPATH=os.pathsep.join([str(TRITON), str(ROOT / "src"), str(ROOT)]))
+        proc = subprocess.run([sys.executable, str(script)], env=full, capture_output=True, text=True,
+                              timeout=600, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+    return run
 
 
 TEST_LIMITS = dict(dtype="float32", max_batch_size=16, max_input_len=256, max_seq_len=512,

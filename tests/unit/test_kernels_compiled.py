@@ -2,30 +2,17 @@
 in a subprocess with a fresh cache): every launch the runtime makes at Qwen's layer shapes compiles to a cubin.
 The interpreter tests (test_kernels_interpreted.py) check what the kernels compute; this checks that the GPU
 can be given them at all, which the interpreter does not (the fp8 GEMV once passed it and failed to compile)."""
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-INTERPRETER = ROOT / ".venv" / "triton-interpreter"  # Triton (with its ptxas), installed by make test
 SCRIPT = ROOT / "tests" / "support" / "compiled_kernels.py"
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> list[dict]:
-    if not (INTERPRETER / "triton").is_dir():
-        pytest.skip(f"no Triton at {INTERPRETER} (make test installs it)")
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    env.update(TRITON_CACHE_DIR=str(tmp_path_factory.mktemp("triton-cache")),
-               PYTHONPATH=os.pathsep.join([str(INTERPRETER), str(ROOT / "src"), str(ROOT)]))
-    run = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600,
-                         cwd=ROOT)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+def results(run_triton_script, tmp_path_factory) -> list[dict]:
+    return run_triton_script(SCRIPT, TRITON_CACHE_DIR=str(tmp_path_factory.mktemp("triton-cache")))  # compile anew
 
 
 def test_every_quantized_kernel_launch_compiles_for_hopper(results):

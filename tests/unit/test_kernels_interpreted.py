@@ -4,30 +4,18 @@ indexing, masks, the split sum, the fused prefill GEMM tiled over rows), models/
 and models/fused_ops.py and models/paged_attention.py against the torch reference ops, at small shapes; then a
 quantized tiny model's steps through ModelRunner with the CUDA op set against the torch set. Speed and the real layer shapes are tests/gpu's. Triton comes from `make test`'s interpreter
 folder, outside the server's environment."""
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-INTERPRETER = ROOT / ".venv" / "triton-interpreter"  # Makefile: pip install --target (requirements/triton-interpreter.txt)
 SCRIPT = ROOT / "tests" / "support" / "interpreted_kernels.py"
 FP16_ROUNDING = 2 ** -10  # one output rounding to float16, relative to the output's largest magnitude
 
 
 @pytest.fixture(scope="module")
-def results() -> list[dict]:
-    if not (INTERPRETER / "triton").is_dir():
-        pytest.skip(f"no Triton interpreter at {INTERPRETER} (make test installs it)")
-    env = {**os.environ, "TRITON_INTERPRET": "1",
-           "PYTHONPATH": os.pathsep.join([str(INTERPRETER), str(ROOT / "src"), str(ROOT)])}
-    run = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600,
-                         cwd=ROOT)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+def results(run_triton_script) -> list[dict]:
+    return run_triton_script(SCRIPT, TRITON_INTERPRET="1")
 
 
 def test_every_quantized_gemv_case_equals_dequantize_then_matmul(results):
