@@ -108,19 +108,23 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="default: benchmarks/results/quant_fidelity_<device>.json")
     parser.add_argument("--doc", default=None, help="rewrite its generated block ('' to skip; default: "
                         "docs/quantization.md on the CPU, none on a GPU)")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES),
+                        help="the quantized modes to measure, in this order (default: all)")
     args = parser.parse_args(argv)
+    modes = {mode: MODES[mode] for mode in args.modes}
     on_cpu = args.device == "cpu"
     out = args.out or f"benchmarks/results/quant_fidelity_{args.device.split(':')[0]}.json"
     doc = args.doc if args.doc is not None else ("docs/quantization.md" if on_cpu else "")
     dtype = torch.float32 if on_cpu else torch.float16
     with tempfile.TemporaryDirectory() as tmp:
-        results = {flavour: measure_flavour(flavour, Path(tmp), MODES, args.device, dtype) for flavour in FLAVOURS}
-    report = {"command": "python -m benchmarks.quant_fidelity" + ("" if on_cpu else f" --device {args.device}"),
+        results = {flavour: measure_flavour(flavour, Path(tmp), modes, args.device, dtype) for flavour in FLAVOURS}
+    report = {"command": "python -m benchmarks.quant_fidelity" + ("" if on_cpu else f" --device {args.device}")
+                                  + ("" if modes.keys() == MODES.keys() else " --modes " + " ".join(modes)),
               "device": args.device if on_cpu else torch.cuda.get_device_name(),
               "compute_dtype": str(dtype).removeprefix("torch."), "reference": "the unquantized engine, CPU, float32",
               "positions": POSITIONS, "teacher_forced": True, "checkpoints": FLAVOURS, "seed": SEED,
               "modes": {mode: {"weight_only_precision": q.weight_only_precision, "group_size": q.group_size,
-                               "quant_algo": q.quant_algo} for mode, q in MODES.items()},
+                               "quant_algo": q.quant_algo} for mode, q in modes.items()},
               "results": results, "qwen_7b_weight_gib": qwen_7b_weight_gib()}
     Path(out).write_text(json.dumps(report, indent=2) + "\n")
     if doc:

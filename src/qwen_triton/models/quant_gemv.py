@@ -94,17 +94,18 @@ if triton is not None:
     @triton.jit
     def _int4_tile(q_rows, scale_rows, zero_rows, k, k_end, n_live, GROUP: tl.constexpr, HALF_K: tl.constexpr):
         """Columns k, k + 2, ... (even) and k + 1, k + 3, ... (odd) of BLOCK_N rows, dequantized in float32:
-        ((BLOCK_N, HALF_K), (BLOCK_N, HALF_K), even column indices (HALF_K,)). k is even; GROUP is even, so a
-        byte's two columns share one group."""
-        rk = k + 2 * tl.arange(0, HALF_K)  # even columns
-        live = n_live[:, None] & (rk < k_end)[None, :]
-        packed = tl.load(q_rows + (rk // 2)[None, :], mask=live, other=0)  # (BLOCK_N, HALF_K) uint8
-        group = (rk // GROUP)[None, :]
+        ((BLOCK_N, HALF_K), (BLOCK_N, HALF_K), even column indices (HALF_K,)). k and k_end are even; GROUP is
+        even, so a byte's two columns share one group. The bytes are indexed as a contiguous range (not as the
+        even columns halved), so that the compiler sees consecutive addresses and reads them in vectors."""
+        kb = k // 2 + tl.arange(0, HALF_K)  # byte columns of the packed rows
+        live = n_live[:, None] & (kb < k_end // 2)[None, :]
+        packed = tl.load(q_rows + kb[None, :], mask=live, other=0)  # (BLOCK_N, HALF_K) uint8
+        group = (kb // (GROUP // 2))[None, :]
         scale = tl.load(scale_rows + group, mask=live, other=0.0)
         zero = tl.load(zero_rows + group, mask=live, other=0).to(tl.float32)
         low = ((packed & 0x0F).to(tl.float32) - zero) * scale
         high = ((packed >> 4).to(tl.float32) - zero) * scale
-        return low, high, rk
+        return low, high, 2 * kb
 
     @triton.jit
     def _int4_gemv_kernel(x_ptr, q_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, M, N, K, x_stride, k_per_split,
