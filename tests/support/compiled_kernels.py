@@ -42,7 +42,7 @@ def gemv_cases():
     for dtype, (precision, kernel) in ((d, p) for d in DTYPES for p in (
             ("int8", quant_gemv._int8_gemv_kernel), ("fp8", quant_gemv._int8_gemv_kernel),
             ("int4", quant_gemv._int4_gemv_kernel))):
-        launches = [(gemv.one_block_m(m), *quant_gemv.choose_launch(m, n, k, precision))
+        launches = [(gemv.one_block_m(m), *quant_gemv.choose_launch(m, n, k, precision, 128))
                     for m in ROWS for n, k in SHAPES]
         if precision != "fp8":  # fp8 prefill is torch._scaled_mm; int8/int4 may use the fused GEMM
             launches.append(quant_gemv.GEMM_LAUNCH)

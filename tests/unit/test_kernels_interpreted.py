@@ -27,6 +27,11 @@ def test_every_quantized_gemv_case_equals_dequantize_then_matmul(results):
         assert r["max_err"] <= 2 * FP16_ROUNDING * r["max_abs"], r
 
 
+def test_int4_at_one_row_refuses_a_tile_spanning_groups(results):
+    [refusal] = [r["int4_refused"] for r in results if "int4_refused" in r]
+    assert refusal is not None and "BLOCK_K" in refusal and "group size 32" in refusal
+
+
 def test_the_one_pass_dequantize_kernel_equals_the_layout_reference(results):
     assert [r for r in results if "dequantize" in r] == [{"dequantize": "int4", "equal": True},
                                                           {"dequantize": "int8", "equal": True}]

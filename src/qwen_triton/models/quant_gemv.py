@@ -9,7 +9,10 @@ QWEN_TRITON_QUANT_PREFILL picks one at import; benchmarks/quant_gemv.py --batch 
 Each program sums BLOCK_K-wide slices of BLOCK_N weight rows over its split of K in float32, as gemv.py does.
 int8: the per-row scale is applied to each split's sum (sum_k x q * s == s * sum_k x q). int4: each element is
 dequantized, (q - zero) * scale of its group, before the product; the even and odd columns of a packed byte are
-multiplied with the even and odd columns of x, so nothing is interleaved in registers."""
+multiplied with the even and odd columns of x, so nothing is interleaved in registers. At one row of x a tile
+lies inside one group (BLOCK_K divides it), so scales and zeros are loaded once per row and tile. Bytes become
+floats by placing them in a float's mantissa (_with_exponent), not by conversion instructions, which run at a
+quarter of the rate of the arithmetic around them."""
 from __future__ import annotations
 
 import os
@@ -53,9 +56,11 @@ if triton is not None:
                 k_live = rk < k_end
                 q = tl.load(q_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0)
                 if FP8:  # e4m3 bit patterns as the float8 numbers they encode (exact in float32)
-                    q = q.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+                    w = q.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+                else:  # the byte q + 128 in [0, 255] as a float, minus 128 (no conversion instruction)
+                    w = _byte_to_float(q.to(tl.uint8, bitcast=True).to(tl.uint32), 0x80, 128.0)
                 x = tl.load(x_ptr + rk, mask=k_live, other=0.0)
-                acc += q.to(tl.float32) * x.to(tl.float32)[None, :]
+                acc += w * x.to(tl.float32)[None, :]
             total = tl.sum(acc, axis=1)[None, :]  # (1, BLOCK_N)
         else:
             total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
@@ -71,6 +76,18 @@ if triton is not None:
                 total = tl.dot(x, tl.trans(q.to(x.dtype)), total)  # (BLOCK_M, BLOCK_N)
         total *= tl.load(scale_ptr + rn, mask=n_live, other=0.0)[None, :]
         _store_split(out_ptr, total, bias_ptr, rn, rm, split, M, N, HAS_BIAS)
+
+    @triton.jit
+    def _with_exponent(u):
+        """u (uint32 in [0, 2^23)) -> the float32 2^23 + u, whose mantissa bits are u: one logical or where a
+        conversion would take a quarter-rate instruction; subtracting two such floats gives an exact difference."""
+        return (u | 0x4B000000).to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def _byte_to_float(u, flip: tl.constexpr, offset: tl.constexpr):
+        """u (uint32 in [0, 255]) -> float32 (u ^ flip) - offset, exact, without a conversion instruction (as
+        _with_exponent). flip < 256 (0x80 turns an int8 byte into its value + 128)."""
+        return (u ^ (0x4B000000 | flip)).to(tl.float32, bitcast=True) - (8388608.0 + offset)
 
     @triton.jit
     def _tile(K, k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -99,13 +116,33 @@ if triton is not None:
         even columns halved), so that the compiler sees consecutive addresses and reads them in vectors."""
         kb = k // 2 + tl.arange(0, HALF_K)  # byte columns of the packed rows
         live = n_live[:, None] & (kb < k_end // 2)[None, :]
-        packed = tl.load(q_rows + kb[None, :], mask=live, other=0)  # (BLOCK_N, HALF_K) uint8
+        packed = tl.load(q_rows + kb[None, :], mask=live, other=0).to(tl.uint32)  # (BLOCK_N, HALF_K)
         group = (kb // (GROUP // 2))[None, :]
         scale = tl.load(scale_rows + group, mask=live, other=0.0)
-        zero = tl.load(zero_rows + group, mask=live, other=0).to(tl.float32)
-        low = ((packed & 0x0F).to(tl.float32) - zero) * scale
-        high = ((packed >> 4).to(tl.float32) - zero) * scale
+        zero = _with_exponent(tl.load(zero_rows + group, mask=live, other=0).to(tl.uint32))
+        low = (_with_exponent(packed & 0x0F) - zero) * scale  # (2^23 + q) - (2^23 + zero): q - zero, exact
+        high = (_with_exponent(packed >> 4) - zero) * scale
         return low, high, 2 * kb
+
+    @triton.jit
+    def _int4_row(x_ptr, q_rows, scale_rows, zero_rows, k_start, k_end, n_live, BLOCK_N: tl.constexpr,
+                  BLOCK_K: tl.constexpr, GROUP: tl.constexpr):
+        """(1, BLOCK_N): one row of x times BLOCK_N int4 rows over [k_start, k_end). BLOCK_K divides GROUP, which
+        divides K, and k_start and k_end - k_start are multiples of BLOCK_K (split_k's k_per_split is), so every
+        tile is whole (no mask along K) and lies inside one group: its scales and zeros are one load per row,
+        broadcast over the tile, rather than a load per weight."""
+        acc = tl.zeros((BLOCK_N, BLOCK_K // 2), tl.float32)
+        for k in range(k_start, k_end, BLOCK_K):
+            kb = k // 2 + tl.arange(0, BLOCK_K // 2)  # byte columns of the packed rows
+            packed = tl.load(q_rows + kb[None, :], mask=n_live[:, None], other=0).to(tl.uint32)  # (BLOCK_N, BLOCK_K/2)
+            scale = tl.load(scale_rows + k // GROUP, mask=n_live[:, None], other=0.0)  # (BLOCK_N, 1)
+            zero = _with_exponent(tl.load(zero_rows + k // GROUP, mask=n_live[:, None], other=0).to(tl.uint32))
+            x_even = tl.load(x_ptr + 2 * kb).to(tl.float32)
+            x_odd = tl.load(x_ptr + 2 * kb + 1).to(tl.float32)
+            low = _with_exponent(packed & 0x0F) - zero  # (2^23 + q) - (2^23 + zero): q - zero, exact
+            high = _with_exponent(packed >> 4) - zero
+            acc += (low * x_even[None, :] + high * x_odd[None, :]) * scale
+        return tl.sum(acc, axis=1)[None, :]
 
     @triton.jit
     def _int4_gemv_kernel(x_ptr, q_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, M, N, K, x_stride, k_per_split,
@@ -120,13 +157,8 @@ if triton is not None:
         scale_rows = scale_ptr + rn[:, None].to(tl.int64) * groups
         zero_rows = zero_ptr + rn[:, None].to(tl.int64) * groups
         if BLOCK_M == 1:
-            acc = tl.zeros((BLOCK_N, BLOCK_K // 2), tl.float32)
-            for k in range(k_start, k_end, BLOCK_K):
-                low, high, rk = _int4_tile(q_rows, scale_rows, zero_rows, k, k_end, n_live, GROUP, BLOCK_K // 2)
-                x_even = tl.load(x_ptr + rk, mask=rk < k_end, other=0.0).to(tl.float32)
-                x_odd = tl.load(x_ptr + rk + 1, mask=rk + 1 < k_end, other=0.0).to(tl.float32)
-                acc += low * x_even[None, :] + high * x_odd[None, :]
-            total = tl.sum(acc, axis=1)[None, :]  # (1, BLOCK_N)
+            total = _int4_row(x_ptr, q_rows, scale_rows, zero_rows, k_start, k_end, n_live, BLOCK_N, BLOCK_K,
+                              GROUP)
         else:
             total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
             m_live = (rm < M)[:, None]
@@ -160,13 +192,23 @@ if triton is not None:
         tl.store(w_ptr + rows * K + rk[None, :], w.to(w_ptr.dtype.element_ty), mask=live)
 
 
-def choose_launch(M: int, N: int, K: int, precision: str) -> tuple[int, int, int, int]:
-    """(BLOCK_N, BLOCK_K, splits, warps) for M <= gemv.MAX_ROWS. A first choice by analogy with
-    gemv.choose_launch (a quantized tile holds 1/2 or 1/4 of the bytes of a 16-bit one at the same BLOCK_K), to be
-    tuned on the GPU with benchmarks/quant_gemv.py's sweep."""
+def int4_block_k(block_k: int, group: int) -> int:
+    """The largest BLOCK_K <= block_k (a power of two) that divides the group: a one-row tile of _int4_row then
+    lies inside one group."""
+    while group % block_k:
+        block_k //= 2
+    return block_k
+
+
+def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = None) -> tuple[int, int, int, int]:
+    """(BLOCK_N, BLOCK_K, splits, warps) for M <= gemv.MAX_ROWS; group: int4's (None: one per row, K). A first
+    choice by analogy with gemv.choose_launch (a quantized tile holds 1/2 or 1/4 of the bytes of a 16-bit one at
+    the same BLOCK_K), to be tuned on the GPU with benchmarks/quant_gemv.py's sweep."""
     block_n, block_k, splits, warps = gemv.choose_launch(M, N, K)
+    if M == 1 and precision == "int4":  # BLOCK_K within a group; 32 rows make a tile of 2 KB at BLOCK_K 128
+        return 32, int4_block_k(128, group or K), 4 if N <= 4096 else 1, 4
     if M == 1:
-        return block_n, min(block_k, 256 if precision == "int4" else 512), splits, warps
+        return block_n, min(block_k, 512), splits, warps
     return block_n, 128, splits, warps
 
 
@@ -175,9 +217,11 @@ def _launch(kernel, x, weights: tuple, group: int | None, bias, N: int, precisio
     """launch: (BLOCK_N, BLOCK_K, splits, warps) with one block of rows (M <= gemv.MAX_ROWS), or
     (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps) tiling M too (the fused GEMM)."""
     M, K = x.shape
-    launch = launch or choose_launch(M, N, K, precision)
+    launch = launch or choose_launch(M, N, K, precision, group)
     if len(launch) == 4:
         launch = (gemv.one_block_m(M), *launch)
+    if precision == "int4" and launch[0] == 1 and group % launch[2]:
+        raise ValueError(f"int4 at one row needs BLOCK_K dividing the group size {group}, got {launch[2]}")
     extra = {"FP8": True} if precision == "fp8" else {} if group is None else {"GROUP": group}
     return gemv.split_k(kernel, x, weights, bias, N, launch, **extra)
 
