@@ -68,12 +68,14 @@ if triton is not None:
                 rk = k + tl.arange(0, BLOCK_K)
                 k_live = rk < k_end
                 q = tl.load(q_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0)
-                if FP8:
-                    q = q.to(tl.float8e4nv, bitcast=True).to(tl.float32)
                 x = tl.load(x_ptr + rm[:, None] * x_stride + rk[None, :], mask=(rm[:, None] < M) & k_live[None, :],
                             other=0.0)
                 # int8 and e4m3 values are exact in half precision: the tensor cores see the stored values.
-                total = tl.dot(x, tl.trans(q.to(x.dtype)), total)  # (BLOCK_M, BLOCK_N)
+                if FP8:
+                    w = q.to(tl.float8e4nv, bitcast=True).to(x.dtype)
+                else:
+                    w = _int8_as(q, x.dtype)
+                total = tl.dot(x, tl.trans(w), total)  # (BLOCK_M, BLOCK_N)
         total *= tl.load(scale_ptr + rn, mask=n_live, other=0.0)[None, :]
         _store_split(out_ptr, total, bias_ptr, rn, rm, split, M, N, HAS_BIAS)
 
@@ -88,6 +90,17 @@ if triton is not None:
         """u (uint32 in [0, 255]) -> float32 (u ^ flip) - offset, exact, without a conversion instruction (as
         _with_exponent). flip < 256 (0x80 turns an int8 byte into its value + 128)."""
         return (u ^ (0x4B000000 | flip)).to(tl.float32, bitcast=True) - (8388608.0 + offset)
+
+    @triton.jit
+    def _int8_as(q, dtype: tl.constexpr):
+        """int8 values -> dtype, exact. float16: the byte q + 128 as the mantissa of 1024 + (q + 128), minus 1152
+        (no conversion instruction, as _with_exponent); bfloat16's 7-bit mantissa cannot hold a byte, so a
+        conversion there."""
+        if dtype == tl.float16:
+            w = (q.to(tl.uint8, bitcast=True).to(tl.uint16) ^ 0x6480).to(tl.float16, bitcast=True) - 1152.0
+        else:
+            w = q.to(dtype)
+        return w
 
     @triton.jit
     def _tile(K, k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
