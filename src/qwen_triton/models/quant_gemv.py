@@ -130,9 +130,14 @@ if triton is not None:
         kb = k // 2 + tl.arange(0, HALF_K)  # byte columns of the packed rows
         live = n_live[:, None] & (kb < k_end // 2)[None, :]
         packed = tl.load(q_rows + kb[None, :], mask=live, other=0).to(tl.uint32)  # (BLOCK_N, HALF_K)
-        group = (kb // (GROUP // 2))[None, :]
-        scale = tl.load(scale_rows + group, mask=live, other=0.0)
-        zero = _with_exponent(tl.load(zero_rows + group, mask=live, other=0).to(tl.uint32))
+        if GROUP % (2 * HALF_K) == 0:  # the tile lies inside one group (k is a multiple of 2 HALF_K): (BLOCK_N, 1)
+            group = k // GROUP
+            scale = tl.load(scale_rows + group, mask=n_live[:, None], other=0.0)
+            zero = _with_exponent(tl.load(zero_rows + group, mask=n_live[:, None], other=0).to(tl.uint32))
+        else:  # a group index per column: (BLOCK_N, HALF_K)
+            group = (kb // (GROUP // 2))[None, :]
+            scale = tl.load(scale_rows + group, mask=live, other=0.0)
+            zero = _with_exponent(tl.load(zero_rows + group, mask=live, other=0).to(tl.uint32))
         low = (_with_exponent(packed & 0x0F) - zero) * scale  # (2^23 + q) - (2^23 + zero): q - zero, exact
         high = (_with_exponent(packed >> 4) - zero) * scale
         return low, high, 2 * kb
