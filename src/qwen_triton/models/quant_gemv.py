@@ -57,8 +57,9 @@ if triton is not None:
                 q = tl.load(q_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0)
                 if FP8:  # e4m3 bit patterns as the float8 numbers they encode (exact in float32)
                     w = q.to(tl.float8e4nv, bitcast=True).to(tl.float32)
-                else:  # the byte q + 128 in [0, 255] as a float, minus 128 (no conversion instruction)
-                    w = _byte_to_float(q.to(tl.uint8, bitcast=True).to(tl.uint32), 0x80, 128.0)
+                else:  # 2^23 + (q + 128) as _with_exponent makes it, the ^ 0x80 folded in; minus 2^23 + 128
+                    w = (q.to(tl.uint8, bitcast=True).to(tl.uint32) ^ 0x4B000080).to(tl.float32, bitcast=True)
+                    w -= 8388736.0
                 x = tl.load(x_ptr + rk, mask=k_live, other=0.0)
                 acc += w * x.to(tl.float32)[None, :]
             total = tl.sum(acc, axis=1)[None, :]  # (1, BLOCK_N)
@@ -84,12 +85,6 @@ if triton is not None:
         """u (uint32 in [0, 2^23)) -> the float32 2^23 + u, whose mantissa bits are u: one logical or where a
         conversion would take a quarter-rate instruction; subtracting two such floats gives an exact difference."""
         return (u | 0x4B000000).to(tl.float32, bitcast=True)
-
-    @triton.jit
-    def _byte_to_float(u, flip: tl.constexpr, offset: tl.constexpr):
-        """u (uint32 in [0, 255]) -> float32 (u ^ flip) - offset, exact, without a conversion instruction (as
-        _with_exponent). flip < 256 (0x80 turns an int8 byte into its value + 128)."""
-        return (u ^ (0x4B000000 | flip)).to(tl.float32, bitcast=True) - (8388608.0 + offset)
 
     @triton.jit
     def _int8_as(q, dtype: tl.constexpr):
@@ -122,6 +117,13 @@ if triton is not None:
         tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=(rm[:, None] < M) & n_live[None, :])
 
     @triton.jit
+    def _group_scale_zero(scale_rows, zero_rows, group, n_live):
+        """One group's scale and zero point of BLOCK_N rows, (BLOCK_N, 1) each; the zero as 2^23 + zero
+        (_with_exponent), to be subtracted from a nibble made the same way."""
+        scale = tl.load(scale_rows + group, mask=n_live[:, None], other=0.0)
+        return scale, _with_exponent(tl.load(zero_rows + group, mask=n_live[:, None], other=0).to(tl.uint32))
+
+    @triton.jit
     def _int4_tile(q_rows, scale_rows, zero_rows, k, k_end, n_live, GROUP: tl.constexpr, HALF_K: tl.constexpr):
         """Columns k, k + 2, ... (even) and k + 1, k + 3, ... (odd) of BLOCK_N rows, dequantized in float32:
         ((BLOCK_N, HALF_K), (BLOCK_N, HALF_K), even column indices (HALF_K,)). k and k_end are even; GROUP is
@@ -131,9 +133,7 @@ if triton is not None:
         live = n_live[:, None] & (kb < k_end // 2)[None, :]
         packed = tl.load(q_rows + kb[None, :], mask=live, other=0).to(tl.uint32)  # (BLOCK_N, HALF_K)
         if GROUP % (2 * HALF_K) == 0:  # the tile lies inside one group (k is a multiple of 2 HALF_K): (BLOCK_N, 1)
-            group = k // GROUP
-            scale = tl.load(scale_rows + group, mask=n_live[:, None], other=0.0)
-            zero = _with_exponent(tl.load(zero_rows + group, mask=n_live[:, None], other=0).to(tl.uint32))
+            scale, zero = _group_scale_zero(scale_rows, zero_rows, k // GROUP, n_live)
         else:  # a group index per column: (BLOCK_N, HALF_K)
             group = (kb // (GROUP // 2))[None, :]
             scale = tl.load(scale_rows + group, mask=live, other=0.0)
@@ -153,8 +153,7 @@ if triton is not None:
         for k in range(k_start, k_end, BLOCK_K):
             kb = k // 2 + tl.arange(0, BLOCK_K // 2)  # byte columns of the packed rows
             packed = tl.load(q_rows + kb[None, :], mask=n_live[:, None], other=0).to(tl.uint32)  # (BLOCK_N, BLOCK_K/2)
-            scale = tl.load(scale_rows + k // GROUP, mask=n_live[:, None], other=0.0)  # (BLOCK_N, 1)
-            zero = _with_exponent(tl.load(zero_rows + k // GROUP, mask=n_live[:, None], other=0).to(tl.uint32))
+            scale, zero = _group_scale_zero(scale_rows, zero_rows, k // GROUP, n_live)  # (BLOCK_N, 1) each
             x_even = tl.load(x_ptr + 2 * kb).to(tl.float32)
             x_odd = tl.load(x_ptr + 2 * kb + 1).to(tl.float32)
             low = _with_exponent(packed & 0x0F) - zero  # (2^23 + q) - (2^23 + zero): q - zero, exact
