@@ -19,8 +19,8 @@ from qwen_triton.tools.quantize import dequantize_fp8, quantize_fp8, quantize_in
 from .gemv import LAUNCHES, SHAPES
 from .timing import graph_ms
 
-# The fused prefill GEMM's tiles (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), quant_gemv.GEMM_LAUNCH among them.
-GEMM_LAUNCHES = [(bm, bn, 64, 1, w) for bm in (64, 128) for bn in (64, 128) for w in (4, 8)]
+# The fused prefill GEMM's tiles (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), quant_gemv.GEMM_LAUNCHES among them.
+GEMM_LAUNCHES = [(bm, bn, bk, 1, w) for bm in (64, 128) for bn in (64, 128) for bk in (64, 128) for w in (4, 8)]
 
 
 OPS = {"int8": quant_gemv.linear_int8, "int4": quant_gemv.linear_int4, "fp8": quant_gemv.linear_fp8_weight}
@@ -47,7 +47,7 @@ def _measure(mode, name, n, k, batch, min_bytes):
     rows = []
     if batch > gemv.MAX_ROWS and mode == "fp8":  # prefill in fp8: W8A8 through torch._scaled_mm
         variants = [("cublas_fp16", None), ("scaled_mm", None)]
-    elif batch > gemv.MAX_ROWS:  # prefill: the two paths quant_gemv.PREFILL chooses between
+    elif batch > gemv.MAX_ROWS:  # prefill: the two paths quant_gemv.PREFILL chooses between per precision
         variants = [("cublas_fp16", None), ("dequantize_cublas", None)] + [("fused", la) for la in GEMM_LAUNCHES]
     else:
         variants = [("cublas_fp16", None)] + [("triton", la) for la in LAUNCHES if batch == 1 or la[0] >= 16]

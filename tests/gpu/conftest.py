@@ -7,16 +7,6 @@ from qwen_triton.tools.convert import convert_checkpoint
 from qwen_triton.tools.random_checkpoint import make_random_checkpoint
 
 
-@pytest.fixture(scope="session", autouse=True)
-def int4_on_cuda():
-    """The GPU tests are where the int4 kernel's open fault is examined: the loader's refusal is lifted here."""
-    from qwen_triton.runtime.loader import UNVERIFIED_INT4
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(UNVERIFIED_INT4, "1")
-        yield
-
-
 @pytest.fixture(scope="session")
 def limits() -> EngineLimits:
     return EngineLimits(dtype="float32", max_batch_size=8, max_input_len=128, max_seq_len=512, block_size=16)

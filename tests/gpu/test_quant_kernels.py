@@ -64,7 +64,8 @@ def test_quantized_linear_equals_dequantize_then_matmul_at_every_layer_shape(mod
             want = x[:rows].float() @ weight.T + (with_bias.float() if with_bias is not None else 0.0)
             rounding = FP16_ROUNDING if dtype == torch.float16 else 2 ** -7
             # Beyond the GEMV's rows both prefill paths: dequantize + cuBLAS (the default) and the fused GEMM.
-            fused = [_synced((*case, "fused"), lambda: op(x[:rows], *stored, with_bias, launch=quant_gemv.GEMM_LAUNCH))
+            gemm = quant_gemv.gemm_launch(precision, group)
+            fused = [_synced((*case, "fused"), lambda: op(x[:rows], *stored, with_bias, launch=gemm))
                      ] if rows > 64 else []
             for result in [got, *fused]:
                 assert result.dtype == dtype and result.shape == (rows, n)

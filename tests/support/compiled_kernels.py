@@ -45,7 +45,7 @@ def gemv_cases():
         launches = [(gemv.one_block_m(m), *quant_gemv.choose_launch(m, n, k, precision, 128))
                     for m in ROWS for n, k in SHAPES]
         if precision != "fp8":  # fp8 prefill is torch._scaled_mm; int8/int4 may use the fused GEMM
-            launches.append(quant_gemv.GEMM_LAUNCH)
+            launches.append(quant_gemv.gemm_launch(precision, 128))
         for block_m, block_n, block_k, splits, warps in launches:
             for has_bias in (True, False) if splits == 1 else (False,):  # split: the bias joins in sum_splits
                 constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "HAS_BIAS": has_bias,

@@ -40,8 +40,8 @@ def case(precision: str, group: int | None, rows: int, n: int, k: int, launch, b
         q, s = quantize_fp8(w)
         weight, got = dequantize_fp8(q, s), quant_gemv.linear_fp8_weight(x, q, s, b, launch=launch)
     else:
-        if rows == 1 and launch:  # one row: a tile inside one group (BLOCK_K dividing it)
-            launch = (launch[0], quant_gemv.int4_block_k(launch[1], group), *launch[2:])
+        if launch:  # a tile inside one group (BLOCK_K dividing it)
+            launch = quant_gemv.int4_launch(launch, group)
         q, s, z = quantize_int4(w, group)
         weight, got = dequantize_int4(q, s, z), quant_gemv.linear_int4(x, q, s, z, b, launch=launch)
     want = x.float() @ weight.T + (b.float() if bias else 0.0)
@@ -50,14 +50,18 @@ def case(precision: str, group: int | None, rows: int, n: int, k: int, launch, b
             "max_err": (got.float() - want).abs().max().item(), "max_abs": want.abs().max().item()}
 
 
-def int4_refusal(gen) -> dict:
-    """One row of int4 with a BLOCK_K that does not divide the group: refused, not computed across groups."""
+def int4_refusals(gen) -> list[dict]:
+    """int4 at one row and at 16 with a BLOCK_K that does not divide the group: refused, not computed across
+    groups."""
     q, s, z = quantize_int4(torch.randn(48, 256, generator=gen), 32)
-    try:
-        quant_gemv.linear_int4(torch.randn(1, 256, generator=gen).half(), q, s, z, launch=(16, 64, 1, 4))
-    except ValueError as exc:
-        return {"int4_refused": str(exc)}
-    return {"int4_refused": None}
+    out = []
+    for rows in (1, 16):
+        try:
+            quant_gemv.linear_int4(torch.randn(rows, 256, generator=gen).half(), q, s, z, launch=(16, 64, 1, 4))
+            out.append({"int4_refused": None, "rows": rows})
+        except ValueError as exc:
+            out.append({"int4_refused": str(exc), "rows": rows})
+    return out
 
 
 def gemv_cases(gen) -> list[dict]:
@@ -184,8 +188,7 @@ def main() -> None:
         for launch in GEMM_LAUNCHES:
             for rows in GEMM_ROWS:
                 print(json.dumps(case(precision, group, rows, 50, 384, launch, rows % 2 == 1, gen)), flush=True)
-    print(json.dumps(int4_refusal(gen)), flush=True)
-    for line in gemv_cases(gen) + fused_op_cases(gen) + paged_attention_cases(gen) + dequantize_cases(gen):
+    for line in int4_refusals(gen) + gemv_cases(gen) + fused_op_cases(gen) + paged_attention_cases(gen) + dequantize_cases(gen):
         print(json.dumps(line), flush=True)
     for line in model_step_cases():
         print(json.dumps(line), flush=True)

@@ -27,9 +27,12 @@ def test_every_quantized_gemv_case_equals_dequantize_then_matmul(results):
         assert r["max_err"] <= 2 * FP16_ROUNDING * r["max_abs"], r
 
 
-def test_int4_at_one_row_refuses_a_tile_spanning_groups(results):
-    [refusal] = [r["int4_refused"] for r in results if "int4_refused" in r]
-    assert refusal is not None and "BLOCK_K" in refusal and "group size 32" in refusal
+def test_int4_refuses_a_tile_spanning_groups_at_one_row_and_at_several(results):
+    refusals = [r for r in results if "int4_refused" in r]
+    assert [r["rows"] for r in refusals] == [1, 16]
+    for r in refusals:
+        assert r["int4_refused"] is not None and "BLOCK_K" in r["int4_refused"], r
+        assert "group size 32" in r["int4_refused"] and "got 64" in r["int4_refused"], r
 
 
 def test_the_one_pass_dequantize_kernel_equals_the_layout_reference(results):

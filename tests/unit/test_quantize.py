@@ -245,21 +245,23 @@ def test_a_shape_the_group_does_not_divide_is_refused_naming_the_tensor(checkpoi
     assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "model.safetensors.partial").exists()
 
 
-def test_an_int4_engine_is_refused_on_cuda_by_name_until_its_kernel_is_fixed(checkpoint, tmp_path, monkeypatch):
-    """The int4 kernel faulted on an H100: a clear refusal at load (before any weight reaches the device, so this
-    runs without a GPU) instead of a CUDA fault; int8 on CUDA and int4 on the CPU are not refused."""
+def test_an_int4_engine_whose_group_the_gpu_kernels_cannot_tile_is_refused_on_cuda_naming_group_size(
+        checkpoint, tmp_path):
+    """The CUDA kernels' int4 tiles lie inside one group of at least 32 columns: group 16 is refused at load, by
+    name (before any weight reaches the device, so this runs without a GPU), not left to a kernel's launch; group
+    32 passes the checks, and group 16 still loads on the CPU (the torch ops take any even group)."""
     from qwen_triton.runtime import loader
 
-    monkeypatch.delenv(loader.UNVERIFIED_INT4, raising=False)
-    int4 = load_engine_folder(convert_checkpoint(checkpoint, tmp_path / "int4", LIMITS,
-                                                 quant=QuantConfig("int4", group_size=32)).path)
-    with pytest.raises(ConfigError, match=f"int4 weights are not served on a GPU yet.*{loader.UNVERIFIED_INT4}=1"):
-        loader.load_model(int4, "cuda", torch.float16)
-    assert loader.load_model(int4, "cpu", torch.float32) is not None
-    int8 = load_engine_folder(convert_checkpoint(checkpoint, tmp_path / "int8", LIMITS, quant=QuantConfig("int8")).path)
-    with pytest.raises(Exception) as int8_on_cuda:  # past the checks: it fails only for want of a GPU here
-        loader.load_model(int8, "cuda", torch.float16)
-    assert "not served on a GPU" not in str(int8_on_cuda.value)
+    def engine(group):
+        quant = QuantConfig("int4", group_size=group)
+        return load_engine_folder(convert_checkpoint(checkpoint, tmp_path / f"g{group}", LIMITS, quant=quant).path)
+
+    with pytest.raises(ConfigError, match="int4 on a GPU needs a group_size that is a multiple of 32.*got 16"):
+        loader.load_model(engine(16), "cuda", torch.float16)
+    assert loader.load_model(engine(16), "cpu", torch.float32) is not None
+    with pytest.raises(Exception) as g32_on_cuda:  # past the checks: it fails only for want of a GPU here
+        loader.load_model(engine(32), "cuda", torch.float16)
+    assert "group_size" not in str(g32_on_cuda.value)
 
 
 def test_quantize_head_is_refused_when_the_head_is_the_embedding(tmp_path):

@@ -1,16 +1,20 @@
 """Weight-only quantized linear layers on CUDA (layout: models/quant_linear.py). Decode steps (up to
 gemv.MAX_ROWS rows of x) run a split-K GEMV that reads the packed weight and dequantizes it in registers, so a
 step streams 1 (int8) or 1/2 (int4) byte per weight instead of 2. Wider calls (prefill, large mixed steps) are
-compute-bound; PREFILL says how they run: "dequantize" the weight once into x's dtype and run cuBLAS (a second
-pass over the weight, in 16 bits), or "fused": the same kernels tiled over rows of x as well, a GEMM that
-dequantizes each weight tile in registers (no second pass; tensor-core tiles of Triton's making, not cuBLAS's).
-QWEN_TRITON_QUANT_PREFILL picks one at import; benchmarks/quant_gemv.py --batch 512 compares them.
+compute-bound; PREFILL says, per precision, how they run: "dequantize" the weight once into x's dtype and run
+cuBLAS (a second pass over the weight, in 16 bits), or "fused": the same kernels tiled over rows of x as well, a
+GEMM that dequantizes each weight tile in registers (no second pass; tensor-core tiles of Triton's making, not
+cuBLAS's). QWEN_TRITON_QUANT_PREFILL sets both at import; benchmarks/quant_gemv.py --batch 512 compares them.
 
 Each program sums BLOCK_K-wide slices of BLOCK_N weight rows over its split of K in float32, as gemv.py does.
 int8: the per-row scale is applied to each split's sum (sum_k x q * s == s * sum_k x q). int4: each element is
-dequantized, (q - zero) * scale of its group, before the product; the even and odd columns of a packed byte are
-multiplied with the even and odd columns of x, so nothing is interleaved in registers. At one row of x a tile
-lies inside one group (BLOCK_K divides it), so scales and zeros are loaded once per row and tile. Bytes become
+dequantized, (q - zero) * scale of its group, before the product. At one row the even and odd columns of a
+packed byte are multiplied with the even and odd columns of x (nothing interleaved in registers); at 2 or more
+rows the tile is interleaved back into column order for the tensor cores, so x is read as whole rows. A tile lies
+inside one
+group (BLOCK_K divides it; _launch refuses a launch where it does not), so scales and zeros are loaded once per
+row and tile: a tile spanning groups gathered a scale per weight, and at 2-64 rows that form of the kernel gave
+NaN or an illegal memory access on an H100 (Triton 3.6; docs/quantization.md). Bytes become
 floats by placing them in a float's mantissa (_with_exponent), not by conversion instructions, which run at a
 quarter of the rate of the arithmetic around them."""
 from __future__ import annotations
@@ -22,10 +26,16 @@ import torch.nn.functional as F
 
 from . import gemv
 
-PREFILL = os.environ.get("QWEN_TRITON_QUANT_PREFILL", "dequantize")
-if PREFILL not in ("dequantize", "fused"):
-    raise ValueError(f"QWEN_TRITON_QUANT_PREFILL must be dequantize or fused, got {PREFILL!r}")
-GEMM_LAUNCH = (64, 128, 64, 1, 4)  # fused prefill: (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), a first choice
+# int4's one-pass dequantize kernel (a scale and zero gathered per weight) is slower than its fused GEMM at
+# every Qwen-7B shape on the H100 (docs/quantization.md); int8's fused GEMM is not faster than cuBLAS after its.
+PREFILL = {"int8": "dequantize", "int4": "fused"}
+if os.environ.get("QWEN_TRITON_QUANT_PREFILL"):
+    PREFILL = dict.fromkeys(PREFILL, os.environ["QWEN_TRITON_QUANT_PREFILL"])
+    if PREFILL["int8"] not in ("dequantize", "fused"):
+        raise ValueError(f"QWEN_TRITON_QUANT_PREFILL must be dequantize or fused, got {PREFILL['int8']!r}")
+# The fused GEMM's (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps): int4's from benchmarks/quant_gemv.py's sweep at
+# 300 rows on the H100, int8's a first choice.
+GEMM_LAUNCHES = {"int8": (64, 128, 64, 1, 4), "int4": (64, 64, 128, 1, 4)}
 
 try:
     import triton
@@ -124,23 +134,18 @@ if triton is not None:
         return scale, _with_exponent(tl.load(zero_rows + group, mask=n_live[:, None], other=0).to(tl.uint32))
 
     @triton.jit
-    def _int4_tile(q_rows, scale_rows, zero_rows, k, k_end, n_live, GROUP: tl.constexpr, HALF_K: tl.constexpr):
+    def _int4_tile(q_rows, scale_rows, zero_rows, k, n_live, GROUP: tl.constexpr, HALF_K: tl.constexpr):
         """Columns k, k + 2, ... (even) and k + 1, k + 3, ... (odd) of BLOCK_N rows, dequantized in float32:
-        ((BLOCK_N, HALF_K), (BLOCK_N, HALF_K), even column indices (HALF_K,)). k and k_end are even; GROUP is
-        even, so a byte's two columns share one group. The bytes are indexed as a contiguous range (not as the
-        even columns halved), so that the compiler sees consecutive addresses and reads them in vectors."""
+        (BLOCK_N, HALF_K) each. The tile [k, k + 2 HALF_K) lies
+        inside one group (_launch checks that 2 HALF_K divides GROUP), so its scales and zeros are one load per
+        row; and it is whole (GROUP divides K), so nothing is masked along K. The bytes are indexed as a
+        contiguous range (not as the even columns halved), so that the compiler sees consecutive addresses."""
         kb = k // 2 + tl.arange(0, HALF_K)  # byte columns of the packed rows
-        live = n_live[:, None] & (kb < k_end // 2)[None, :]
-        packed = tl.load(q_rows + kb[None, :], mask=live, other=0).to(tl.uint32)  # (BLOCK_N, HALF_K)
-        if GROUP % (2 * HALF_K) == 0:  # the tile lies inside one group (k is a multiple of 2 HALF_K): (BLOCK_N, 1)
-            scale, zero = _group_scale_zero(scale_rows, zero_rows, k // GROUP, n_live)
-        else:  # a group index per column: (BLOCK_N, HALF_K)
-            group = (kb // (GROUP // 2))[None, :]
-            scale = tl.load(scale_rows + group, mask=live, other=0.0)
-            zero = _with_exponent(tl.load(zero_rows + group, mask=live, other=0).to(tl.uint32))
+        packed = tl.load(q_rows + kb[None, :], mask=n_live[:, None], other=0).to(tl.uint32)  # (BLOCK_N, HALF_K)
+        scale, zero = _group_scale_zero(scale_rows, zero_rows, k // GROUP, n_live)  # (BLOCK_N, 1) each
         low = (_with_exponent(packed & 0x0F) - zero) * scale  # (2^23 + q) - (2^23 + zero): q - zero, exact
         high = (_with_exponent(packed >> 4) - zero) * scale
-        return low, high, 2 * kb
+        return low, high
 
     @triton.jit
     def _int4_row(x_ptr, q_rows, scale_rows, zero_rows, k_start, k_end, n_live, BLOCK_N: tl.constexpr,
@@ -180,12 +185,13 @@ if triton is not None:
             total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
             m_live = (rm < M)[:, None]
             for k in range(k_start, k_end, BLOCK_K):
-                low, high, rk = _int4_tile(q_rows, scale_rows, zero_rows, k, k_end, n_live, GROUP, BLOCK_K // 2)
-                x_rows = x_ptr + rm[:, None] * x_stride + rk[None, :]  # (BLOCK_M, BLOCK_K / 2), even columns
-                x_even = tl.load(x_rows, mask=m_live & (rk < k_end)[None, :], other=0.0)
-                x_odd = tl.load(x_rows + 1, mask=m_live & (rk + 1 < k_end)[None, :], other=0.0)
-                total = tl.dot(x_even, tl.trans(low.to(x_even.dtype)), total)
-                total = tl.dot(x_odd, tl.trans(high.to(x_odd.dtype)), total)
+                low, high = _int4_tile(q_rows, scale_rows, zero_rows, k, n_live, GROUP, BLOCK_K // 2)
+                # The tile's columns back in order, (BLOCK_N, BLOCK_K), so x is read as whole rows: reading x's
+                # even and odd columns apart (two strided loads, two dots) was several times slower (docs/perf-log.md).
+                w = tl.interleave(low, high).to(x_ptr.dtype.element_ty)
+                x = tl.load(x_ptr + rm[:, None] * x_stride + (k + tl.arange(0, BLOCK_K))[None, :], mask=m_live,
+                            other=0.0)
+                total = tl.dot(x, tl.trans(w), total)
         _store_split(out_ptr, total, bias_ptr, rn, rm, split, M, N, HAS_BIAS)
 
     @triton.jit
@@ -210,20 +216,36 @@ if triton is not None:
 
 
 def int4_block_k(block_k: int, group: int) -> int:
-    """The largest BLOCK_K <= block_k (a power of two) that divides the group: a one-row tile of _int4_row then
-    lies inside one group."""
+    """The largest BLOCK_K <= block_k (a power of two) that divides the group: an int4 tile then lies inside one
+    group."""
     while group % block_k:
         block_k //= 2
     return block_k
 
 
+def int4_launch(launch: tuple[int, ...], group: int) -> tuple[int, ...]:
+    """launch ((BLOCK_M,) BLOCK_N, BLOCK_K, splits, warps) with its BLOCK_K made to divide int4's group."""
+    *head, block_k, splits, warps = launch
+    return (*head, int4_block_k(block_k, group), splits, warps)
+
+
+def gemm_launch(precision: str, group: int | None = None) -> tuple[int, int, int, int, int]:
+    """The fused GEMM's launch for int8 or int4 (its BLOCK_K made to divide int4's group)."""
+    launch = GEMM_LAUNCHES[precision]
+    return launch if precision == "int8" else int4_launch(launch, group)
+
+
 def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = None) -> tuple[int, int, int, int]:
-    """(BLOCK_N, BLOCK_K, splits, warps) for M <= gemv.MAX_ROWS; group: int4's (None: one per row, K). A first
-    choice by analogy with gemv.choose_launch (a quantized tile holds 1/2 or 1/4 of the bytes of a 16-bit one at
-    the same BLOCK_K), to be tuned on the GPU with benchmarks/quant_gemv.py's sweep."""
+    """(BLOCK_N, BLOCK_K, splits, warps) for M <= gemv.MAX_ROWS; group: int4's (None: one per row, K). int4: the
+    fastest of benchmarks/quant_gemv.py's sweep at Qwen-7B's shapes on the H100 (1, 16 and 64 rows); int8 and
+    fp8: a first choice by analogy with gemv.choose_launch (a quantized tile holds 1/2 the bytes of a 16-bit one
+    at the same BLOCK_K)."""
     block_n, block_k, splits, warps = gemv.choose_launch(M, N, K)
-    if M == 1 and precision == "int4":  # BLOCK_K within a group; 32 rows make a tile of 2 KB at BLOCK_K 128
-        return 32, int4_block_k(128, group or K), 4 if N <= 4096 else 1, 4
+    if precision == "int4":  # at one row, 32 weight rows make a tile of 2 KB at BLOCK_K 128
+        block_k = int4_block_k(128, group or K)
+        if M == 1:
+            return 32, block_k, 4, 4
+        return 64, block_k, 4 if N <= 4096 or M <= 16 else 2 if N <= 16384 else 1, 4
     if M == 1:
         return block_n, min(block_k, 512), splits, warps
     return block_n, 128, splits, warps
@@ -237,8 +259,9 @@ def _launch(kernel, x, weights: tuple, group: int | None, bias, N: int, precisio
     launch = launch or choose_launch(M, N, K, precision, group)
     if len(launch) == 4:
         launch = (gemv.one_block_m(M), *launch)
-    if precision == "int4" and launch[0] == 1 and group % launch[2]:
-        raise ValueError(f"int4 at one row needs BLOCK_K dividing the group size {group}, got {launch[2]}")
+    if precision == "int4" and (group % launch[2] or (launch[0] > 1 and launch[2] < 32)):
+        raise ValueError(f"int4 needs BLOCK_K dividing the group size {group} (and at least 32 for the tensor-core "
+                         f"tiles of 2 or more rows), got {launch[2]}")
     extra = {"FP8": True} if precision == "fp8" else {} if group is None else {"GROUP": group}
     return gemv.split_k(kernel, x, weights, bias, N, launch, **extra)
 
@@ -261,9 +284,9 @@ def linear_int8(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bi
     """x (M, K) unit stride along K, half precision; qweight int8 (N, K), scales float32 (N,) -> (M, N)."""
     N, K = qweight.shape
     if x.shape[0] > gemv.MAX_ROWS and launch is None:
-        if PREFILL == "dequantize":
+        if PREFILL["int8"] == "dequantize":
             return F.linear(x, dequantize(qweight, scales, None, K, x.dtype), bias)
-        launch = GEMM_LAUNCH
+        launch = gemm_launch("int8")
     return _launch(_int8_gemv_kernel, x, (qweight, scales), None, bias, N, "int8", launch)
 
 
@@ -279,11 +302,11 @@ def linear_fp8_weight(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tens
 def linear_int4(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                 bias: torch.Tensor | None = None, launch: tuple[int, ...] | None = None) -> torch.Tensor:
     """x (M, K) unit stride along K, half precision; qweight uint8 (N, K/2), scales float32 and zeros uint8
-    (N, K/g) with g even -> (M, N)."""
+    (N, K/g) -> (M, N). On the kernels g must be a multiple of 32 (runtime/loader.py checks it at load)."""
     N, K = qweight.shape[0], x.shape[1]
-    if x.shape[0] > gemv.MAX_ROWS and launch is None:
-        if PREFILL == "dequantize":
-            return F.linear(x, dequantize(qweight, scales, zeros, K, x.dtype), bias)
-        launch = GEMM_LAUNCH
     group = K // scales.shape[1]
+    if x.shape[0] > gemv.MAX_ROWS and launch is None:
+        if PREFILL["int4"] == "dequantize":
+            return F.linear(x, dequantize(qweight, scales, zeros, K, x.dtype), bias)
+        launch = gemm_launch("int4", group)
     return _launch(_int4_gemv_kernel, x, (qweight, scales, zeros), group, bias, N, "int4", launch)

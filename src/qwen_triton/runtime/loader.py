@@ -4,8 +4,6 @@ did that once) and knows nothing of the KV cache. Weight-only quantized engines 
 quantization) get QuantLinear layers (models/quant_linear.py) whose stored tensors keep their own dtypes."""
 from __future__ import annotations
 
-import os
-
 import torch
 from safetensors import safe_open
 from torch import nn
@@ -17,7 +15,6 @@ from ..models.quant_linear import QuantLinear, is_quantized_layer, quantize_modu
 from ..tools.quantize import quantize_weight
 from ..models.qwen import Linear, QwenForCausalLM
 
-UNVERIFIED_INT4 = "QWEN_TRITON_UNVERIFIED_INT4"  # developers only: load int4 on CUDA despite the open fault
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -55,11 +52,10 @@ def _load(folder: EngineFolder, device: torch.device, dtype: torch.dtype, ops: O
     if quant.quant_algo == FP8_PER_TENSOR_ALGO:
         raise ConfigError(f"{folder.path}: per-tensor fp8 ({FP8_PER_TENSOR_ALGO}) is TensorRT-LLM's (serve it with "
                           f"runtime tensorrt_llm); the torch runtime's fp8 is {FP8_ALGO} (build.convert --fp8)")
-    if quant.precision == "int4" and device.type == "cuda" and os.environ.get(UNVERIFIED_INT4) != "1":
-        raise ConfigError(f"{folder.path}: int4 weights are not served on a GPU yet: the int4 kernel faulted "
-                          f"(illegal memory access) on an H100 and is not fixed (docs/quantization.md). Serve int8 "
-                          f"or 16-bit weights on the GPU, or this engine on the CPU; {UNVERIFIED_INT4}=1 loads it "
-                          f"anyway, for debugging the kernel")
+    if quant.precision == "int4" and device.type == "cuda" and quant.group_size % 32:
+        raise ConfigError(f"{folder.path}: int4 on a GPU needs a group_size that is a multiple of 32 (the kernels' "
+                          f"tiles lie inside one group), got {quant.group_size}; re-quantize with group 32, 64 or 128, "
+                          f"or serve this engine on the CPU")
     if quant.precision == "fp8" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
         raise ConfigError(f"{folder.path}: fp8 ({quant.quant_algo}) needs a GPU of compute capability 8.9 or "
                           f"newer (Ada, Hopper); this one is {torch.cuda.get_device_capability(device)}")
