@@ -307,7 +307,9 @@ def kill_stub(launched: Launched, model: str, tokens: int = 2000, timeout_s: flo
         time.sleep(0.1)
     thread.join(60)
     served = _outcome(launched.server.grpc, "Hello again.", dict(max_tokens=4))
+    # Not back in time: the server's last lines say why (the stub's restart, or what stopped it).
+    log_tail = [] if back_s is not None else launched.log_file.read_text(errors="replace").splitlines()[-25:]
     return {"model": model, "in_flight": ended.get("outcome"),
             "in_flight_ended_after_s": round(ended["at"] - start, 2) if "at" in ended else None,
             "not_ready_seen": not_ready_seen, "serving_again_after_s": None if back_s is None else round(back_s, 2),
-            "next_request": served}
+            "next_request": served, "log_tail": log_tail}

@@ -35,7 +35,8 @@ def test_sigterm_under_load_answers_every_request_and_exits_cleanly(launched):
 def test_a_killed_stub_fails_in_flight_requests_now_and_the_server_comes_back(launched, model):
     result = kill_stub(launched, model)
     assert result["in_flight"].startswith("error") and result["in_flight_ended_after_s"] < 5, result
-    assert result["not_ready_seen"] and result["serving_again_after_s"] < 60, result
+    back_s = result["serving_again_after_s"]  # None: not back within kill_stub's wait (its log_tail says why)
+    assert result["not_ready_seen"] and back_s is not None and back_s < 60, result
     assert result["next_request"].startswith("ok:"), result
 
 
