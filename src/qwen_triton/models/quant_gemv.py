@@ -10,11 +10,10 @@ Each program sums BLOCK_K-wide slices of BLOCK_N weight rows over its split of K
 int8: the per-row scale is applied to each split's sum (sum_k x q * s == s * sum_k x q). int4: each element is
 dequantized, (q - zero) * scale of its group, before the product. At one row the even and odd columns of a
 packed byte are multiplied with the even and odd columns of x (nothing interleaved in registers); at 2 or more
-rows the tile is interleaved back into column order for the tensor cores, so x is read as whole rows. A tile lies
-inside one
-group (BLOCK_K divides it; _launch refuses a launch where it does not), so scales and zeros are loaded once per
-row and tile: a tile spanning groups gathered a scale per weight, and at 2-64 rows that form of the kernel gave
-NaN or an illegal memory access on an H100 (Triton 3.6; docs/quantization.md). Bytes become
+rows the tile is interleaved back into column order for the tensor cores, so x is read as whole rows. A tile
+lies inside one group (BLOCK_K divides it; _launch refuses a launch where it does not), so scales and zeros are
+loaded once per row and tile: a tile spanning groups gathered a scale per weight, and at 2-64 rows that form of
+the kernel gave NaN or an illegal memory access on an H100 (Triton 3.6; docs/quantization.md). Bytes become
 floats by placing them in a float's mantissa (_with_exponent), not by conversion instructions, which run at a
 quarter of the rate of the arithmetic around them."""
 from __future__ import annotations
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from . import gemv
 
 # int4's one-pass dequantize kernel (a scale and zero gathered per weight) is slower than its fused GEMM at
-# every Qwen-7B shape on the H100 (docs/quantization.md); int8's fused GEMM is not faster than cuBLAS after its.
+# every Qwen-7B shape on the H100 (docs/quantization.md); int8's two paths have not been compared there.
 PREFILL = {"int8": "dequantize", "int4": "fused"}
 if os.environ.get("QWEN_TRITON_QUANT_PREFILL"):
     PREFILL = dict.fromkeys(PREFILL, os.environ["QWEN_TRITON_QUANT_PREFILL"])
@@ -136,10 +135,10 @@ if triton is not None:
     @triton.jit
     def _int4_tile(q_rows, scale_rows, zero_rows, k, n_live, GROUP: tl.constexpr, HALF_K: tl.constexpr):
         """Columns k, k + 2, ... (even) and k + 1, k + 3, ... (odd) of BLOCK_N rows, dequantized in float32:
-        (BLOCK_N, HALF_K) each. The tile [k, k + 2 HALF_K) lies
-        inside one group (_launch checks that 2 HALF_K divides GROUP), so its scales and zeros are one load per
-        row; and it is whole (GROUP divides K), so nothing is masked along K. The bytes are indexed as a
-        contiguous range (not as the even columns halved), so that the compiler sees consecutive addresses."""
+        (BLOCK_N, HALF_K) each. The tile [k, k + 2 HALF_K) lies inside one group (_launch checks that 2 HALF_K
+        divides GROUP), so its scales and zeros are one load per row; and it is whole (GROUP divides K), so
+        nothing is masked along K. The bytes are indexed as a contiguous range (not as the even columns
+        halved), so that the compiler sees consecutive addresses."""
         kb = k // 2 + tl.arange(0, HALF_K)  # byte columns of the packed rows
         packed = tl.load(q_rows + kb[None, :], mask=n_live[:, None], other=0).to(tl.uint32)  # (BLOCK_N, HALF_K)
         scale, zero = _group_scale_zero(scale_rows, zero_rows, k // GROUP, n_live)  # (BLOCK_N, 1) each
