@@ -188,7 +188,8 @@ def main() -> None:
         for launch in GEMM_LAUNCHES:
             for rows in GEMM_ROWS:
                 print(json.dumps(case(precision, group, rows, 50, 384, launch, rows % 2 == 1, gen)), flush=True)
-    for line in int4_refusals(gen) + gemv_cases(gen) + fused_op_cases(gen) + paged_attention_cases(gen) + dequantize_cases(gen):
+    for line in (int4_refusals(gen) + gemv_cases(gen) + fused_op_cases(gen) + paged_attention_cases(gen)
+                 + dequantize_cases(gen)):
         print(json.dumps(line), flush=True)
     for line in model_step_cases():
         print(json.dumps(line), flush=True)

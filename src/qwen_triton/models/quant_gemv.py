@@ -28,13 +28,17 @@ from . import gemv
 # int4's one-pass dequantize kernel (a scale and zero gathered per weight) is slower than its fused GEMM at
 # every Qwen-7B shape on the H100 (docs/quantization.md); int8's two paths have not been compared there.
 PREFILL = {"int8": "dequantize", "int4": "fused"}
-if os.environ.get("QWEN_TRITON_QUANT_PREFILL"):
-    PREFILL = dict.fromkeys(PREFILL, os.environ["QWEN_TRITON_QUANT_PREFILL"])
-    if PREFILL["int8"] not in ("dequantize", "fused"):
-        raise ValueError(f"QWEN_TRITON_QUANT_PREFILL must be dequantize or fused, got {PREFILL['int8']!r}")
+_PREFILL_SET = os.environ.get("QWEN_TRITON_QUANT_PREFILL")
+if _PREFILL_SET:
+    if _PREFILL_SET not in ("dequantize", "fused"):
+        raise ValueError(f"QWEN_TRITON_QUANT_PREFILL must be dequantize or fused, got {_PREFILL_SET!r}")
+    PREFILL = dict.fromkeys(PREFILL, _PREFILL_SET)
 # The fused GEMM's (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps): int4's from benchmarks/quant_gemv.py's sweep at
 # 300 rows on the H100, int8's a first choice.
 GEMM_LAUNCHES = {"int8": (64, 128, 64, 1, 4), "int4": (64, 64, 128, 1, 4)}
+# The narrowest BLOCK_K of a tensor-core tile at 2 or more rows (its dots take BLOCK_K / 2 >= 16 columns): an int4
+# tile lies inside one group, so on the kernels the group size must be a multiple of it (the loader checks).
+INT4_MIN_BLOCK_K = 32
 
 try:
     import triton
@@ -134,34 +138,30 @@ if triton is not None:
 
     @triton.jit
     def _int4_tile(q_rows, scale_rows, zero_rows, k, n_live, GROUP: tl.constexpr, HALF_K: tl.constexpr):
-        """Columns k, k + 2, ... (even) and k + 1, k + 3, ... (odd) of BLOCK_N rows, dequantized in float32:
-        (BLOCK_N, HALF_K) each. The tile [k, k + 2 HALF_K) lies inside one group (_launch checks that 2 HALF_K
-        divides GROUP), so its scales and zeros are one load per row; and it is whole (GROUP divides K), so
-        nothing is masked along K. The bytes are indexed as a contiguous range (not as the even columns
-        halved), so that the compiler sees consecutive addresses."""
+        """Columns k, k + 2, ... (even) and k + 1, k + 3, ... (odd) of BLOCK_N rows as q - zero in float32,
+        (BLOCK_N, HALF_K) each, and their group's scale, (BLOCK_N, 1). The tile [k, k + 2 HALF_K) lies inside one
+        group (_launch checks that 2 HALF_K divides GROUP), so its scales and zeros are one load per row; and it
+        is whole (GROUP divides K), so nothing is masked along K. The bytes are indexed as a contiguous range
+        (not as the even columns halved), so that the compiler sees consecutive addresses. The scale is left to
+        the caller: one row applies it to a sum of products, once per byte instead of once per weight."""
         kb = k // 2 + tl.arange(0, HALF_K)  # byte columns of the packed rows
         packed = tl.load(q_rows + kb[None, :], mask=n_live[:, None], other=0).to(tl.uint32)  # (BLOCK_N, HALF_K)
         scale, zero = _group_scale_zero(scale_rows, zero_rows, k // GROUP, n_live)  # (BLOCK_N, 1) each
-        low = (_with_exponent(packed & 0x0F) - zero) * scale  # (2^23 + q) - (2^23 + zero): q - zero, exact
-        high = (_with_exponent(packed >> 4) - zero) * scale
-        return low, high
+        low = _with_exponent(packed & 0x0F) - zero  # (2^23 + q) - (2^23 + zero): q - zero, exact
+        high = _with_exponent(packed >> 4) - zero
+        return low, high, scale
 
     @triton.jit
     def _int4_row(x_ptr, q_rows, scale_rows, zero_rows, k_start, k_end, n_live, BLOCK_N: tl.constexpr,
                   BLOCK_K: tl.constexpr, GROUP: tl.constexpr):
-        """(1, BLOCK_N): one row of x times BLOCK_N int4 rows over [k_start, k_end). BLOCK_K divides GROUP, which
-        divides K, and k_start and k_end - k_start are multiples of BLOCK_K (split_k's k_per_split is), so every
-        tile is whole (no mask along K) and lies inside one group: its scales and zeros are one load per row,
-        broadcast over the tile, rather than a load per weight."""
+        """(1, BLOCK_N): one row of x times BLOCK_N int4 rows over [k_start, k_end); k_start and k_end - k_start
+        are multiples of BLOCK_K (split_k's k_per_split is), so every tile is whole, inside one group."""
         acc = tl.zeros((BLOCK_N, BLOCK_K // 2), tl.float32)
         for k in range(k_start, k_end, BLOCK_K):
-            kb = k // 2 + tl.arange(0, BLOCK_K // 2)  # byte columns of the packed rows
-            packed = tl.load(q_rows + kb[None, :], mask=n_live[:, None], other=0).to(tl.uint32)  # (BLOCK_N, BLOCK_K/2)
-            scale, zero = _group_scale_zero(scale_rows, zero_rows, k // GROUP, n_live)  # (BLOCK_N, 1) each
+            low, high, scale = _int4_tile(q_rows, scale_rows, zero_rows, k, n_live, GROUP, BLOCK_K // 2)
+            kb = k // 2 + tl.arange(0, BLOCK_K // 2)  # x's even columns are 2 kb, its odd ones 2 kb + 1
             x_even = tl.load(x_ptr + 2 * kb).to(tl.float32)
             x_odd = tl.load(x_ptr + 2 * kb + 1).to(tl.float32)
-            low = _with_exponent(packed & 0x0F) - zero  # (2^23 + q) - (2^23 + zero): q - zero, exact
-            high = _with_exponent(packed >> 4) - zero
             acc += (low * x_even[None, :] + high * x_odd[None, :]) * scale
         return tl.sum(acc, axis=1)[None, :]
 
@@ -184,10 +184,10 @@ if triton is not None:
             total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
             m_live = (rm < M)[:, None]
             for k in range(k_start, k_end, BLOCK_K):
-                low, high = _int4_tile(q_rows, scale_rows, zero_rows, k, n_live, GROUP, BLOCK_K // 2)
+                low, high, scale = _int4_tile(q_rows, scale_rows, zero_rows, k, n_live, GROUP, BLOCK_K // 2)
                 # The tile's columns back in order, (BLOCK_N, BLOCK_K), so x is read as whole rows: reading x's
                 # even and odd columns apart (two strided loads, two dots) was several times slower (docs/perf-log.md).
-                w = tl.interleave(low, high).to(x_ptr.dtype.element_ty)
+                w = tl.interleave(low * scale, high * scale).to(x_ptr.dtype.element_ty)
                 x = tl.load(x_ptr + rm[:, None] * x_stride + (k + tl.arange(0, BLOCK_K))[None, :], mask=m_live,
                             other=0.0)
                 total = tl.dot(x, tl.trans(w), total)
@@ -258,9 +258,9 @@ def _launch(kernel, x, weights: tuple, group: int | None, bias, N: int, precisio
     launch = launch or choose_launch(M, N, K, precision, group)
     if len(launch) == 4:
         launch = (gemv.one_block_m(M), *launch)
-    if precision == "int4" and (group % launch[2] or (launch[0] > 1 and launch[2] < 32)):
-        raise ValueError(f"int4 needs BLOCK_K dividing the group size {group} (and at least 32 for the tensor-core "
-                         f"tiles of 2 or more rows), got {launch[2]}")
+    if precision == "int4" and (group % launch[2] or (launch[0] > 1 and launch[2] < INT4_MIN_BLOCK_K)):
+        raise ValueError(f"int4 needs BLOCK_K dividing the group size {group} (and at least {INT4_MIN_BLOCK_K} for "
+                         f"the tensor-core tiles of 2 or more rows), got {launch[2]}")
     extra = {"FP8": True} if precision == "fp8" else {} if group is None else {"GROUP": group}
     return gemv.split_k(kernel, x, weights, bias, N, launch, **extra)
 
@@ -301,7 +301,7 @@ def linear_fp8_weight(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tens
 def linear_int4(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                 bias: torch.Tensor | None = None, launch: tuple[int, ...] | None = None) -> torch.Tensor:
     """x (M, K) unit stride along K, half precision; qweight uint8 (N, K/2), scales float32 and zeros uint8
-    (N, K/g) -> (M, N). On the kernels g must be a multiple of 32 (runtime/loader.py checks it at load)."""
+    (N, K/g) -> (M, N). On the kernels g must be a multiple of INT4_MIN_BLOCK_K (runtime/loader.py checks it)."""
     N, K = qweight.shape[0], x.shape[1]
     group = K // scales.shape[1]
     if x.shape[0] > gemv.MAX_ROWS and launch is None:

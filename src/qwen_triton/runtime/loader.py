@@ -11,6 +11,7 @@ from torch import nn
 from ..config import FP8_ALGO, FP8_PER_TENSOR_ALGO, EngineFolder, QuantConfig
 from ..errors import ConfigError
 from ..models.ops import Ops, select_ops
+from ..models.quant_gemv import INT4_MIN_BLOCK_K
 from ..models.quant_linear import QuantLinear, is_quantized_layer, quantize_modules
 from ..tools.quantize import quantize_weight
 from ..models.qwen import Linear, QwenForCausalLM
@@ -52,10 +53,10 @@ def _load(folder: EngineFolder, device: torch.device, dtype: torch.dtype, ops: O
     if quant.quant_algo == FP8_PER_TENSOR_ALGO:
         raise ConfigError(f"{folder.path}: per-tensor fp8 ({FP8_PER_TENSOR_ALGO}) is TensorRT-LLM's (serve it with "
                           f"runtime tensorrt_llm); the torch runtime's fp8 is {FP8_ALGO} (build.convert --fp8)")
-    if quant.precision == "int4" and device.type == "cuda" and quant.group_size % 32:
-        raise ConfigError(f"{folder.path}: int4 on a GPU needs a group_size that is a multiple of 32 (the kernels' "
-                          f"tiles lie inside one group), got {quant.group_size}; re-quantize with group 32, 64 or 128, "
-                          f"or serve this engine on the CPU")
+    if quant.precision == "int4" and device.type == "cuda" and quant.group_size % INT4_MIN_BLOCK_K:
+        raise ConfigError(f"{folder.path}: int4 on a GPU needs a group_size that is a multiple of {INT4_MIN_BLOCK_K} "
+                          f"(the kernels' tiles lie inside one group), got {quant.group_size}; re-quantize with group "
+                          f"32, 64 or 128, or serve this engine on the CPU")
     if quant.precision == "fp8" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
         raise ConfigError(f"{folder.path}: fp8 ({quant.quant_algo}) needs a GPU of compute capability 8.9 or "
                           f"newer (Ada, Hopper); this one is {torch.cuda.get_device_capability(device)}")
