@@ -3,17 +3,22 @@ a sweep of launches, beside cuBLAS on the 16-bit weight (the baseline a quantize
 (prefill, --batch 512) the two prefill paths, dequantize + cuBLAS and the fused GEMM over a few tiles. As
 benchmarks/gemv.py: each call reads a different copy of the weights (more copies than the L2 holds), calls
 replayed from one CUDA graph. Diagnostic: one JSON line per (mode, shape, batch, variant), then the best
-launch per mode, shape and batch (what quant_gemv.choose_launch should pick)."""
+launch per mode, shape and batch (what quant_gemv.choose_launch should pick). At one row the sweep has both of
+the GEMV's forms: the float32 FMAs of one row (4-tuples) and the tensor-core tile of 16 rows, 15 of them masked
+(5-tuples, BLOCK_M first). fp8 also runs W8A8 (x quantized per token by fp8_quant's kernel, then
+torch._scaled_mm) at every batch. --jobs compiles every launch first in that many processes."""
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import itertools
 import json
+import multiprocessing
 
 import torch
 import torch.nn.functional as F
 
-from qwen_triton.models import gemv, ops, quant_gemv
+from qwen_triton.models import fp8_quant, gemv, ops, quant_gemv
 from qwen_triton.tools.quantize import dequantize_fp8, quantize_fp8, quantize_int4, quantize_int8
 
 from .gemv import LAUNCHES, SHAPES
@@ -21,6 +26,9 @@ from .timing import graph_ms
 
 # The fused prefill GEMM's tiles (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), quant_gemv.GEMM_LAUNCHES among them.
 GEMM_LAUNCHES = [(bm, bn, bk, 1, w) for bm in (64, 128) for bn in (64, 128) for bk in (64, 128) for w in (4, 8)]
+# One row through the tensor-core tile (BLOCK_M 16, rows 2-16 masked).
+DOT_LAUNCHES = [(16, bn, bk, s, w) for bn in (32, 64, 128) for bk in (64, 128, 256) for s in (1, 2, 4, 8)
+                for w in (4, 8) if bn * bk <= 8192 * w // 4]
 
 
 OPS = {"int8": quant_gemv.linear_int8, "int4": quant_gemv.linear_int4, "fp8": quant_gemv.linear_fp8_weight}
@@ -45,17 +53,12 @@ def _measure(mode, name, n, k, batch, min_bytes):
     x = torch.randn(batch, k, device="cuda", dtype=torch.float16)
     ref = F.linear(x.float(), _dequantized(mode, stored[0], k)).float()
     rows = []
-    if batch > gemv.MAX_ROWS and mode == "fp8":  # prefill in fp8: W8A8 through torch._scaled_mm
-        variants = [("cublas_fp16", None), ("scaled_mm", None)]
-    elif batch > gemv.MAX_ROWS:  # prefill: the two paths quant_gemv.PREFILL chooses between per precision
-        variants = [("cublas_fp16", None), ("dequantize_cublas", None)] + [("fused", la) for la in GEMM_LAUNCHES]
-    else:
-        variants = [("cublas_fp16", None)] + [("triton", la) for la in LAUNCHES if batch == 1 or la[0] >= 16]
-    for kind, launch in variants:
+    for kind, launch in _variants(mode, batch):
         if kind == "cublas_fp16":
             calls, err = [lambda w=w: F.linear(x, w) for w in half], 0.0
-        elif kind == "scaled_mm":
-            calls = [lambda s=s: ops.fp8_linear(x, *s) for s in stored]
+        elif kind in ("scaled_mm", "scaled_mm_torch_quantize"):  # W8A8; x quantized by one kernel or torch ops
+            quantize = fp8_quant.quantize_rows if kind == "scaled_mm" else ops.quantize_rows_fp8
+            calls = [lambda s=s: ops.fp8_linear(x, *s, quantize=quantize) for s in stored]
             err = (calls[0]().float() - ref).abs().max().item()
         elif kind == "dequantize_cublas":
             k_in = x.shape[1]
@@ -65,14 +68,55 @@ def _measure(mode, name, n, k, batch, min_bytes):
         else:
             try:
                 err = (op(x, *stored[0], launch=launch).float() - ref).abs().max().item()
-            except (quant_gemv.triton.runtime.errors.OutOfResources, ValueError):  # too big, or int4's
-                continue  # BLOCK_K not dividing its group
+            except (quant_gemv.triton.runtime.errors.OutOfResources, ValueError, RuntimeError):
+                continue  # too big, int4's BLOCK_K not dividing its group, or a tile the compiler refuses
             calls = [lambda s=s: op(x, *s, launch=launch) for s in stored]
         ms = graph_ms(calls)
+        if launch is not None and len(launch) == 4:  # one block of rows: as quant_gemv._launch completes it
+            launch = (gemv.one_block_m(batch), *launch)
         rows.append({"mode": mode, "shape": name, "batch": batch, "variant": kind, "launch": launch,
                      "us": round(ms * 1000, 2), "stored_tb_s": round(stored_bytes / ms / 1e9, 3), "max_err": err})
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def _variants(mode: str, batch: int) -> list[tuple[str, tuple | None]]:
+    """(kind, launch) timed for a mode at a batch; cublas_fp16 first (the baseline)."""
+    w8a8 = [("scaled_mm", None), ("scaled_mm_torch_quantize", None)] if mode == "fp8" else []
+    if batch > gemv.MAX_ROWS and mode == "fp8":  # prefill in fp8: W8A8 only
+        return [("cublas_fp16", None)] + w8a8
+    if batch > gemv.MAX_ROWS:  # prefill: the two paths quant_gemv.PREFILL chooses between per precision
+        return [("cublas_fp16", None), ("dequantize_cublas", None)] + [("fused", la) for la in GEMM_LAUNCHES]
+    launches = [la for la in LAUNCHES if batch == 1 or la[0] >= 16] + (DOT_LAUNCHES if batch < 16 else [])
+    return [("cublas_fp16", None)] + [("triton", la) for la in launches] + w8a8
+
+
+def _compile(job: tuple) -> int:
+    """Runs (so compiles and caches) every `chunks`-th launch of one (mode, K, batch) from `first`, on a small
+    weight; returns how many ran."""
+    mode, k, batch, first, chunks = job
+    stored = _stored(mode, torch.randn(256, k, device="cuda", dtype=torch.float16) * 0.02)
+    x = torch.randn(batch, k, device="cuda", dtype=torch.float16)
+    ran = 0
+    for kind, launch in _variants(mode, batch)[first::chunks]:
+        if kind in ("triton", "fused"):
+            try:
+                OPS[mode](x, *stored, launch=launch)
+                ran += 1
+            except (quant_gemv.triton.runtime.errors.OutOfResources, ValueError, RuntimeError):
+                pass  # too big, int4's BLOCK_K not dividing its group, or a tile the compiler refuses
+    torch.cuda.synchronize()
+    return ran
+
+
+def precompile(modes, shapes, batches, jobs: int) -> None:
+    """Every launch compiled once, in `jobs` processes sharing Triton's on-disk cache: the launches depend on
+    K, the batch and the mode, not on N (Triton specializes sizes by divisibility by 16, all of them here)."""
+    keys = sorted({(mode, SHAPES[name][1], batch) for mode in modes for name in shapes for batch in batches})
+    work = [(*key, first, jobs) for key in keys for first in range(jobs)]
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        print(json.dumps({"precompiled": sum(pool.map(_compile, work))}), flush=True)
 
 
 def main(argv=None) -> None:
@@ -81,15 +125,20 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
     parser.add_argument("--min-bytes", type=int, default=1 << 30)
+    parser.add_argument("--jobs", type=int, default=0, help="processes compiling every launch first (0: none)")
     args = parser.parse_args(argv)
+    if args.jobs:
+        precompile(args.modes, args.shapes, args.batch, args.jobs)
     best = []
     for mode, name, batch in itertools.product(args.modes, args.shapes, args.batch):
         rows = _measure(mode, name, *SHAPES[name], batch, args.min_bytes)
         fastest = min(rows[1:], key=lambda r: r["us"])
         default = quant_gemv.choose_launch(batch, *SHAPES[name], mode, 128) if batch <= gemv.MAX_ROWS else None
         best.append({"mode": mode, "shape": name, "batch": batch, "cublas_fp16_us": rows[0]["us"],
-                     "triton_us": fastest["us"], "launch": fastest["launch"], "default_launch": default,
-                     "default_us": next((r["us"] for r in rows[1:] if tuple(r["launch"]) == default), None)})
+                     "triton_us": fastest["us"], "variant": fastest["variant"], "launch": fastest["launch"],
+                     "default_launch": default,
+                     "default_us": next((r["us"] for r in rows[1:] if r["launch"] and tuple(r["launch"]) == default),
+                                        None)})
         torch.cuda.empty_cache()
     for row in best:
         print("BEST " + json.dumps(row))

@@ -105,6 +105,26 @@ def test_fp8_linear_equals_its_quantized_operands_at_every_layer_shape(model, dt
                 err = (got.float() - want).abs().max().item()
                 rounding = FP16_ROUNDING if dtype == torch.float16 else 2 ** -7
                 assert got.dtype == dtype and err <= 2 * rounding * want.abs().max().item(), (model, (n, k), rows)
+            else:  # wider: W8A8 with x quantized by fp8_quant's kernel, the same bits as the torch ops
+                assert torch.equal(ops.small_batch_fp8_linear(x[:rows], q, scales, bias), ops.fp8_linear(
+                    x[:rows], q, scales, bias)), (model, (n, k), rows)
+
+
+@pytest.mark.skipif(not _fp8_capable(), reason="fp8 needs compute capability 8.9+")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@torch.inference_mode()
+def test_the_fp8_quantize_kernel_makes_the_torch_ops_bits(dtype):
+    """Ordinary, loud (beyond e4m3 before scaling) and zero rows, K not a multiple of the kernel's block."""
+    from qwen_triton.models import fp8_quant, ops
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for rows, k in ((1, 4096), (7, 1100), (300, 18944)):
+        x = torch.randn(rows, k, device="cuda", generator=gen).to(dtype)
+        x[rows // 2] *= 3000.0
+        x[-1] = 0.0
+        (got_q, got_s), (want_q, want_s) = fp8_quant.quantize_rows(x), ops.quantize_rows_fp8(x)
+        assert torch.equal(got_s, want_s) and got_s[-1].item() == 1.0, (rows, k)
+        assert torch.equal(got_q.view(torch.uint8), want_q.view(torch.uint8)), (rows, k)
 
 
 MODES = [QuantConfig("int8"), QuantConfig("int4", group_size=32)]

@@ -14,7 +14,7 @@ from triton.compiler import ASTSource
 
 assert os.environ.get("TRITON_INTERPRET") != "1", "run with Triton's compiler, not its interpreter"
 
-from qwen_triton.models import gemv, quant_gemv  # noqa: E402
+from qwen_triton.models import fp8_quant, gemv, quant_gemv  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 SHAPES = ((12288, 4096), (4096, 4096), (22016, 4096), (4096, 11008), (2048, 1536), (17920, 1536))
@@ -42,7 +42,7 @@ def gemv_cases():
     for dtype, (precision, kernel) in ((d, p) for d in DTYPES for p in (
             ("int8", quant_gemv._int8_gemv_kernel), ("fp8", quant_gemv._int8_gemv_kernel),
             ("int4", quant_gemv._int4_gemv_kernel))):
-        launches = [(gemv.one_block_m(m), *quant_gemv.choose_launch(m, n, k, precision, 128))
+        launches = [quant_gemv.choose_launch(m, n, k, precision, 128)
                     for m in ROWS for n, k in SHAPES]
         if precision != "fp8":  # fp8 prefill is torch._scaled_mm; int8/int4 may use the fused GEMM
             launches.append(quant_gemv.gemm_launch(precision, 128))
@@ -69,6 +69,13 @@ def dequantize_cases():
         yield f"dequantize {'int4' if int4 else 'int8'} {dtype}", quant_gemv._dequantize_kernel, pointers, constexprs, 4
 
 
+def fp8_quantize_cases():
+    for dtype in DTYPES:
+        pointers = {"x_ptr": f"*{DTYPES[dtype]}", "q_ptr": "*fp8e4nv", "scale_ptr": "*fp32"}
+        constexprs = {"FP8_MAX": fp8_quant.FP8_MAX, "BLOCK": 1024, "PDL": True}
+        yield f"fp8_quantize rows {dtype}", fp8_quant._quantize_rows_kernel, pointers, constexprs, 4
+
+
 @triton.jit
 def _control_helper(q, AS_FLOAT: tl.constexpr):
     if AS_FLOAT:
@@ -83,7 +90,7 @@ def _control_kernel(q_ptr, out_ptr, AS_FLOAT: tl.constexpr):
 
 
 def main() -> None:
-    for label, kernel, pointers, constexprs, warps in [*gemv_cases(), *dequantize_cases()]:
+    for label, kernel, pointers, constexprs, warps in [*gemv_cases(), *dequantize_cases(), *fp8_quantize_cases()]:
         try:
             compile_kernel(kernel, pointers, constexprs, warps)
             print(json.dumps({"case": label, "ok": True}), flush=True)

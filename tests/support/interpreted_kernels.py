@@ -17,11 +17,11 @@ import torch
 
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
-from qwen_triton.models import fused_ops, gemv, ops, paged_attention, quant_gemv  # noqa: E402  (made at import)
+from qwen_triton.models import fp8_quant, fused_ops, gemv, ops, paged_attention, quant_gemv  # noqa: E402  (made at import)
 from qwen_triton.tools.quantize import (dequantize_fp8, dequantize_int4, dequantize_int8, quantize_fp8,  # noqa: E402
                                         quantize_int4, quantize_int8)
 
-ROWS = (1, 2, 16, 17, 64, 65)  # 1: the elementwise path; 2-64: tensor-core tiles; 65: dequantize + matmul
+ROWS = (1, 2, 16, 17, 64, 65)  # 1: int8 and fp8's elementwise path; 2-64 (int4: 1-64): tensor-core tiles; 65: prefill
 # (N, K, launch): the default launch, and K split in 3 with a ragged last split (the float32 split sum).
 SHAPES = ((48, 256, None), (50, 384, (16, 128, 3, 4)))
 # The fused prefill GEMM, M tiled too (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps): ragged last row and column
@@ -179,6 +179,24 @@ def dequantize_cases(gen) -> list[dict]:
             for name, got, want in (("int4", int4, dequantize_int4(q, s, z)), ("int8", int8, dequantize_int8(q8, s8)))]
 
 
+def fp8_quantize_cases(gen) -> list[dict]:
+    """The one-kernel per-token fp8 quantization against ops.quantize_rows_fp8: rows of ordinary, loud (beyond
+    e4m3's range before scaling) and zero activations, a K that is not a multiple of its block. The scales bit
+    for bit, as torch makes them on CUDA; the e4m3 values only on the GPU (tests/gpu): the interpreter's
+    float32 -> e4m3 cast is not the hardware's (it rounds -125.9 to -64, ties away from even)."""
+    out = []
+    for dtype, k in ((torch.float16, 1100), (torch.bfloat16, 2048)):
+        x = torch.randn(5, k, generator=gen).to(dtype)
+        x[1] *= 3000.0
+        x[3] = 0.0
+        got_q, got_s = fp8_quant.quantize_rows(x)
+        amax = x.float().abs().amax(dim=-1, keepdim=True)  # torch on CUDA divides by a number as times 1/448
+        want_s = torch.where(amax > 0, amax * torch.tensor(1 / ops.FP8_MAX), torch.ones_like(amax))
+        out.append({"fp8_quantize": str(dtype), "scales_equal": torch.equal(got_s, want_s),
+                    "shape": list(got_q.shape), "dtype": str(got_q.dtype), "zero_row_scale": got_s[3].item()})
+    return out
+
+
 def main() -> None:
     gen = torch.Generator().manual_seed(0)
     for precision, group in (("int8", None), ("int4", 32), ("int4", 128), ("fp8", None)):
@@ -189,7 +207,7 @@ def main() -> None:
             for rows in GEMM_ROWS:
                 print(json.dumps(case(precision, group, rows, 50, 384, launch, rows % 2 == 1, gen)), flush=True)
     for line in (int4_refusals(gen) + gemv_cases(gen) + fused_op_cases(gen) + paged_attention_cases(gen)
-                 + dequantize_cases(gen)):
+                 + dequantize_cases(gen) + fp8_quantize_cases(gen)):
         print(json.dumps(line), flush=True)
     for line in model_step_cases():
         print(json.dumps(line), flush=True)

@@ -40,6 +40,15 @@ def test_the_one_pass_dequantize_kernel_equals_the_layout_reference(results):
                                                           {"dequantize": "int8", "equal": True}]
 
 
+def test_the_fp8_quantize_kernel_makes_the_scales_torch_makes_on_cuda(results):
+    """Its e4m3 values are compared on the GPU (tests/gpu/test_quant_kernels.py): the interpreter casts wrongly."""
+    cases = [r for r in results if "fp8_quantize" in r]
+    assert [r["fp8_quantize"] for r in cases] == ["torch.float16", "torch.bfloat16"]
+    for r in cases:
+        assert r["scales_equal"] and r["zero_row_scale"] == 1.0, r
+        assert r["dtype"] == "torch.float8_e4m3fn" and r["shape"][0] == 5, r
+
+
 def test_the_16_bit_gemv_equals_float32_matmul_split_or_not(results):
     cases = [r for r in results if "gemv_rows" in r]
     assert len(cases) == 5 and any(r["launch"] and r["launch"][2] == 3 for r in cases)

@@ -38,18 +38,18 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from . import fused_ops, gemv, paged_attention, quant_gemv
+from . import fp8_quant, fused_ops, gemv, paged_attention, quant_gemv
 from .cpu_quant import (chunked_linear_int4, chunked_linear_int8, int4pack_layout, int4pack_linear,
                         int8pack_linear)
 from .quant_linear import dequantize_int4, dequantize_int8
 
 # Without Triton (torch's CPU wheel carries none) every device gets the torch set.
-TRITON = all(module.triton is not None for module in (fused_ops, gemv, paged_attention, quant_gemv))
+TRITON = all(module.triton is not None for module in (fp8_quant, fused_ops, gemv, paged_attention, quant_gemv))
 HALF = (torch.float16, torch.bfloat16)
 # 4-D inputs: with 3-D ones SDPA takes its math path (a float32 (H, n, n) softmax) on CUDA. Not cuDNN: it builds
 # a plan on the host for every new sequence length, which stalls the engine thread under load.
 PREFILL_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-FP8_MAX = 448.0  # largest finite float8_e4m3fn
+FP8_MAX = fp8_quant.FP8_MAX  # largest finite float8_e4m3fn
 
 
 def dequant_linear_int8(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
@@ -73,11 +73,12 @@ def quantize_rows_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x32 / scale).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scale
 
 
-def fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
-               bias: torch.Tensor | None = None) -> torch.Tensor:
-    """W8A8: x quantized per token to e4m3, then one fp8 matmul whose float32 sums get both scales (row-wise
-    torch._scaled_mm). On CUDA that kernel writes bfloat16 only (f8f8bf16), so a float16 model casts its output."""
-    xq, x_scales = quantize_rows_fp8(x)
+def fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None,
+               quantize: Callable = quantize_rows_fp8) -> torch.Tensor:
+    """W8A8: x quantized per token to e4m3 (by quantize: quantize_rows_fp8's contract), then one fp8 matmul whose
+    float32 sums get both scales (row-wise torch._scaled_mm). On CUDA that kernel writes bfloat16 only
+    (f8f8bf16), so a float16 model casts its output."""
+    xq, x_scales = quantize(x)
     out_dtype = torch.bfloat16 if x.is_cuda else x.dtype
     out = torch._scaled_mm(xq, qweight.t(), scale_a=x_scales, scale_b=scales[None, :], out_dtype=out_dtype)
     out = out.to(x.dtype)
@@ -87,10 +88,11 @@ def fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
 def small_batch_fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
                            bias: torch.Tensor | None = None) -> torch.Tensor:
     """fp8 on CUDA: decode rows through the GEMV on the e4m3 weight (quant_gemv.linear_fp8_weight: one byte per
-    weight read, activations 16-bit), wider calls W8A8 (fp8_linear), where fp8 tensor cores halve the matmul."""
+    weight read, activations 16-bit), wider calls W8A8 (fp8_linear, x quantized by one kernel), where fp8
+    tensor cores halve the matmul."""
     if x.shape[0] <= gemv.MAX_ROWS:
         return quant_gemv.linear_fp8_weight(x, qweight, scales, bias)
-    return fp8_linear(x, qweight, scales, bias)
+    return fp8_linear(x, qweight, scales, bias, quantize=fp8_quant.quantize_rows)
 
 
 def prefix_prefill_attention(q, k_cache, v_cache, seq_lens: tuple[int, ...], cached_lens: tuple[int, ...],

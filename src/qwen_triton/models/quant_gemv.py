@@ -7,15 +7,15 @@ GEMM that dequantizes each weight tile in registers (no second pass; tensor-core
 cuBLAS's). QWEN_TRITON_QUANT_PREFILL sets both at import; benchmarks/quant_gemv.py --batch 512 compares them.
 
 Each program sums BLOCK_K-wide slices of BLOCK_N weight rows over its split of K in float32, as gemv.py does.
-int8: the per-row scale is applied to each split's sum (sum_k x q * s == s * sum_k x q). int4: each element is
-dequantized, (q - zero) * scale of its group, before the product. At one row the even and odd columns of a
-packed byte are multiplied with the even and odd columns of x (nothing interleaved in registers); at 2 or more
-rows the tile is interleaved back into column order for the tensor cores, so x is read as whole rows. A tile
-lies inside one group (BLOCK_K divides it; _launch refuses a launch where it does not), so scales and zeros are
-loaded once per row and tile: a tile spanning groups gathered a scale per weight, and at 2-64 rows that form of
-the kernel gave NaN or an illegal memory access on an H100 (Triton 3.6; docs/quantization.md). Bytes become
-floats by placing them in a float's mantissa (_with_exponent), not by conversion instructions, which run at a
-quarter of the rate of the arithmetic around them."""
+int8: the per-row scale is applied to each split's sum (sum_k x q * s == s * sum_k x q); one row runs float32
+FMAs, 2 or more tensor-core tiles. int4 always runs tensor-core tiles, at one row too (BLOCK_M 16, 15 rows
+masked: fewer instructions per weight than FMAs, and faster at every Qwen-7B shape on the H100). A tile lies
+inside one group (BLOCK_K divides it; _launch refuses a launch where it does not), so its zeros and scales are
+loaded once per row: a tile spanning groups gathered a scale per weight, and at 2-64 rows that form of the
+kernel gave NaN or an illegal memory access on an H100 (Triton 3.6; docs/quantization.md). The tile enters the
+tensor cores as q - zero, exact in half precision, and the group's scale multiplies its float32 sums. Bytes and
+nibbles become floats by placing them in a float's mantissa, not by conversion instructions, which run at a
+quarter of the rate of the arithmetic around them; for int4, by a few lines of PTX (_nibbles)."""
 from __future__ import annotations
 
 import os
@@ -36,8 +36,8 @@ if _PREFILL_SET:
 # The fused GEMM's (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps): int4's from benchmarks/quant_gemv.py's sweep at
 # 300 rows on the H100, int8's a first choice.
 GEMM_LAUNCHES = {"int8": (64, 128, 64, 1, 4), "int4": (64, 64, 128, 1, 4)}
-# The narrowest BLOCK_K of a tensor-core tile at 2 or more rows (its dots take BLOCK_K / 2 >= 16 columns): an int4
-# tile lies inside one group, so on the kernels the group size must be a multiple of it (the loader checks).
+# The narrowest BLOCK_K of int4's tensor-core tiles (the narrowest the GPU tests run, at group 32): an int4 tile
+# lies inside one group, so on the kernels the group size must be a multiple of it (the loader checks).
 INT4_MIN_BLOCK_K = 32
 
 try:
@@ -47,6 +47,19 @@ try:
     from . import pdl
 except ImportError:  # CPU-only installs
     triton = None
+else:
+    # Triton's interpreter (the CPU tests) cannot run PTX: there the nibbles are unpacked in plain Triton.
+    INT4_ASM = tl.constexpr(os.environ.get("TRITON_INTERPRET") != "1")
+    # $4: four bytes (elements 0-3) -> $0, $1: their low nibbles as M + q halves, elements (0, 1) and (2, 3);
+    # $2, $3: their high nibbles. prmt spreads bytes 0, 1 (and 2, 3) to the two halves of a word; lop3 0xEA
+    # is (a & b) | c.
+    _NIBBLES_PTX = ("{ .reg .b32 t0, t1, z; mov.b32 z, 0;"
+                    " prmt.b32 t0, $4, z, 0x4140; prmt.b32 t1, $4, z, 0x4342;"
+                    " lop3.b32 $0, t0, 0x000F000F, MAGIC, 0xEA; lop3.b32 $1, t1, 0x000F000F, MAGIC, 0xEA;"
+                    " shr.b32 t0, t0, 4; shr.b32 t1, t1, 4;"
+                    " lop3.b32 $2, t0, 0x000F000F, MAGIC, 0xEA; lop3.b32 $3, t1, 0x000F000F, MAGIC, 0xEA; }")
+    NIBBLES_F16 = tl.constexpr(_NIBBLES_PTX.replace("MAGIC", "0x64006400"))  # M = 1024: 0x6400 in float16
+    NIBBLES_BF16 = tl.constexpr(_NIBBLES_PTX.replace("MAGIC", "0x43004300"))  # M = 128: 0x4300 in bfloat16
 
 
 if triton is not None:
@@ -70,7 +83,7 @@ if triton is not None:
                 q = tl.load(q_rows + rk[None, :], mask=n_live[:, None] & k_live[None, :], other=0)
                 if FP8:  # e4m3 bit patterns as the float8 numbers they encode (exact in float32)
                     w = q.to(tl.float8e4nv, bitcast=True).to(tl.float32)
-                else:  # 2^23 + (q + 128) as _with_exponent makes it, the ^ 0x80 folded in; minus 2^23 + 128
+                else:  # the float32 2^23 + (q + 128): the byte q ^ 0x80 as its mantissa; minus 2^23 + 128
                     w = (q.to(tl.uint8, bitcast=True).to(tl.uint32) ^ 0x4B000080).to(tl.float32, bitcast=True)
                     w -= 8388736.0
                 x = tl.load(x_ptr + rk, mask=k_live, other=0.0)
@@ -94,16 +107,9 @@ if triton is not None:
         _store_split(out_ptr, total, bias_ptr, rn, rm, split, M, N, HAS_BIAS)
 
     @triton.jit
-    def _with_exponent(u):
-        """u (uint32 in [0, 2^23)) -> the float32 2^23 + u, whose mantissa bits are u: one logical or where a
-        conversion would take a quarter-rate instruction; subtracting two such floats gives an exact difference."""
-        return (u | 0x4B000000).to(tl.float32, bitcast=True)
-
-    @triton.jit
     def _int8_as(q, dtype: tl.constexpr):
         """int8 values -> dtype, exact. float16: the byte q + 128 as the mantissa of 1024 + (q + 128), minus 1152
-        (no conversion instruction, as _with_exponent); bfloat16's 7-bit mantissa cannot hold a byte, so a
-        conversion there."""
+        (no conversion instruction); bfloat16's 7-bit mantissa cannot hold a byte, so a conversion there."""
         if dtype == tl.float16:
             w = (q.to(tl.uint8, bitcast=True).to(tl.uint16) ^ 0x6480).to(tl.float16, bitcast=True) - 1152.0
         else:
@@ -130,40 +136,39 @@ if triton is not None:
         tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=(rm[:, None] < M) & n_live[None, :])
 
     @triton.jit
-    def _group_scale_zero(scale_rows, zero_rows, group, n_live):
-        """One group's scale and zero point of BLOCK_N rows, (BLOCK_N, 1) each; the zero as 2^23 + zero
-        (_with_exponent), to be subtracted from a nibble made the same way."""
-        scale = tl.load(scale_rows + group, mask=n_live[:, None], other=0.0)
-        return scale, _with_exponent(tl.load(zero_rows + group, mask=n_live[:, None], other=0).to(tl.uint32))
+    def _nibbles(packed, dtype: tl.constexpr):
+        """packed (BLOCK_N, HALF_K) uint8 -> (low, high) nibbles in dtype, each as M + q with M = 1024 (float16)
+        or 128 (bfloat16): the nibble placed in the mantissa of M, where the float's last bit weighs 1. With
+        INT4_ASM, per four bytes two byte permutes, two shifts and four logic ops make eight such halves in
+        pairs, the form the tensor cores take; in plain Triton the compiler spends about twice that."""
+        if INT4_ASM:
+            if dtype == tl.float16:
+                low, high = tl.inline_asm_elementwise(
+                    NIBBLES_F16, "=r,=r,=r,=r,r", [packed],
+                    dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
+            else:
+                low, high = tl.inline_asm_elementwise(
+                    NIBBLES_BF16, "=r,=r,=r,=r,r", [packed],
+                    dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+        else:
+            magic: tl.constexpr = 0x6400 if dtype == tl.float16 else 0x4300
+            wide = packed.to(tl.uint16)
+            low = ((wide & 0x0F) | magic).to(dtype, bitcast=True)
+            high = ((wide >> 4) | magic).to(dtype, bitcast=True)
+        return low, high
 
     @triton.jit
-    def _int4_tile(q_rows, scale_rows, zero_rows, k, n_live, GROUP: tl.constexpr, HALF_K: tl.constexpr):
-        """Columns k, k + 2, ... (even) and k + 1, k + 3, ... (odd) of BLOCK_N rows as q - zero in float32,
-        (BLOCK_N, HALF_K) each, and their group's scale, (BLOCK_N, 1). The tile [k, k + 2 HALF_K) lies inside one
-        group (_launch checks that 2 HALF_K divides GROUP), so its scales and zeros are one load per row; and it
-        is whole (GROUP divides K), so nothing is masked along K. The bytes are indexed as a contiguous range
-        (not as the even columns halved), so that the compiler sees consecutive addresses. The scale is left to
-        the caller: one row applies it to a sum of products, once per byte instead of once per weight."""
-        kb = k // 2 + tl.arange(0, HALF_K)  # byte columns of the packed rows
-        packed = tl.load(q_rows + kb[None, :], mask=n_live[:, None], other=0).to(tl.uint32)  # (BLOCK_N, HALF_K)
-        scale, zero = _group_scale_zero(scale_rows, zero_rows, k // GROUP, n_live)  # (BLOCK_N, 1) each
-        low = _with_exponent(packed & 0x0F) - zero  # (2^23 + q) - (2^23 + zero): q - zero, exact
-        high = _with_exponent(packed >> 4) - zero
-        return low, high, scale
-
-    @triton.jit
-    def _int4_row(x_ptr, q_rows, scale_rows, zero_rows, k_start, k_end, n_live, BLOCK_N: tl.constexpr,
-                  BLOCK_K: tl.constexpr, GROUP: tl.constexpr):
-        """(1, BLOCK_N): one row of x times BLOCK_N int4 rows over [k_start, k_end); k_start and k_end - k_start
-        are multiples of BLOCK_K (split_k's k_per_split is), so every tile is whole, inside one group."""
-        acc = tl.zeros((BLOCK_N, BLOCK_K // 2), tl.float32)
-        for k in range(k_start, k_end, BLOCK_K):
-            low, high, scale = _int4_tile(q_rows, scale_rows, zero_rows, k, n_live, GROUP, BLOCK_K // 2)
-            kb = k // 2 + tl.arange(0, BLOCK_K // 2)  # x's even columns are 2 kb, its odd ones 2 kb + 1
-            x_even = tl.load(x_ptr + 2 * kb).to(tl.float32)
-            x_odd = tl.load(x_ptr + 2 * kb + 1).to(tl.float32)
-            acc += (low * x_even[None, :] + high * x_odd[None, :]) * scale
-        return tl.sum(acc, axis=1)[None, :]
+    def _int4_tile(q_rows, zero_rows, k, n_live, GROUP: tl.constexpr, HALF_K: tl.constexpr, dtype: tl.constexpr):
+        """Columns [k, k + 2 HALF_K) of BLOCK_N rows as q - zero in dtype, (BLOCK_N, 2 HALF_K), in column order
+        for the tensor cores: exact (integers in [-15, 15]); the caller applies the scale to the tile's float32
+        sums. The tile lies inside one group (_launch checks that 2 HALF_K divides GROUP), so its zeros (and
+        scales) are one load per row; and it is whole (GROUP divides K), so nothing is masked along K."""
+        kb = k // 2 + tl.arange(0, HALF_K)
+        packed = tl.load(q_rows + kb[None, :], mask=n_live[:, None], other=0)  # (BLOCK_N, HALF_K) uint8
+        zero = tl.load(zero_rows + k // GROUP, mask=n_live[:, None], other=0)  # (BLOCK_N, 1)
+        zero = _nibbles(zero, dtype)[0]  # M + zero, as the nibbles are made
+        low, high = _nibbles(packed, dtype)
+        return tl.interleave(low - zero, high - zero)
 
     @triton.jit
     def _int4_gemv_kernel(x_ptr, q_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, M, N, K, x_stride, k_per_split,
@@ -177,20 +182,14 @@ if triton is not None:
         q_rows = q_ptr + rn[:, None].to(tl.int64) * (K // 2)  # (BLOCK_N, 1)
         scale_rows = scale_ptr + rn[:, None].to(tl.int64) * groups
         zero_rows = zero_ptr + rn[:, None].to(tl.int64) * groups
-        if BLOCK_M == 1:
-            total = _int4_row(x_ptr, q_rows, scale_rows, zero_rows, k_start, k_end, n_live, BLOCK_N, BLOCK_K,
-                              GROUP)
-        else:
-            total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-            m_live = (rm < M)[:, None]
-            for k in range(k_start, k_end, BLOCK_K):
-                low, high, scale = _int4_tile(q_rows, scale_rows, zero_rows, k, n_live, GROUP, BLOCK_K // 2)
-                # The tile's columns back in order, (BLOCK_N, BLOCK_K), so x is read as whole rows: reading x's
-                # even and odd columns apart (two strided loads, two dots) was several times slower (docs/perf-log.md).
-                w = tl.interleave(low * scale, high * scale).to(x_ptr.dtype.element_ty)
-                x = tl.load(x_ptr + rm[:, None] * x_stride + (k + tl.arange(0, BLOCK_K))[None, :], mask=m_live,
-                            other=0.0)
-                total = tl.dot(x, tl.trans(w), total)
+        total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+        m_live = (rm < M)[:, None]
+        for k in range(k_start, k_end, BLOCK_K):  # whole tiles, each inside one group (_int4_tile)
+            w = _int4_tile(q_rows, zero_rows, k, n_live, GROUP, BLOCK_K // 2, x_ptr.dtype.element_ty)
+            scale = tl.load(scale_rows + k // GROUP, mask=n_live[:, None], other=0.0)  # (BLOCK_N, 1)
+            x = tl.load(x_ptr + rm[:, None] * x_stride + (k + tl.arange(0, BLOCK_K))[None, :], mask=m_live,
+                        other=0.0)
+            total += tl.dot(x, tl.trans(w)) * tl.trans(scale)  # the group's scale once, on float32 sums
         _store_split(out_ptr, total, bias_ptr, rn, rm, split, M, N, HAS_BIAS)
 
     @triton.jit
@@ -234,33 +233,39 @@ def gemm_launch(precision: str, group: int | None = None) -> tuple[int, int, int
     return launch if precision == "int8" else int4_launch(launch, group)
 
 
-def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = None) -> tuple[int, int, int, int]:
-    """(BLOCK_N, BLOCK_K, splits, warps) for M <= gemv.MAX_ROWS; group: int4's (None: one per row, K). int4: the
-    fastest of benchmarks/quant_gemv.py's sweep at Qwen-7B's shapes on the H100 (1, 16 and 64 rows); int8 and
-    fp8: a first choice by analogy with gemv.choose_launch (a quantized tile holds 1/2 the bytes of a 16-bit one
-    at the same BLOCK_K)."""
+def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = None) -> tuple[int, ...]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, splits, warps) for M <= gemv.MAX_ROWS; group: int4's (None: one per row, K).
+    The fastest of benchmarks/quant_gemv.py's sweep at Qwen-7B's shapes on the H100
+    (benchmarks/results/quant_gemv_decode_h100.jsonl). int4 at one row takes the tensor-core tile of 16 rows,
+    15 of them masked, which beat the float32 FMAs at every shape; int8 and fp8 keep the FMAs there (the two
+    forms within 5%)."""
     block_n, block_k, splits, warps = gemv.choose_launch(M, N, K)
-    if precision == "int4":  # at one row, 32 weight rows make a tile of 2 KB at BLOCK_K 128
+    if precision == "int4":
         block_k = int4_block_k(128, group or K)
         if M == 1:
-            return 32, block_k, 4, 4
-        return 64, block_k, 4 if N <= 4096 or M <= 16 else 2 if N <= 16384 else 1, 4
-    if M == 1:
-        return block_n, min(block_k, 512), splits, warps
-    return block_n, 128, splits, warps
+            return 16, 64, block_k, 8 if K > 8192 else 2 if 8192 < N <= 16384 else 4, 4
+        if M <= 16:
+            return gemv.one_block_m(M), 32, block_k, 4, 4
+        return (gemv.one_block_m(M), 32, block_k, 1, 4) if N > 4096 else (gemv.one_block_m(M), 64, block_k, 4, 8)
+    if M == 1:  # at the narrow outputs a wider tile of eight rows
+        narrow = N <= 4096
+        if narrow:
+            return (1, 8, 1024, 1, 8) if precision == "int8" else (1, 4, 1024, 1, 4)
+        return 1, block_n, min(block_k, 512), splits, warps
+    return gemv.one_block_m(M), block_n, 128, splits, warps
 
 
 def _launch(kernel, x, weights: tuple, group: int | None, bias, N: int, precision: str,
             launch: tuple[int, ...] | None) -> torch.Tensor:
-    """launch: (BLOCK_N, BLOCK_K, splits, warps) with one block of rows (M <= gemv.MAX_ROWS), or
-    (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps) tiling M too (the fused GEMM)."""
+    """launch: (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), M tiled by BLOCK_M (one block at decode rows, several
+    in the fused GEMM), or (BLOCK_N, BLOCK_K, splits, warps) with one block of rows (M <= gemv.MAX_ROWS)."""
     M, K = x.shape
     launch = launch or choose_launch(M, N, K, precision, group)
-    if len(launch) == 4:
-        launch = (gemv.one_block_m(M), *launch)
-    if precision == "int4" and (group % launch[2] or (launch[0] > 1 and launch[2] < INT4_MIN_BLOCK_K)):
+    if len(launch) == 4:  # int4 has no one-row form: a tensor-core tile of 16 rows
+        launch = (max(16, gemv.one_block_m(M)) if precision == "int4" else gemv.one_block_m(M), *launch)
+    if precision == "int4" and (group % launch[2] or launch[2] < INT4_MIN_BLOCK_K):
         raise ValueError(f"int4 needs BLOCK_K dividing the group size {group} (and at least {INT4_MIN_BLOCK_K} for "
-                         f"the tensor-core tiles of 2 or more rows), got {launch[2]}")
+                         f"its tensor-core tiles), got {launch[2]}")
     extra = {"FP8": True} if precision == "fp8" else {} if group is None else {"GROUP": group}
     return gemv.split_k(kernel, x, weights, bias, N, launch, **extra)
 

@@ -1,0 +1,54 @@
+"""Per-token fp8 (e4m3) quantization of activations on CUDA, for W8A8 (ops.fp8_linear): one kernel where
+ops.quantize_rows_fp8 runs several torch kernels (a float32 copy, abs, amax, where, divide, clamp, cast), each
+a pass over the activations and, in a step that is not graphed, a launch from the host. The results are the
+same bits on CUDA: the same float32 arithmetic, rounded to nearest (the scale is the row's largest magnitude
+times 1/448, as torch divides a CUDA tensor by a number; each value is divided by it), the same clamp and cast."""
+from __future__ import annotations
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+
+    from . import pdl
+except ImportError:  # CPU-only installs
+    triton = None
+
+FP8_MAX = 448.0  # largest finite float8_e4m3fn (ops.FP8_MAX)
+
+if triton is not None:
+
+    @triton.jit
+    def _quantize_rows_kernel(x_ptr, q_ptr, scale_ptr, K, x_stride, FP8_MAX: tl.constexpr, BLOCK: tl.constexpr,
+                              PDL: tl.constexpr):
+        # One program per row: scale[row] = amax(|x[row]|) / FP8_MAX (1 for an all-zero row), then
+        # q[row] = clamp(x[row] / scale[row]) in e4m3. The row is read twice; the second read hits the cache.
+        pdl.wait_then_release(PDL)
+        row = tl.program_id(0)
+        x_row = x_ptr + row.to(tl.int64) * x_stride
+        amax = tl.zeros((BLOCK,), tl.float32)
+        for k in range(0, K, BLOCK):
+            cols = k + tl.arange(0, BLOCK)
+            amax = tl.maximum(amax, tl.abs(tl.load(x_row + cols, mask=cols < K, other=0.0).to(tl.float32)))
+        row_max = tl.max(amax, axis=0)
+        # Times the reciprocal, as torch divides a CUDA tensor by a Python number (ops.quantize_rows_fp8).
+        scale = tl.where(row_max > 0, row_max * (1.0 / FP8_MAX), 1.0)
+        tl.store(scale_ptr + row, scale)
+        for k in range(0, K, BLOCK):
+            cols = k + tl.arange(0, BLOCK)
+            x = tl.load(x_row + cols, mask=cols < K, other=0.0).to(tl.float32)
+            q = tl.minimum(tl.maximum(tl.math.div_rn(x, scale), -FP8_MAX), FP8_MAX)
+            tl.store(q_ptr + row.to(tl.int64) * K + cols, q.to(tl.float8e4nv), mask=cols < K)
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (M, K) on CUDA, unit stride along K -> (float8_e4m3fn (M, K), float32 scales (M, 1)), as
+    ops.quantize_rows_fp8 makes them on CUDA."""
+    M, K = x.shape
+    q = torch.empty((M, K), dtype=torch.float8_e4m3fn, device=x.device)
+    scales = torch.empty((M, 1), dtype=torch.float32, device=x.device)
+    if M:
+        _quantize_rows_kernel[(M,)](x, q, scales, K, x.stride(0), FP8_MAX=FP8_MAX, BLOCK=1024, num_warps=4,
+                                    **pdl.launch_kwargs(x.device))
+    return q, scales
