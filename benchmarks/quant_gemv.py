@@ -85,7 +85,7 @@ def _variants(mode: str, batch: int) -> list[tuple[str, tuple | None]]:
     w8a8 = [("scaled_mm", None), ("scaled_mm_torch_quantize", None)] if mode == "fp8" else []
     if batch > gemv.MAX_ROWS and mode == "fp8":  # prefill in fp8: W8A8 only
         return [("cublas_fp16", None)] + w8a8
-    if batch > gemv.MAX_ROWS:  # prefill: the two paths quant_gemv.PREFILL chooses between per precision
+    if batch > gemv.MAX_ROWS:  # prefill: the two paths quant_gemv.FUSED_ROWS chooses between by rows
         return [("cublas_fp16", None), ("dequantize_cublas", None)] + [("fused", la) for la in GEMM_LAUNCHES]
     launches = [la for la in LAUNCHES if batch == 1 or la[0] >= 16] + (DOT_LAUNCHES if batch < 16 else [])
     return [("cublas_fp16", None)] + [("triton", la) for la in launches] + w8a8

@@ -1,10 +1,9 @@
 """Weight-only quantized linear layers on CUDA (layout: models/quant_linear.py). Decode steps (up to
 gemv.MAX_ROWS rows of x) run a split-K GEMV that reads the packed weight and dequantizes it in registers, so a
 step streams 1 (int8) or 1/2 (int4) byte per weight instead of 2. Wider calls (prefill, large mixed steps) are
-compute-bound; PREFILL says, per precision, how they run: "dequantize" the weight once into x's dtype and run
-cuBLAS (a second pass over the weight, in 16 bits), or "fused": the same kernels tiled over rows of x as well, a
-GEMM that dequantizes each weight tile in registers (no second pass; tensor-core tiles of Triton's making, not
-cuBLAS's). QWEN_TRITON_QUANT_PREFILL sets both at import; benchmarks/quant_gemv.py --batch 512 compares them.
+compute-bound and run one of two paths, by rows (FUSED_ROWS): the same kernels tiled over rows of x as well, a
+GEMM that dequantizes each weight tile in registers (tensor-core tiles of Triton's making, not cuBLAS's); or,
+wider, the weight dequantized once into x's dtype (one pass: read 1 or 1/2 byte, write 2) and cuBLAS.
 
 Each program sums BLOCK_K-wide slices of BLOCK_N weight rows over its split of K in float32, as gemv.py does.
 int8: the per-row scale is applied to each split's sum (sum_k x q * s == s * sum_k x q); one row runs float32
@@ -25,17 +24,17 @@ import torch.nn.functional as F
 
 from . import gemv
 
-# int4's one-pass dequantize kernel (a scale and zero gathered per weight) is slower than its fused GEMM at
-# every Qwen-7B shape on the H100 (docs/quantization.md); int8's two paths have not been compared there.
-PREFILL = {"int8": "dequantize", "int4": "fused"}
+# Past gemv.MAX_ROWS rows (prefill, mixed steps), calls of up to FUSED_ROWS[precision] rows run the fused GEMM and
+# wider ones dequantize + cuBLAS: the faster of the two at Qwen-7B's shapes on the H100 at 128, 300 and 512 rows
+# (benchmarks/results/quant_gemv_prefill_h100.jsonl). QWEN_TRITON_QUANT_PREFILL=fused or dequantize forces one.
+FUSED_ROWS = {"int8": 256, "int4": 128}
 _PREFILL_SET = os.environ.get("QWEN_TRITON_QUANT_PREFILL")
 if _PREFILL_SET:
     if _PREFILL_SET not in ("dequantize", "fused"):
         raise ValueError(f"QWEN_TRITON_QUANT_PREFILL must be dequantize or fused, got {_PREFILL_SET!r}")
-    PREFILL = dict.fromkeys(PREFILL, _PREFILL_SET)
-# The fused GEMM's (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps): int4's from benchmarks/quant_gemv.py's sweep at
-# 300 rows on the H100, int8's a first choice.
-GEMM_LAUNCHES = {"int8": (64, 128, 64, 1, 4), "int4": (64, 64, 128, 1, 4)}
+    FUSED_ROWS = dict.fromkeys(FUSED_ROWS, 1 << 62 if _PREFILL_SET == "fused" else gemv.MAX_ROWS)
+# The fused GEMM's (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), from the same sweep.
+GEMM_LAUNCHES = {"int8": (128, 64, 64, 1, 4), "int4": (128, 64, 64, 1, 4)}
 # The narrowest BLOCK_K of int4's tensor-core tiles (the narrowest the GPU tests run, at group 32): an int4 tile
 # lies inside one group, so on the kernels the group size must be a multiple of it (the loader checks).
 INT4_MIN_BLOCK_K = 32
@@ -195,18 +194,19 @@ if triton is not None:
     @triton.jit
     def _dequantize_kernel(q_ptr, scale_ptr, zero_ptr, w_ptr, N, K, INT4: tl.constexpr, GROUP: tl.constexpr,
                            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
-        # w[n, k] in w's dtype: q[n, k] * scale[n] (int8) or (q[n, k] - zero[n, k // G]) * scale[n, k // G] (int4)
+        # w[n, k] in w's dtype: q[n, k] * scale[n] (int8) or (q[n, k] - zero[n, k // G]) * scale[n, k // G] (int4),
+        # computed in float32 and rounded once, as quant_linear.dequantize_int8/int4 do
         pdl.wait_then_release(PDL)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
         live = (rn < N)[:, None] & (rk < K)[None, :]
         rows = rn[:, None].to(tl.int64)
-        if INT4:
-            packed = tl.load(q_ptr + rows * (K // 2) + (rk // 2)[None, :], mask=live, other=0)
-            q = tl.where((rk % 2 == 0)[None, :], packed & 0x0F, packed >> 4).to(tl.float32)
-            group = rows * (K // GROUP) + (rk // GROUP)[None, :]
-            zero = tl.load(zero_ptr + group, mask=live, other=0).to(tl.float32)
-            w = (q - zero) * tl.load(scale_ptr + group, mask=live, other=0.0)
+        if INT4:  # a tile inside one group (BLOCK_K divides it), whole along K: as the GEMM reads it
+            groups = K // GROUP
+            k = tl.program_id(1) * BLOCK_K
+            w = _int4_tile(q_ptr + rows * (K // 2), zero_ptr + rows * groups, k, rn < N, GROUP, BLOCK_K // 2,
+                           w_ptr.dtype.element_ty).to(tl.float32)  # q - zero, exact
+            w *= tl.load(scale_ptr + rows * groups + k // GROUP, mask=(rn < N)[:, None], other=0.0)
         else:
             q = tl.load(q_ptr + rows * K + rk[None, :], mask=live, other=0).to(tl.float32)
             w = q * tl.load(scale_ptr + rn, mask=rn < N, other=0.0)[:, None]
@@ -272,11 +272,12 @@ def _launch(kernel, x, weights: tuple, group: int | None, bias, N: int, precisio
 
 def dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, K: int,
                dtype: torch.dtype) -> torch.Tensor:
-    """The (N, K) weight in dtype, made on the device in one pass (int4 when zeros is given)."""
+    """The (N, K) weight in dtype, made on the device in one pass (int4 when zeros is given; its group a multiple
+    of INT4_MIN_BLOCK_K, as on the GEMM's path)."""
     N = qweight.shape[0]
     w = torch.empty((N, K), dtype=dtype, device=qweight.device)
     group = K // scales.shape[1] if zeros is not None else K
-    block_n, block_k = 16, 128
+    block_n, block_k = (32, int4_block_k(128, group)) if zeros is not None else (16, 128)
     _dequantize_kernel[(triton.cdiv(N, block_n), triton.cdiv(K, block_k))](
         qweight, scales, zeros if zeros is not None else scales, w, N, K, INT4=zeros is not None, GROUP=group,
         BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4, **pdl.launch_kwargs(qweight.device))
@@ -288,7 +289,7 @@ def linear_int8(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bi
     """x (M, K) unit stride along K, half precision; qweight int8 (N, K), scales float32 (N,) -> (M, N)."""
     N, K = qweight.shape
     if x.shape[0] > gemv.MAX_ROWS and launch is None:
-        if PREFILL["int8"] == "dequantize":
+        if x.shape[0] > FUSED_ROWS["int8"]:
             return F.linear(x, dequantize(qweight, scales, None, K, x.dtype), bias)
         launch = gemm_launch("int8")
     return _launch(_int8_gemv_kernel, x, (qweight, scales), None, bias, N, "int8", launch)
@@ -310,7 +311,7 @@ def linear_int4(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, ze
     N, K = qweight.shape[0], x.shape[1]
     group = K // scales.shape[1]
     if x.shape[0] > gemv.MAX_ROWS and launch is None:
-        if PREFILL["int4"] == "dequantize":
+        if x.shape[0] > FUSED_ROWS["int4"]:
             return F.linear(x, dequantize(qweight, scales, zeros, K, x.dtype), bias)
         launch = gemm_launch("int4", group)
     return _launch(_int4_gemv_kernel, x, (qweight, scales, zeros), group, bias, N, "int4", launch)
