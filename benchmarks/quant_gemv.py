@@ -5,8 +5,8 @@ benchmarks/gemv.py: each call reads a different copy of the weights (more copies
 replayed from one CUDA graph. Diagnostic: one JSON line per (mode, shape, batch, variant), then the best
 launch per mode, shape and batch (what quant_gemv.choose_launch should pick). At one row the sweep has both of
 the GEMV's forms: the float32 FMAs of one row (4-tuples) and the tensor-core tile of 16 rows, 15 of them masked
-(5-tuples, BLOCK_M first). fp8 also runs W8A8 (x quantized per token by fp8_quant's kernel, then
-torch._scaled_mm) at every batch. --jobs compiles every launch first in that many processes."""
+(5-tuples, BLOCK_M first). fp8 also runs W8A8 (x quantized per token by fp8_quant's kernel, rows padded as
+the runtime pads them, then torch._scaled_mm) at every batch, and with torch's own ops quantizing. --jobs compiles every launch first in that many processes."""
 from __future__ import annotations
 
 import argparse
@@ -57,7 +57,7 @@ def _measure(mode, name, n, k, batch, min_bytes):
         if kind == "cublas_fp16":
             calls, err = [lambda w=w: F.linear(x, w) for w in half], 0.0
         elif kind in ("scaled_mm", "scaled_mm_torch_quantize"):  # W8A8; x quantized by one kernel or torch ops
-            quantize = fp8_quant.quantize_rows if kind == "scaled_mm" else ops.quantize_rows_fp8
+            quantize = fp8_quant.quantize_rows_padded if kind == "scaled_mm" else ops.quantize_rows_fp8
             calls = [lambda s=s: ops.fp8_linear(x, *s, quantize=quantize) for s in stored]
             err = (calls[0]().float() - ref).abs().max().item()
         elif kind == "dequantize_cublas":

@@ -189,11 +189,12 @@ def fp8_quantize_cases(gen) -> list[dict]:
         x = torch.randn(5, k, generator=gen).to(dtype)
         x[1] *= 3000.0
         x[3] = 0.0
-        got_q, got_s = fp8_quant.quantize_rows(x)
+        got_q, got_s = fp8_quant.quantize_rows(x, rows=8)  # padded: rows 5-7 zeros, scale 1
         amax = x.float().abs().amax(dim=-1, keepdim=True)  # torch on CUDA divides by a number as times 1/448
         want_s = torch.where(amax > 0, amax * torch.tensor(1 / ops.FP8_MAX), torch.ones_like(amax))
-        out.append({"fp8_quantize": str(dtype), "scales_equal": torch.equal(got_s, want_s),
-                    "shape": list(got_q.shape), "dtype": str(got_q.dtype), "zero_row_scale": got_s[3].item()})
+        out.append({"fp8_quantize": str(dtype), "scales_equal": torch.equal(got_s[:5], want_s),
+                    "shape": list(got_q.shape), "dtype": str(got_q.dtype), "zero_row_scale": got_s[3].item(),
+                    "padding_scales": got_s[5:, 0].tolist(), "padding_zero": not got_q[5:].float().any().item()})
     return out
 
 

@@ -46,7 +46,8 @@ def test_the_fp8_quantize_kernel_makes_the_scales_torch_makes_on_cuda(results):
     assert [r["fp8_quantize"] for r in cases] == ["torch.float16", "torch.bfloat16"]
     for r in cases:
         assert r["scales_equal"] and r["zero_row_scale"] == 1.0, r
-        assert r["dtype"] == "torch.float8_e4m3fn" and r["shape"][0] == 5, r
+        assert r["dtype"] == "torch.float8_e4m3fn" and r["shape"][0] == 8, r
+        assert r["padding_scales"] == [1.0, 1.0, 1.0] and r["padding_zero"], r
 
 
 def test_the_16_bit_gemv_equals_float32_matmul_split_or_not(results):

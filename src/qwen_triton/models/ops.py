@@ -75,13 +75,13 @@ def quantize_rows_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None,
                quantize: Callable = quantize_rows_fp8) -> torch.Tensor:
-    """W8A8: x quantized per token to e4m3 (by quantize: quantize_rows_fp8's contract), then one fp8 matmul whose
-    float32 sums get both scales (row-wise torch._scaled_mm). On CUDA that kernel writes bfloat16 only
-    (f8f8bf16), so a float16 model casts its output."""
-    xq, x_scales = quantize(x)
+    """W8A8: x quantized per token to e4m3 (by quantize: quantize_rows_fp8's contract, rows perhaps padded), then
+    one fp8 matmul whose float32 sums get both scales (row-wise torch._scaled_mm). On CUDA that kernel writes
+    bfloat16 only (f8f8bf16), so a float16 model casts its output."""
+    xq, x_scales = quantize(x)  # it may pad rows (fp8_quant.quantize_rows_padded): their outputs are dropped
     out_dtype = torch.bfloat16 if x.is_cuda else x.dtype
     out = torch._scaled_mm(xq, qweight.t(), scale_a=x_scales, scale_b=scales[None, :], out_dtype=out_dtype)
-    out = out.to(x.dtype)
+    out = out[:x.shape[0]].to(x.dtype)
     return out if bias is None else out + bias
 
 
@@ -92,7 +92,7 @@ def small_batch_fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch
     tensor cores halve the matmul."""
     if x.shape[0] <= gemv.MAX_ROWS:
         return quant_gemv.linear_fp8_weight(x, qweight, scales, bias)
-    return fp8_linear(x, qweight, scales, bias, quantize=fp8_quant.quantize_rows)
+    return fp8_linear(x, qweight, scales, bias, quantize=fp8_quant.quantize_rows_padded)
 
 
 def prefix_prefill_attention(q, k_cache, v_cache, seq_lens: tuple[int, ...], cached_lens: tuple[int, ...],

@@ -188,7 +188,12 @@ if triton is not None:
             scale = tl.load(scale_rows + k // GROUP, mask=n_live[:, None], other=0.0)  # (BLOCK_N, 1)
             x = tl.load(x_ptr + rm[:, None] * x_stride + (k + tl.arange(0, BLOCK_K))[None, :], mask=m_live,
                         other=0.0)
-            total += tl.dot(x, tl.trans(w)) * tl.trans(scale)  # the group's scale once, on float32 sums
+            # The group's scale once, on float32 sums. A block of 64 rows puts the weight tile first (the MMA's A
+            # operand, straight from registers), faster there on the H100 (docs/perf-log.md); other blocks x.
+            if BLOCK_M == 64:
+                total += tl.trans(tl.dot(w, tl.trans(x)) * scale)
+            else:
+                total += tl.dot(x, tl.trans(w)) * tl.trans(scale)
         _store_split(out_ptr, total, bias_ptr, rn, rm, split, M, N, HAS_BIAS)
 
     @triton.jit
@@ -236,7 +241,8 @@ def gemm_launch(precision: str, group: int | None = None) -> tuple[int, int, int
 def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = None) -> tuple[int, ...]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, splits, warps) for M <= gemv.MAX_ROWS; group: int4's (None: one per row, K).
     The fastest of benchmarks/quant_gemv.py's sweep at Qwen-7B's shapes on the H100
-    (benchmarks/results/quant_gemv_decode_h100.jsonl). int4 at one row takes the tensor-core tile of 16 rows,
+    (benchmarks/results/quant_gemv_decode_h100.jsonl; int4 at 33-64 rows:
+    benchmarks/results/int4_operand_order_64rows_h100.jsonl). int4 at one row takes the tensor-core tile of 16 rows,
     15 of them masked, which beat the float32 FMAs at every shape; int8 and fp8 keep the FMAs there (the two
     forms within 5%)."""
     block_n, block_k, splits, warps = gemv.choose_launch(M, N, K)
@@ -246,7 +252,9 @@ def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = No
             return 16, 64, block_k, 8 if K > 8192 else 2 if 8192 < N <= 16384 else 4, 4
         if M <= 16:
             return gemv.one_block_m(M), 32, block_k, 4, 4
-        return (gemv.one_block_m(M), 32, block_k, 1, 4) if N > 4096 else (gemv.one_block_m(M), 64, block_k, 4, 8)
+        if M <= 32:
+            return (32, 32, block_k, 1, 4) if N > 4096 else (32, 64, block_k, 4, 8)
+        return 64, 64, block_k, 1 if N > 16384 else 2, 4  # the weight tile first (_int4_gemv_kernel)
     if M == 1:  # at the narrow outputs a wider tile of eight rows
         narrow = N <= 4096
         if narrow:
