@@ -4,9 +4,10 @@ a sweep of launches, beside cuBLAS on the 16-bit weight (the baseline a quantize
 benchmarks/gemv.py: each call reads a different copy of the weights (more copies than the L2 holds), calls
 replayed from one CUDA graph. Diagnostic: one JSON line per (mode, shape, batch, variant), then the best
 launch per mode, shape and batch (what quant_gemv.choose_launch should pick). At one row the sweep has both of
-the GEMV's forms: the float32 FMAs of one row (4-tuples) and the tensor-core tile of 16 rows, 15 of them masked
-(5-tuples, BLOCK_M first). fp8 also runs W8A8 (x quantized per token by fp8_quant's kernel, rows padded as
-the runtime pads them, then torch._scaled_mm) at every batch, and with torch's own ops quantizing. --jobs compiles every launch first in that many processes."""
+the GEMV's forms: the float32 FMAs of one row (int8, fp8) and the tensor-core tile of 16 rows, 15 of them
+masked (launches recorded with BLOCK_M first). fp8 also runs W8A8 (x quantized per token by fp8_quant's
+kernel, rows padded as the runtime pads them, then torch._scaled_mm) at every batch, and with torch's own ops
+quantizing. --jobs compiles every launch first in that many processes."""
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,7 @@ def _measure(mode, name, n, k, batch, min_bytes):
                 continue  # too big, int4's BLOCK_K not dividing its group, or a tile the compiler refuses
             calls = [lambda s=s: op(x, *s, launch=launch) for s in stored]
         ms = graph_ms(calls)
-        if launch is not None and len(launch) == 4:  # one block of rows: as quant_gemv._launch completes it
-            launch = (gemv.one_block_m(batch), *launch)
+        launch = launch and quant_gemv.full_launch(batch, mode, launch)
         rows.append({"mode": mode, "shape": name, "batch": batch, "variant": kind, "launch": launch,
                      "us": round(ms * 1000, 2), "stored_tb_s": round(stored_bytes / ms / 1e9, 3), "max_err": err})
         print(json.dumps(rows[-1]), flush=True)
@@ -87,7 +87,8 @@ def _variants(mode: str, batch: int) -> list[tuple[str, tuple | None]]:
         return [("cublas_fp16", None)] + w8a8
     if batch > gemv.MAX_ROWS:  # prefill: the two paths quant_gemv.FUSED_ROWS chooses between by rows
         return [("cublas_fp16", None), ("dequantize_cublas", None)] + [("fused", la) for la in GEMM_LAUNCHES]
-    launches = [la for la in LAUNCHES if batch == 1 or la[0] >= 16] + (DOT_LAUNCHES if batch < 16 else [])
+    launches = [la for la in LAUNCHES if (batch == 1 and mode != "int4") or la[0] >= 16]  # int4: no one-row form
+    launches += DOT_LAUNCHES if batch < 16 else []
     return [("cublas_fp16", None)] + [("triton", la) for la in launches] + w8a8
 
 

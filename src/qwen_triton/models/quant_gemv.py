@@ -242,9 +242,9 @@ def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = No
     """(BLOCK_M, BLOCK_N, BLOCK_K, splits, warps) for M <= gemv.MAX_ROWS; group: int4's (None: one per row, K).
     The fastest of benchmarks/quant_gemv.py's sweep at Qwen-7B's shapes on the H100
     (benchmarks/results/quant_gemv_decode_h100.jsonl; int4 at 33-64 rows:
-    benchmarks/results/int4_operand_order_64rows_h100.jsonl). int4 at one row takes the tensor-core tile of 16 rows,
-    15 of them masked, which beat the float32 FMAs at every shape; int8 and fp8 keep the FMAs there (the two
-    forms within 5%)."""
+    benchmarks/results/int4_operand_order_64rows_h100.jsonl). int4 at one row takes the tensor-core tile of 16
+    rows, 15 of them masked, which beat the float32 FMAs at every shape; int8 and fp8 keep the FMAs there (the
+    two forms within 5%)."""
     block_n, block_k, splits, warps = gemv.choose_launch(M, N, K)
     if precision == "int4":
         block_k = int4_block_k(128, group or K)
@@ -255,12 +255,19 @@ def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = No
         if M <= 32:
             return (32, 32, block_k, 1, 4) if N > 4096 else (32, 64, block_k, 4, 8)
         return 64, 64, block_k, 1 if N > 16384 else 2, 4  # the weight tile first (_int4_gemv_kernel)
-    if M == 1:  # at the narrow outputs a wider tile of eight rows
-        narrow = N <= 4096
-        if narrow:
+    if M == 1:
+        if N <= 4096:  # the narrow outputs: 1,024 columns of 8 rows (int8, 8 warps) or 4 rows (fp8)
             return (1, 8, 1024, 1, 8) if precision == "int8" else (1, 4, 1024, 1, 4)
         return 1, block_n, min(block_k, 512), splits, warps
     return gemv.one_block_m(M), block_n, 128, splits, warps
+
+
+def full_launch(M: int, precision: str, launch: tuple[int, ...]) -> tuple[int, ...]:
+    """launch with BLOCK_M first: a 4-tuple (BLOCK_N, BLOCK_K, splits, warps) gets one block of M rows (int4,
+    which has no one-row form, a tensor-core tile of at least 16)."""
+    if len(launch) == 5:
+        return launch
+    return (max(16, gemv.one_block_m(M)) if precision == "int4" else gemv.one_block_m(M), *launch)
 
 
 def _launch(kernel, x, weights: tuple, group: int | None, bias, N: int, precision: str,
@@ -268,9 +275,7 @@ def _launch(kernel, x, weights: tuple, group: int | None, bias, N: int, precisio
     """launch: (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), M tiled by BLOCK_M (one block at decode rows, several
     in the fused GEMM), or (BLOCK_N, BLOCK_K, splits, warps) with one block of rows (M <= gemv.MAX_ROWS)."""
     M, K = x.shape
-    launch = launch or choose_launch(M, N, K, precision, group)
-    if len(launch) == 4:  # int4 has no one-row form: a tensor-core tile of 16 rows
-        launch = (max(16, gemv.one_block_m(M)) if precision == "int4" else gemv.one_block_m(M), *launch)
+    launch = full_launch(M, precision, launch or choose_launch(M, N, K, precision, group))
     if precision == "int4" and (group % launch[2] or launch[2] < INT4_MIN_BLOCK_K):
         raise ValueError(f"int4 needs BLOCK_K dividing the group size {group} (and at least {INT4_MIN_BLOCK_K} for "
                          f"its tensor-core tiles), got {launch[2]}")
