@@ -89,6 +89,26 @@ def _control_kernel(q_ptr, out_ptr, AS_FLOAT: tl.constexpr):
     tl.store(out_ptr + offsets, _control_helper(tl.load(q_ptr + offsets), AS_FLOAT).to(tl.float32))
 
 
+def sass_loop_case() -> dict:
+    """The int4 tile's inner loop at one of the runtime's launches (1-16 rows), read from its SASS with
+    benchmarks/sass_loop.py: instructions per weight per thread, and whether the tensor cores run it."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from benchmarks import sass_loop
+
+    cubin = sass_loop.compile_cubin("int4", {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP": 128,
+                                             "HAS_BIAS": False, "PDL": True}, 4)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "int4.cubin"
+        path.write_bytes(cubin)
+        tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+        sass = subprocess.run([tool, "-sass", path], check=True, capture_output=True, text=True).stdout
+    count, mix = sass_loop.loop_mix(sass)
+    return {"sass_loop": "int4 16x64x128, 4 warps", "per_weight": count / (64 * 128 / 128), "hmma": mix["HMMA"]}
+
+
 def main() -> None:
     for label, kernel, pointers, constexprs, warps in [*gemv_cases(), *dequantize_cases(), *fp8_quantize_cases()]:
         try:
@@ -97,6 +117,7 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 (each case is reported, the test decides)
             cause = exc.__cause__ or exc
             print(json.dumps({"case": label, "ok": False, "error": f"{type(cause).__name__}: {cause}"[:2000]}))
+    print(json.dumps(sass_loop_case()), flush=True)
     try:
         compile_kernel(_control_kernel, {"q_ptr": "*u8", "out_ptr": "*fp32"}, {"AS_FLOAT": True}, 4)
         print(json.dumps({"control": "inconsistent returns", "compiled": True}))
