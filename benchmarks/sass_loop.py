@@ -17,19 +17,19 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-
 from qwen_triton.models import quant_gemv
 
-TARGET = GPUTarget("cuda", 90, 32)
 INSTRUCTION = re.compile(r"^\s+/\*([0-9a-f]+)\*/\s+(@!?U?P\w+\s+)?([A-Z0-9_.]+)([^;]*);")
 
 
 def compile_cubin(precision: str, constexprs: dict, warps: int, dtype: str = "fp16") -> bytes:
     """The cubin of int8/fp8 (_int8_gemv_kernel) or int4 (_int4_gemv_kernel) at one launch: pointers typed as
-    the runtime passes them, sizes specialized as Qwen's are (divisible by 16)."""
+    the runtime passes them, sizes specialized as Qwen's are (divisible by 16). Triton is imported here: the
+    server's CPU install has none (make test's interpreter folder does)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
     kernel = quant_gemv._int4_gemv_kernel if precision == "int4" else quant_gemv._int8_gemv_kernel
     pointers = {"x_ptr": f"*{dtype}", "q_ptr": "*i8" if precision == "int8" else "*u8", "bias_ptr": f"*{dtype}",
                 "out_ptr": f"*{dtype}", "scale_ptr": "*fp32", "zero_ptr": "*u8"}
@@ -38,7 +38,18 @@ def compile_cubin(precision: str, constexprs: dict, warps: int, dtype: str = "fp
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if signature[n] != "constexpr"}
     source = ASTSource(fn=kernel, signature=signature, attrs=attrs,
                        constexprs={(names.index(n),): v for n, v in constexprs.items()})
-    return triton.compile(source, target=TARGET, options={"num_warps": warps}).asm["cubin"]
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps}).asm["cubin"]
+
+
+def disassemble(cubin: bytes) -> str:
+    """SASS text of a cubin, by the cuobjdump in Triton's wheel."""
+    import triton
+
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "kernel.cubin"
+        path.write_bytes(cubin)
+        return subprocess.run([cuobjdump, "-sass", path], check=True, capture_output=True, text=True).stdout
 
 
 def loop_mix(sass: str) -> tuple[int, collections.Counter]:
@@ -61,12 +72,7 @@ def main(argv=None) -> None:
     block_m, block_n, block_k, warps = args.launch
     constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "HAS_BIAS": False, "PDL": True}
     constexprs.update({"GROUP": args.group} if args.precision == "int4" else {"FP8": args.precision == "fp8"})
-    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    with tempfile.TemporaryDirectory() as folder:
-        cubin = Path(folder) / "kernel.cubin"
-        cubin.write_bytes(compile_cubin(args.precision, constexprs, warps, args.dtype))
-        sass = subprocess.run([cuobjdump, "-sass", cubin], check=True, capture_output=True, text=True).stdout
-    count, mix = loop_mix(sass)
+    count, mix = loop_mix(disassemble(compile_cubin(args.precision, constexprs, warps, args.dtype)))
     weights = block_n * block_k / (32 * warps)  # per thread per iteration
     print(json.dumps({"precision": args.precision, "launch": args.launch, "dtype": args.dtype, "loop": count,
                       "weights_per_thread": weights, "per_weight": round(count / weights, 2),

@@ -92,19 +92,10 @@ def _control_kernel(q_ptr, out_ptr, AS_FLOAT: tl.constexpr):
 def sass_loop_case() -> dict:
     """The int4 tile's inner loop at one of the runtime's launches (1-16 rows), read from its SASS with
     benchmarks/sass_loop.py: instructions per weight per thread, and whether the tensor cores run it."""
-    import subprocess
-    import tempfile
-    from pathlib import Path
-
     from benchmarks import sass_loop
 
-    cubin = sass_loop.compile_cubin("int4", {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP": 128,
-                                             "HAS_BIAS": False, "PDL": True}, 4)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "int4.cubin"
-        path.write_bytes(cubin)
-        tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-        sass = subprocess.run([tool, "-sass", path], check=True, capture_output=True, text=True).stdout
+    sass = sass_loop.disassemble(sass_loop.compile_cubin("int4", {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128,
+                                                                   "GROUP": 128, "HAS_BIAS": False, "PDL": True}, 4))
     count, mix = sass_loop.loop_mix(sass)
     return {"sass_loop": "int4 16x64x128, 4 warps", "per_weight": count / (64 * 128 / 128), "hmma": mix["HMMA"]}
 
