@@ -32,6 +32,8 @@ DOT_LAUNCHES = [(16, bn, bk, s, w) for bn in (32, 64, 128) for bk in (64, 128, 2
                 for w in (4, 8) if bn * bk <= 8192 * w // 4]
 
 
+# A launch too big for the GPU, int4's BLOCK_K not dividing its group, or a tile Triton's compiler refuses: skipped.
+REFUSED = (quant_gemv.triton.runtime.errors.OutOfResources, ValueError, RuntimeError) if quant_gemv.triton else ()
 OPS = {"int8": quant_gemv.linear_int8, "int4": quant_gemv.linear_int4, "fp8": quant_gemv.linear_fp8_weight}
 
 
@@ -69,8 +71,8 @@ def _measure(mode, name, n, k, batch, min_bytes):
         else:
             try:
                 err = (op(x, *stored[0], launch=launch).float() - ref).abs().max().item()
-            except (quant_gemv.triton.runtime.errors.OutOfResources, ValueError, RuntimeError):
-                continue  # too big, int4's BLOCK_K not dividing its group, or a tile the compiler refuses
+            except REFUSED:
+                continue
             calls = [lambda s=s: op(x, *s, launch=launch) for s in stored]
         ms = graph_ms(calls)
         launch = launch and quant_gemv.full_launch(batch, mode, launch)
@@ -104,8 +106,8 @@ def _compile(job: tuple) -> int:
             try:
                 OPS[mode](x, *stored, launch=launch)
                 ran += 1
-            except (quant_gemv.triton.runtime.errors.OutOfResources, ValueError, RuntimeError):
-                pass  # too big, int4's BLOCK_K not dividing its group, or a tile the compiler refuses
+            except REFUSED:
+                pass
     torch.cuda.synchronize()
     return ran
 

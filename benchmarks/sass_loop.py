@@ -22,23 +22,34 @@ from qwen_triton.models import quant_gemv
 INSTRUCTION = re.compile(r"^\s+/\*([0-9a-f]+)\*/\s+(@!?U?P\w+\s+)?([A-Z0-9_.]+)([^;]*);")
 
 
-def compile_cubin(precision: str, constexprs: dict, warps: int, dtype: str = "fp16") -> bytes:
-    """The cubin of int8/fp8 (_int8_gemv_kernel) or int4 (_int4_gemv_kernel) at one launch: pointers typed as
-    the runtime passes them, sizes specialized as Qwen's are (divisible by 16). Triton is imported here: the
-    server's CPU install has none (make test's interpreter folder does)."""
+def compile_for_hopper(kernel, pointers: dict[str, str], constexprs: dict, warps: int):
+    """`kernel` compiled for sm_90 by Triton's compiler and ptxas (no GPU needed): pointer arguments typed by
+    `pointers`, every other argument i32 divisible by 16 (as the launcher specializes Qwen's sizes) or constexpr.
+    Triton is imported here: the server's CPU install has none (make test's interpreter folder does)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    kernel = quant_gemv._int4_gemv_kernel if precision == "int4" else quant_gemv._int8_gemv_kernel
-    pointers = {"x_ptr": f"*{dtype}", "q_ptr": "*i8" if precision == "int8" else "*u8", "bias_ptr": f"*{dtype}",
-                "out_ptr": f"*{dtype}", "scale_ptr": "*fp32", "zero_ptr": "*u8"}
     names = kernel.arg_names
     signature = {n: "constexpr" if n in constexprs else pointers.get(n, "i32") for n in names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if signature[n] != "constexpr"}
     source = ASTSource(fn=kernel, signature=signature, attrs=attrs,
                        constexprs={(names.index(n),): v for n, v in constexprs.items()})
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps}).asm["cubin"]
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+
+
+def compile_cubin(precision: str, constexprs: dict, warps: int, dtype: str = "fp16") -> bytes:
+    """The cubin of int8/fp8 (_int8_gemv_kernel) or int4 (_int4_gemv_kernel) at one launch, pointers typed as
+    the runtime passes them."""
+    kernel = quant_gemv._int4_gemv_kernel if precision == "int4" else quant_gemv._int8_gemv_kernel
+    pointers = {"x_ptr": f"*{dtype}", "q_ptr": "*i8" if precision == "int8" else "*u8", "bias_ptr": f"*{dtype}",
+                "out_ptr": f"*{dtype}", "scale_ptr": "*fp32", "zero_ptr": "*u8"}
+    return compile_for_hopper(kernel, pointers, constexprs, warps).asm["cubin"]
+
+
+def weights_per_thread(block_n: int, block_k: int, warps: int) -> float:
+    """Weights one thread handles per iteration of the loop: a BLOCK_N x BLOCK_K tile over 32 * warps threads."""
+    return block_n * block_k / (32 * warps)
 
 
 def disassemble(cubin: bytes) -> str:
@@ -73,7 +84,7 @@ def main(argv=None) -> None:
     constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "HAS_BIAS": False, "PDL": True}
     constexprs.update({"GROUP": args.group} if args.precision == "int4" else {"FP8": args.precision == "fp8"})
     count, mix = loop_mix(disassemble(compile_cubin(args.precision, constexprs, warps, args.dtype)))
-    weights = block_n * block_k / (32 * warps)  # per thread per iteration
+    weights = weights_per_thread(block_n, block_k, warps)
     print(json.dumps({"precision": args.precision, "launch": args.launch, "dtype": args.dtype, "loop": count,
                       "weights_per_thread": weights, "per_weight": round(count / weights, 2),
                       "mix": dict(mix.most_common(16))}))

@@ -9,31 +9,16 @@ import os
 
 import triton
 import triton.language as tl
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 assert os.environ.get("TRITON_INTERPRET") != "1", "run with Triton's compiler, not its interpreter"
 
-from qwen_triton.models import fp8_quant, gemv, quant_gemv  # noqa: E402
+from benchmarks import sass_loop  # noqa: E402
+from qwen_triton.models import fp8_quant, quant_gemv  # noqa: E402
 
-TARGET = GPUTarget("cuda", 90, 32)
 SHAPES = ((12288, 4096), (4096, 4096), (22016, 4096), (4096, 11008), (2048, 1536), (17920, 1536))
 ROWS = (1, 2, 16, 17, 33, 64)  # the GEMV's row counts (its BLOCK_M: 1, 16, 32, 64)
 DTYPES = {"float16": "fp16", "bfloat16": "bf16"}
 POINTERS = {"scale_ptr": "*fp32", "zero_ptr": "*u8"}
-INT_ARGS = ("M", "N", "K", "x_stride", "k_per_split")
-
-
-def compile_kernel(kernel, pointers: dict[str, str], constexprs: dict, warps: int) -> None:
-    """Compiles `kernel` for TARGET: pointer arguments typed by `pointers`, the rest i32 (16-divisible, as the
-    launcher specializes Qwen's sizes) or constexpr."""
-    names = kernel.arg_names
-    signature = {name: "constexpr" if name in constexprs else pointers.get(name, "i32") for name in names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(names)
-             if signature[name] != "constexpr" and (name in pointers or name in INT_ARGS)}
-    source = ASTSource(fn=kernel, signature=signature, attrs=attrs,
-                       constexprs={(names.index(name),): value for name, value in constexprs.items()})
-    triton.compile(source, target=TARGET, options={"num_warps": warps})
 
 
 def gemv_cases():
@@ -92,25 +77,24 @@ def _control_kernel(q_ptr, out_ptr, AS_FLOAT: tl.constexpr):
 def sass_loop_case() -> dict:
     """The int4 tile's inner loop at one of the runtime's launches (1-16 rows), read from its SASS with
     benchmarks/sass_loop.py: instructions per weight per thread, and whether the tensor cores run it."""
-    from benchmarks import sass_loop
-
     sass = sass_loop.disassemble(sass_loop.compile_cubin("int4", {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128,
                                                                    "GROUP": 128, "HAS_BIAS": False, "PDL": True}, 4))
     count, mix = sass_loop.loop_mix(sass)
-    return {"sass_loop": "int4 16x64x128, 4 warps", "per_weight": count / (64 * 128 / 128), "hmma": mix["HMMA"]}
+    return {"sass_loop": "int4 16x64x128, 4 warps", "per_weight": count / sass_loop.weights_per_thread(64, 128, 4),
+            "hmma": mix["HMMA"]}
 
 
 def main() -> None:
     for label, kernel, pointers, constexprs, warps in [*gemv_cases(), *dequantize_cases(), *fp8_quantize_cases()]:
         try:
-            compile_kernel(kernel, pointers, constexprs, warps)
+            sass_loop.compile_for_hopper(kernel, pointers, constexprs, warps)
             print(json.dumps({"case": label, "ok": True}), flush=True)
         except Exception as exc:  # noqa: BLE001 (each case is reported, the test decides)
             cause = exc.__cause__ or exc
             print(json.dumps({"case": label, "ok": False, "error": f"{type(cause).__name__}: {cause}"[:2000]}))
     print(json.dumps(sass_loop_case()), flush=True)
     try:
-        compile_kernel(_control_kernel, {"q_ptr": "*u8", "out_ptr": "*fp32"}, {"AS_FLOAT": True}, 4)
+        sass_loop.compile_for_hopper(_control_kernel, {"q_ptr": "*u8", "out_ptr": "*fp32"}, {"AS_FLOAT": True}, 4)
         print(json.dumps({"control": "inconsistent returns", "compiled": True}))
     except Exception as exc:  # noqa: BLE001
         print(json.dumps({"control": "inconsistent returns", "compiled": False, "error": str(exc.__cause__)[:300]}))

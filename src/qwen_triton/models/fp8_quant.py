@@ -25,6 +25,7 @@ def padded_rows(M: int) -> int:
     """M, or past PAD_ROWS the next multiple of it."""
     return M if M <= PAD_ROWS else -(-M // PAD_ROWS) * PAD_ROWS
 
+
 if triton is not None:
 
     @triton.jit
