@@ -5,9 +5,10 @@ benchmarks/gemv.py: each call reads a different copy of the weights (more copies
 replayed from one CUDA graph. Diagnostic: one JSON line per (mode, shape, batch, variant), then the best
 launch per mode, shape and batch (what quant_gemv.choose_launch should pick). At one row the sweep has both of
 the GEMV's forms: the float32 FMAs of one row (int8, fp8) and the tensor-core tile of 16 rows, 15 of them
-masked (launches recorded with BLOCK_M first). fp8 also runs W8A8 (x quantized per token by fp8_quant's
-kernel, rows padded as the runtime pads them, then torch._scaled_mm) at every batch, and with torch's own ops
-quantizing. --jobs compiles every launch first in that many processes."""
+masked (launches recorded whole: quant_gemv.full_launch). Every tensor-core launch runs with x first and with
+the weight first in the MMA. fp8 also runs W8A8 (x quantized per token by fp8_quant's kernel, rows padded as the
+runtime pads them, then torch._scaled_mm) at every batch, and with torch's own ops quantizing, and past 64 rows
+the fused GEMM on its e4m3 weight (W8A16). --jobs compiles every launch first in that many processes."""
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,10 @@ from qwen_triton.tools.quantize import dequantize_fp8, quantize_fp8, quantize_in
 from .gemv import LAUNCHES, SHAPES
 from .timing import graph_ms
 
-# The fused prefill GEMM's tiles (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), quant_gemv.GEMM_LAUNCHES among them.
-GEMM_LAUNCHES = [(bm, bn, bk, 1, w) for bm in (64, 128) for bn in (64, 128) for bk in (64, 128) for w in (4, 8)]
+# The fused prefill GEMM's tiles (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, weight_first), quant_gemv.GEMM_LAUNCHES
+# among them; each with x first and with the weight first in the MMA.
+GEMM_LAUNCHES = [(bm, bn, bk, 1, w, first) for bm in (64, 128, 256) for bn in (64, 128) for bk in (64, 128)
+                 for w in (4, 8) for first in (False, True)]
 # One row through the tensor-core tile (BLOCK_M 16, rows 2-16 masked).
 DOT_LAUNCHES = [(16, bn, bk, s, w) for bn in (32, 64, 128) for bk in (64, 128, 256) for s in (1, 2, 4, 8)
                 for w in (4, 8) if bn * bk <= 8192 * w // 4]
@@ -75,7 +78,7 @@ def _measure(mode, name, n, k, batch, min_bytes):
                 continue
             calls = [lambda s=s: op(x, *s, launch=launch) for s in stored]
         ms = graph_ms(calls)
-        launch = launch and quant_gemv.full_launch(batch, mode, launch)
+        launch = launch and quant_gemv.full_launch(batch, mode, launch)  # the launch as run, whole
         rows.append({"mode": mode, "shape": name, "batch": batch, "variant": kind, "launch": launch,
                      "us": round(ms * 1000, 2), "stored_tb_s": round(stored_bytes / ms / 1e9, 3), "max_err": err})
         print(json.dumps(rows[-1]), flush=True)
@@ -85,13 +88,16 @@ def _measure(mode, name, n, k, batch, min_bytes):
 def _variants(mode: str, batch: int) -> list[tuple[str, tuple | None]]:
     """(kind, launch) timed for a mode at a batch; cublas_fp16 first (the baseline)."""
     w8a8 = [("scaled_mm", None), ("scaled_mm_torch_quantize", None)] if mode == "fp8" else []
-    if batch > gemv.MAX_ROWS and mode == "fp8":  # prefill in fp8: W8A8 only
-        return [("cublas_fp16", None)] + w8a8
+    fused = [("fused", la) for la in GEMM_LAUNCHES]
+    if batch > gemv.MAX_ROWS and mode == "fp8":  # prefill in fp8: W8A8, or the e4m3 weight with 16-bit x
+        return [("cublas_fp16", None)] + w8a8 + fused
     if batch > gemv.MAX_ROWS:  # prefill: the two paths quant_gemv.FUSED_ROWS chooses between by rows
-        return [("cublas_fp16", None), ("dequantize_cublas", None)] + [("fused", la) for la in GEMM_LAUNCHES]
+        return [("cublas_fp16", None), ("dequantize_cublas", None)] + fused
     launches = [la for la in LAUNCHES if (batch == 1 and mode != "int4") or la[0] >= 16]  # int4: no one-row form
     launches += DOT_LAUNCHES if batch < 16 else []
-    return [("cublas_fp16", None)] + [("triton", la) for la in launches] + w8a8
+    whole = [quant_gemv.full_launch(batch, mode, la)[:5] for la in launches]
+    both = [(*la, first) for la in whole for first in ((False, True) if la[0] >= 16 else (False,))]
+    return [("cublas_fp16", None)] + [("triton", la) for la in both] + w8a8
 
 
 def _compile(job: tuple) -> int:

@@ -24,12 +24,17 @@ INSTRUCTION = re.compile(r"^\s+/\*([0-9a-f]+)\*/\s+(@!?U?P\w+\s+)?([A-Z0-9_.]+)(
 
 def compile_for_hopper(kernel, pointers: dict[str, str], constexprs: dict, warps: int):
     """`kernel` compiled for sm_90 by Triton's compiler and ptxas (no GPU needed): pointer arguments typed by
-    `pointers`, every other argument i32 divisible by 16 (as the launcher specializes Qwen's sizes) or constexpr.
-    Triton is imported here: the server's CPU install has none (make test's interpreter folder does)."""
+    `pointers`, every other argument i32 divisible by 16 (as the launcher specializes Qwen's sizes) or constexpr
+    (`constexprs`, else its default). Triton is imported here: the server's CPU install has none (make test's
+    interpreter folder does)."""
+    import inspect
+
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    constexprs = {**{p.name: p.default for p in kernel.params
+                     if p.is_constexpr and p.default is not inspect.Parameter.empty}, **constexprs}
     names = kernel.arg_names
     signature = {n: "constexpr" if n in constexprs else pointers.get(n, "i32") for n in names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if signature[n] != "constexpr"}

@@ -31,10 +31,11 @@ def gemv_cases():
                     for m in ROWS for n, k in SHAPES]
         if precision != "fp8":  # fp8 prefill is torch._scaled_mm; int8/int4 may use the fused GEMM
             launches.append(quant_gemv.gemm_launch(precision, 128))
-        for block_m, block_n, block_k, splits, warps in launches:
+        for block_m, block_n, block_k, splits, warps, weight_first in launches:
             for has_bias in (True, False) if splits == 1 else (False,):  # split: the bias joins in sum_splits
                 constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "HAS_BIAS": has_bias,
-                              "PDL": True, **({"FP8": precision == "fp8"} if precision != "int4" else {}),
+                              "PDL": True, "W_FIRST": weight_first,
+                              **({"FP8": precision == "fp8"} if precision != "int4" else {}),
                               **({"GROUP": 128} if precision == "int4" else {})}
                 key = (dtype, precision, tuple(constexprs.items()), warps, splits > 1)  # split: float32 partials
                 if key in seen:
@@ -43,7 +44,8 @@ def gemv_cases():
                 q = "*i8" if precision == "int8" else "*u8"
                 pointers = {"x_ptr": f"*{DTYPES[dtype]}", "q_ptr": q, "bias_ptr": f"*{DTYPES[dtype]}",
                             "out_ptr": f"*{DTYPES[dtype]}" if splits == 1 else "*fp32", **POINTERS}
-                label = f"{precision} {dtype} {block_m}x{block_n}x{block_k}/{splits}{' bias' if has_bias else ''}"
+                label = (f"{precision} {dtype} {block_m}x{block_n}x{block_k}/{splits}{' bias' if has_bias else ''}"
+                         f"{' weight first' if weight_first else ''}")
                 yield label, kernel, pointers, constexprs, warps
 
 

@@ -22,11 +22,13 @@ from qwen_triton.tools.quantize import (dequantize_fp8, dequantize_int4, dequant
                                         quantize_int4, quantize_int8)
 
 ROWS = (1, 2, 16, 17, 64, 65)  # 1: int8 and fp8's elementwise path; 2-64 (int4: 1-64): tensor-core tiles; 65: prefill
-# (N, K, launch): the default launch, and K split in 3 with a ragged last split (the float32 split sum).
-SHAPES = ((48, 256, None), (50, 384, (16, 128, 3, 4)))
-# The fused prefill GEMM, M tiled too (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps): ragged last row and column
-# blocks, unsplit and split in 2.
-GEMM_ROWS, GEMM_LAUNCHES = (65, 130), ((16, 32, 64, 1, 4), (32, 16, 64, 2, 4))
+# (N, K, launch): the default launch, and K split in 3 with a ragged last split (the float32 split sum), the
+# tensor-core tiles with x first and (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, weight_first) with the weight first.
+SHAPES = ((48, 256, None), (50, 384, (16, 128, 3, 4)), (50, 384, (16, 16, 128, 3, 4, True)))
+# The fused prefill GEMM, M tiled too: ragged last row and column blocks, unsplit and split in 2, either operand
+# first.
+GEMM_ROWS = (65, 130)
+GEMM_LAUNCHES = tuple((*launch, first) for first in (False, True) for launch in ((16, 32, 64, 1, 4), (32, 16, 64, 2, 4)))
 
 
 def case(precision: str, group: int | None, rows: int, n: int, k: int, launch, bias: bool, gen) -> dict:

@@ -33,8 +33,10 @@ if _PREFILL_SET:
     if _PREFILL_SET not in ("dequantize", "fused"):
         raise ValueError(f"QWEN_TRITON_QUANT_PREFILL must be dequantize or fused, got {_PREFILL_SET!r}")
     FUSED_ROWS = dict.fromkeys(FUSED_ROWS, 1 << 62 if _PREFILL_SET == "fused" else gemv.MAX_ROWS)
-# The fused GEMM's (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), from the same sweep.
-GEMM_LAUNCHES = {"int8": (128, 64, 64, 1, 4), "int4": (128, 64, 64, 1, 4)}
+# The fused GEMM's (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, weight_first), from the same sweep.
+GEMM_LAUNCHES = {"int8": (128, 64, 64, 1, 4, False), "int4": (128, 64, 64, 1, 4, False)}
+# The row blocks (BLOCK_M) whose tensor-core tiles take the weight first by default (W_FIRST in the kernels).
+WEIGHT_FIRST_BLOCKS = {"int8": (), "fp8": (), "int4": (64,)}
 # The narrowest BLOCK_K of int4's tensor-core tiles (the narrowest the GPU tests run, at group 32): an int4 tile
 # lies inside one group, so on the kernels the group size must be a multiple of it (the loader checks).
 INT4_MIN_BLOCK_K = 32
@@ -66,8 +68,11 @@ if triton is not None:
     @triton.jit
     def _int8_gemv_kernel(x_ptr, q_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, x_stride, k_per_split,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                          HAS_BIAS: tl.constexpr, PDL: tl.constexpr, FP8: tl.constexpr = False):
+                          HAS_BIAS: tl.constexpr, PDL: tl.constexpr, W_FIRST: tl.constexpr = False,
+                          FP8: tl.constexpr = False):
         # out[split, m, n] = scale[n] * sum over k in this split of x[m, k] * q[n, k]  (+ bias[n] when one split).
+        # W_FIRST: the tensor-core tiles take the weight as the MMA's first operand (W x^T, straight from the
+        # registers it is converted in; x^T second, from shared memory) and transpose the sums once at the end.
         # FP8: q holds e4m3 bit patterns (read as uint8) instead of int8 values. Converted in a static `if` in
         # the body: Triton's compiler (not its interpreter) refuses a helper whose returns differ in type.
         pdl.wait_then_release(PDL)
@@ -89,7 +94,7 @@ if triton is not None:
                 acc += w * x.to(tl.float32)[None, :]
             total = tl.sum(acc, axis=1)[None, :]  # (1, BLOCK_N)
         else:
-            total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+            acc = _zero_acc(BLOCK_M, BLOCK_N, W_FIRST)
             for k in range(k_start, k_end, BLOCK_K):
                 rk = k + tl.arange(0, BLOCK_K)
                 k_live = rk < k_end
@@ -101,7 +106,11 @@ if triton is not None:
                     w = q.to(tl.float8e4nv, bitcast=True).to(x.dtype)
                 else:
                     w = _int8_as(q, x.dtype)
-                total = tl.dot(x, tl.trans(w), total)  # (BLOCK_M, BLOCK_N)
+                if W_FIRST:
+                    acc = tl.dot(w, tl.trans(x), acc)  # (BLOCK_N, BLOCK_M)
+                else:
+                    acc = tl.dot(x, tl.trans(w), acc)  # (BLOCK_M, BLOCK_N)
+            total = _rows_first(acc, W_FIRST)
         total *= tl.load(scale_ptr + rn, mask=n_live, other=0.0)[None, :]
         _store_split(out_ptr, total, bias_ptr, rn, rm, split, M, N, HAS_BIAS)
 
@@ -114,6 +123,22 @@ if triton is not None:
         else:
             w = q.to(dtype)
         return w
+
+    @triton.jit
+    def _zero_acc(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, W_FIRST: tl.constexpr):
+        """The tensor-core tiles' float32 sums: (BLOCK_N, BLOCK_M) with the weight first, else (BLOCK_M, BLOCK_N)."""
+        if W_FIRST:
+            acc = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+        return acc
+
+    @triton.jit
+    def _rows_first(acc, W_FIRST: tl.constexpr):
+        """The sums as (BLOCK_M, BLOCK_N): transposed once, after the loop, when the weight went first."""
+        if W_FIRST:
+            acc = tl.trans(acc)
+        return acc
 
     @triton.jit
     def _tile(K, k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -172,8 +197,9 @@ if triton is not None:
     @triton.jit
     def _int4_gemv_kernel(x_ptr, q_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, M, N, K, x_stride, k_per_split,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP: tl.constexpr,
-                          HAS_BIAS: tl.constexpr, PDL: tl.constexpr):
+                          HAS_BIAS: tl.constexpr, PDL: tl.constexpr, W_FIRST: tl.constexpr = False):
         # out[split, m, n] = sum over k in this split of x[m, k] * (q[n, k] - zero[n, k // G]) * scale[n, k // G]
+        # W_FIRST: as in _int8_gemv_kernel.
         pdl.wait_then_release(PDL)
         rn, rm, split, k_start, k_end = _tile(K, k_per_split, BLOCK_M, BLOCK_N)
         n_live = rn < N
@@ -181,19 +207,19 @@ if triton is not None:
         q_rows = q_ptr + rn[:, None].to(tl.int64) * (K // 2)  # (BLOCK_N, 1)
         scale_rows = scale_ptr + rn[:, None].to(tl.int64) * groups
         zero_rows = zero_ptr + rn[:, None].to(tl.int64) * groups
-        total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+        acc = _zero_acc(BLOCK_M, BLOCK_N, W_FIRST)
         m_live = (rm < M)[:, None]
         for k in range(k_start, k_end, BLOCK_K):  # whole tiles, each inside one group (_int4_tile)
             w = _int4_tile(q_rows, zero_rows, k, n_live, GROUP, BLOCK_K // 2, x_ptr.dtype.element_ty)
             scale = tl.load(scale_rows + k // GROUP, mask=n_live[:, None], other=0.0)  # (BLOCK_N, 1)
             x = tl.load(x_ptr + rm[:, None] * x_stride + (k + tl.arange(0, BLOCK_K))[None, :], mask=m_live,
                         other=0.0)
-            # The group's scale once, on float32 sums. A block of 64 rows puts the weight tile first (the MMA's A
-            # operand, straight from registers), faster there on the H100 (docs/perf-log.md); other blocks x.
-            if BLOCK_M == 64:
-                total += tl.trans(tl.dot(w, tl.trans(x)) * scale)
+            # The group's scale once, on the tile's float32 sums.
+            if W_FIRST:
+                acc += tl.dot(w, tl.trans(x)) * scale  # (BLOCK_N, BLOCK_M)
             else:
-                total += tl.dot(x, tl.trans(w)) * tl.trans(scale)
+                acc += tl.dot(x, tl.trans(w)) * tl.trans(scale)  # (BLOCK_M, BLOCK_N)
+        total = _rows_first(acc, W_FIRST)
         _store_split(out_ptr, total, bias_ptr, rn, rm, split, M, N, HAS_BIAS)
 
     @triton.jit
@@ -226,25 +252,30 @@ def int4_block_k(block_k: int, group: int) -> int:
     return block_k
 
 
-def int4_launch(launch: tuple[int, ...], group: int) -> tuple[int, ...]:
-    """launch ((BLOCK_M,) BLOCK_N, BLOCK_K, splits, warps) with its BLOCK_K made to divide int4's group."""
-    *head, block_k, splits, warps = launch
-    return (*head, int4_block_k(block_k, group), splits, warps)
+def int4_launch(launch: tuple, group: int) -> tuple:
+    """launch ((BLOCK_M,) BLOCK_N, BLOCK_K, splits, warps(, weight_first)) with its BLOCK_K made to divide int4's
+    group."""
+    i = 2 if len(launch) >= 5 else 1
+    return (*launch[:i], int4_block_k(launch[i], group), *launch[i + 1:])
 
 
-def gemm_launch(precision: str, group: int | None = None) -> tuple[int, int, int, int, int]:
+def gemm_launch(precision: str, group: int | None = None) -> tuple:
     """The fused GEMM's launch for int8 or int4 (its BLOCK_K made to divide int4's group)."""
     launch = GEMM_LAUNCHES[precision]
     return launch if precision == "int8" else int4_launch(launch, group)
 
 
-def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = None) -> tuple[int, ...]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, splits, warps) for M <= gemv.MAX_ROWS; group: int4's (None: one per row, K).
-    The fastest of benchmarks/quant_gemv.py's sweep at Qwen-7B's shapes on the H100
+def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = None) -> tuple:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, weight_first) for M <= gemv.MAX_ROWS; group: int4's (None: one
+    per row, K). The fastest of benchmarks/quant_gemv.py's sweep at Qwen-7B's shapes on the H100
     (benchmarks/results/quant_gemv_decode_h100.jsonl; int4 at 33-64 rows:
     benchmarks/results/int4_operand_order_64rows_h100.jsonl). int4 at one row takes the tensor-core tile of 16
     rows, 15 of them masked, which beat the float32 FMAs at every shape; int8 and fp8 keep the FMAs there (the
     two forms within 5%)."""
+    return full_launch(M, precision, _choose(M, N, K, precision, group))
+
+
+def _choose(M: int, N: int, K: int, precision: str, group: int | None) -> tuple:
     block_n, block_k, splits, warps = gemv.choose_launch(M, N, K)
     if precision == "int4":
         block_k = int4_block_k(128, group or K)
@@ -254,7 +285,7 @@ def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = No
             return gemv.one_block_m(M), 32, block_k, 4, 4
         if M <= 32:
             return (32, 32, block_k, 1, 4) if N > 4096 else (32, 64, block_k, 4, 8)
-        return 64, 64, block_k, 1 if N > 16384 else 2, 4  # the weight tile first (_int4_gemv_kernel)
+        return 64, 64, block_k, 1 if N > 16384 else 2, 4
     if M == 1:
         if N <= 4096:  # the narrow outputs: 1,024 columns of 8 rows (int8, 8 warps) or 4 rows (fp8)
             return (1, 8, 1024, 1, 8) if precision == "int8" else (1, 4, 1024, 1, 4)
@@ -262,25 +293,28 @@ def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = No
     return gemv.one_block_m(M), block_n, 128, splits, warps
 
 
-def full_launch(M: int, precision: str, launch: tuple[int, ...]) -> tuple[int, ...]:
-    """launch with BLOCK_M first: a 4-tuple (BLOCK_N, BLOCK_K, splits, warps) gets one block of M rows (int4,
-    which has no one-row form, a tensor-core tile of at least 16)."""
+def full_launch(M: int, precision: str, launch: tuple) -> tuple:
+    """launch as (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, weight_first): a 4-tuple (BLOCK_N, BLOCK_K, splits,
+    warps) gets one block of M rows (int4, which has no one-row form, a tensor-core tile of at least 16); a
+    launch without weight_first gets its default (WEIGHT_FIRST_BLOCKS)."""
+    if len(launch) == 4:
+        launch = (max(16, gemv.one_block_m(M)) if precision == "int4" else gemv.one_block_m(M), *launch)
     if len(launch) == 5:
-        return launch
-    return (max(16, gemv.one_block_m(M)) if precision == "int4" else gemv.one_block_m(M), *launch)
+        launch = (*launch, launch[0] in WEIGHT_FIRST_BLOCKS[precision])
+    return tuple(launch)
 
 
 def _launch(kernel, x, weights: tuple, group: int | None, bias, N: int, precision: str,
-            launch: tuple[int, ...] | None) -> torch.Tensor:
-    """launch: (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), M tiled by BLOCK_M (one block at decode rows, several
-    in the fused GEMM), or (BLOCK_N, BLOCK_K, splits, warps) with one block of rows (M <= gemv.MAX_ROWS)."""
+            launch: tuple | None) -> torch.Tensor:
+    """launch: see full_launch; M tiled by BLOCK_M (one block at decode rows, several in the fused GEMM), or
+    (BLOCK_N, BLOCK_K, splits, warps) with one block of rows (M <= gemv.MAX_ROWS)."""
     M, K = x.shape
-    launch = full_launch(M, precision, launch or choose_launch(M, N, K, precision, group))
+    *launch, weight_first = full_launch(M, precision, launch or choose_launch(M, N, K, precision, group))
     if precision == "int4" and (group % launch[2] or launch[2] < INT4_MIN_BLOCK_K):
         raise ValueError(f"int4 needs BLOCK_K dividing the group size {group} (and at least {INT4_MIN_BLOCK_K} for "
                          f"its tensor-core tiles), got {launch[2]}")
     extra = {"FP8": True} if precision == "fp8" else {} if group is None else {"GROUP": group}
-    return gemv.split_k(kernel, x, weights, bias, N, launch, **extra)
+    return gemv.split_k(kernel, x, weights, bias, N, tuple(launch), W_FIRST=weight_first, **extra)
 
 
 def dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, K: int,
