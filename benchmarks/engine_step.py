@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from qwen_triton.config import QuantConfig
 from qwen_triton.runtime.engine import Engine
 from qwen_triton.runtime.model_runner import ModelRunner
 from qwen_triton.runtime.sequence import SamplingParams
@@ -18,6 +19,7 @@ from qwen_triton.tools.random_checkpoint import QWEN_7B
 from qwen_triton.tools.random_engine import make_random_engine
 
 from .gpu import LIMITS
+from .quant_gpu import MODES
 
 
 class Timed:
@@ -63,9 +65,11 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--prompt-len", type=int, default=200)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--quantized", choices=list(MODES), help="the engine quantized at load (default 16-bit)")
     args = parser.parse_args(argv)
     engine_dir = Path(tempfile.mkdtemp(prefix="qwen-engine-")) / "engine"
-    runner = ModelRunner(make_random_engine(engine_dir, QWEN_7B, LIMITS), device="cuda")
+    runner = ModelRunner(make_random_engine(engine_dir, QWEN_7B, LIMITS,
+                                            quantization=MODES.get(args.quantized, QuantConfig())), device="cuda")
     for batch in args.batch:
         for overlap in (False, True):
             print(json.dumps(measure(runner, batch, args.prompt_len, args.new_tokens, overlap)), flush=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from qwen_triton.config import QuantConfig
 from qwen_triton.runtime.engine import Engine
 from qwen_triton.runtime.model_runner import ModelRunner
 from qwen_triton.runtime.sequence import SamplingParams
@@ -16,6 +17,7 @@ from qwen_triton.tools.random_checkpoint import QWEN_7B
 from qwen_triton.tools.random_engine import make_random_engine
 
 from .gpu import LIMITS
+from .quant_gpu import MODES
 
 
 def main(argv=None) -> None:
@@ -23,8 +25,10 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--context", type=int, default=300)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--quantized", choices=list(MODES), help="the engine quantized at load (default 16-bit)")
     args = parser.parse_args(argv)
-    folder = make_random_engine(Path(tempfile.mkdtemp()) / "engine", QWEN_7B, LIMITS)
+    folder = make_random_engine(Path(tempfile.mkdtemp()) / "engine", QWEN_7B, LIMITS,
+                                quantization=MODES.get(args.quantized, QuantConfig()))
     runner = ModelRunner(folder, device="cuda", use_cuda_graphs=False)
     engine = Engine(runner, LIMITS)
     for i in range(args.batch):

@@ -63,10 +63,11 @@ def test_quantized_linear_equals_dequantize_then_matmul_at_every_layer_shape(mod
             got = _synced(case, lambda: op(x[:rows], *stored, with_bias))
             want = x[:rows].float() @ weight.T + (with_bias.float() if with_bias is not None else 0.0)
             rounding = FP16_ROUNDING if dtype == torch.float16 else 2 ** -7
-            # Beyond the GEMV's rows both prefill paths: dequantize + cuBLAS (the default) and the fused GEMM.
+            # Beyond the GEMV's rows both prefill paths: dequantize + cuBLAS and the fused GEMM, with either operand
+            # first in the MMA.
             gemm = quant_gemv.gemm_launch(precision, group)
-            fused = [_synced((*case, "fused"), lambda: op(x[:rows], *stored, with_bias, launch=gemm))
-                     ] if rows > 64 else []
+            fused = [_synced((*case, "fused", la), lambda la=la: op(x[:rows], *stored, with_bias, launch=la))
+                     for la in (gemm, (*gemm[:5], not gemm[5]))] if rows > 64 else []
             for result in [got, *fused]:
                 assert result.dtype == dtype and result.shape == (rows, n)
                 err = (result.float() - want).abs().max().item()
@@ -83,7 +84,7 @@ def _fp8_capable() -> bool:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @torch.inference_mode()
 def test_fp8_linear_equals_its_quantized_operands_at_every_layer_shape(model, dtype):
-    from qwen_triton.models import ops
+    from qwen_triton.models import ops, quant_gemv
 
     gen = torch.Generator(device="cuda").manual_seed(0)
     for n, k in LAYER_SHAPES[model]:
@@ -99,14 +100,19 @@ def test_fp8_linear_equals_its_quantized_operands_at_every_layer_shape(model, dt
             err = (got.float() - want).abs().max().item()
             assert got.dtype == dtype and got.shape == (rows, n)
             assert err <= 3 * 2 ** -7 * want.abs().max().item(), (model, (n, k), rows, err)
-            if rows <= 64:  # what the model calls: decode rows read the e4m3 weight with 16-bit activations
-                got = ops.small_batch_fp8_linear(x[:rows], q, scales, bias)
-                want = x[:rows].float() @ weight.T + bias.float()
-                err = (got.float() - want).abs().max().item()
-                rounding = FP16_ROUNDING if dtype == torch.float16 else 2 ** -7
-                assert got.dtype == dtype and err <= 2 * rounding * want.abs().max().item(), (model, (n, k), rows)
-            else:  # wider: W8A8, x quantized by fp8_quant's kernel into rows padded to a multiple of 128
-                got = ops.small_batch_fp8_linear(x[:rows], q, scales, bias)
+            # W8A16, the e4m3 weight with 16-bit activations (the GEMV, past 64 rows its fused GEMM): at every row
+            # count, as the model may call it.
+            w8a16 = quant_gemv.linear_fp8_weight(x[:rows], q, scales, bias)
+            w8a16_want = x[:rows].float() @ weight.T + bias.float()
+            err = (w8a16.float() - w8a16_want).abs().max().item()
+            rounding = FP16_ROUNDING if dtype == torch.float16 else 2 ** -7
+            assert w8a16.dtype == dtype and err <= 2 * rounding * w8a16_want.abs().max().item(), (model, (n, k), rows)
+            # What the model calls: W8A16 for decode rows and small mixed steps, W8A8 wider (x quantized by
+            # fp8_quant's kernel into padded rows).
+            got = ops.small_batch_fp8_linear(x[:rows], q, scales, bias)
+            if rows <= max(64, quant_gemv.FUSED_ROWS["fp8"]):
+                assert torch.equal(got, w8a16), (model, (n, k), rows)
+            else:
                 err = (got.float() - want).abs().max().item()
                 assert got.shape == (rows, n) and err <= 3 * 2 ** -7 * want.abs().max().item(), (model, (n, k), rows)
 

@@ -29,8 +29,7 @@ def gemv_cases():
             ("int4", quant_gemv._int4_gemv_kernel))):
         launches = [quant_gemv.choose_launch(m, n, k, precision, 128)
                     for m in ROWS for n, k in SHAPES]
-        if precision != "fp8":  # fp8 prefill is torch._scaled_mm; int8/int4 may use the fused GEMM
-            launches.append(quant_gemv.gemm_launch(precision, 128))
+        launches.append(quant_gemv.gemm_launch(precision, 128))  # the fused GEMM (fp8: W8A16, below W8A8's rows)
         for block_m, block_n, block_k, splits, warps, weight_first in launches:
             for has_bias in (True, False) if splits == 1 else (False,):  # split: the bias joins in sum_splits
                 constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "HAS_BIAS": has_bias,

@@ -87,10 +87,10 @@ def fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bia
 
 def small_batch_fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
                            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """fp8 on CUDA: decode rows through the GEMV on the e4m3 weight (quant_gemv.linear_fp8_weight: one byte per
-    weight read, activations 16-bit), wider calls W8A8 (fp8_linear, x quantized by one kernel), where fp8
-    tensor cores halve the matmul."""
-    if x.shape[0] <= gemv.MAX_ROWS:
+    """fp8 on CUDA: up to quant_gemv.FUSED_ROWS["fp8"] rows (decode, small mixed steps) the GEMV or fused GEMM on
+    the e4m3 weight (quant_gemv.linear_fp8_weight: one byte per weight read, activations 16-bit), wider calls
+    W8A8 (fp8_linear, x quantized by one kernel), where fp8 tensor cores halve the matmul."""
+    if x.shape[0] <= max(gemv.MAX_ROWS, quant_gemv.FUSED_ROWS["fp8"]):
         return quant_gemv.linear_fp8_weight(x, qweight, scales, bias)
     return fp8_linear(x, qweight, scales, bias, quantize=fp8_quant.quantize_rows_padded)
 

@@ -25,16 +25,18 @@ import torch.nn.functional as F
 from . import gemv
 
 # Past gemv.MAX_ROWS rows (prefill, mixed steps), calls of up to FUSED_ROWS[precision] rows run the fused GEMM and
-# wider ones dequantize + cuBLAS: the faster of the two at Qwen-7B's shapes on the H100 at 128, 300 and 512 rows
-# (benchmarks/results/quant_gemv_prefill_h100.jsonl). QWEN_TRITON_QUANT_PREFILL=fused or dequantize forces one.
-FUSED_ROWS = {"int8": 256, "int4": 128}
+# wider ones dequantize + cuBLAS (fp8: W8A8, ops.small_batch_fp8_linear): the faster of the two at Qwen-7B's
+# shapes on the H100 at 128, 300 and 512 rows (benchmarks/results/quant_gemv_prefill_h100.jsonl).
+# QWEN_TRITON_QUANT_PREFILL=fused or dequantize forces one.
+FUSED_ROWS = {"int8": 256, "int4": 128, "fp8": 64}
 _PREFILL_SET = os.environ.get("QWEN_TRITON_QUANT_PREFILL")
 if _PREFILL_SET:
     if _PREFILL_SET not in ("dequantize", "fused"):
         raise ValueError(f"QWEN_TRITON_QUANT_PREFILL must be dequantize or fused, got {_PREFILL_SET!r}")
     FUSED_ROWS = dict.fromkeys(FUSED_ROWS, 1 << 62 if _PREFILL_SET == "fused" else gemv.MAX_ROWS)
 # The fused GEMM's (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, weight_first), from the same sweep.
-GEMM_LAUNCHES = {"int8": (128, 64, 64, 1, 4, False), "int4": (128, 64, 64, 1, 4, False)}
+GEMM_LAUNCHES = {"int8": (128, 64, 64, 1, 4, False), "int4": (128, 64, 64, 1, 4, False),
+                 "fp8": (128, 64, 64, 1, 4, False)}
 # The row blocks (BLOCK_M) whose tensor-core tiles take the weight first by default (W_FIRST in the kernels).
 WEIGHT_FIRST_BLOCKS = {"int8": (), "fp8": (), "int4": (64,)}
 # The narrowest BLOCK_K of int4's tensor-core tiles (the narrowest the GPU tests run, at group 32): an int4 tile
@@ -260,9 +262,9 @@ def int4_launch(launch: tuple, group: int) -> tuple:
 
 
 def gemm_launch(precision: str, group: int | None = None) -> tuple:
-    """The fused GEMM's launch for int8 or int4 (its BLOCK_K made to divide int4's group)."""
+    """The fused GEMM's launch for int8, fp8 or int4 (its BLOCK_K made to divide int4's group)."""
     launch = GEMM_LAUNCHES[precision]
-    return launch if precision == "int8" else int4_launch(launch, group)
+    return int4_launch(launch, group) if precision == "int4" else launch
 
 
 def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = None) -> tuple:
@@ -344,10 +346,13 @@ def linear_int8(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bi
 
 def linear_fp8_weight(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None,
                       launch: tuple[int, ...] | None = None) -> torch.Tensor:
-    """W8A16 on the fp8 layout: x (M, K) half precision, M <= gemv.MAX_ROWS; qweight float8_e4m3fn (N, K), scales
-    float32 (N,) -> (M, N). The int8 GEMV reading e4m3 bytes: one byte per weight, activations kept 16-bit (no
-    per-token quantization: a decode row would pay more for it than the matmul). Compute capability 8.9+."""
+    """W8A16 on the fp8 layout: x (M, K) half precision; qweight float8_e4m3fn (N, K), scales float32 (N,) ->
+    (M, N). The int8 GEMV (past gemv.MAX_ROWS rows its fused GEMM) reading e4m3 bytes: one byte per weight,
+    activations kept 16-bit (no per-token quantization: a decode row would pay more for it than the matmul).
+    Compute capability 8.9+."""
     N, _ = qweight.shape
+    if x.shape[0] > gemv.MAX_ROWS and launch is None:
+        launch = gemm_launch("fp8")
     return _launch(_int8_gemv_kernel, x, (qweight.view(torch.uint8), scales), None, bias, N, "fp8", launch)
 
 
