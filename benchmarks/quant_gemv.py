@@ -50,7 +50,7 @@ def _dequantized(mode: str, stored: tuple, k: int) -> torch.Tensor:
     return quant_gemv.dequantize(stored[0], stored[1], stored[2] if mode == "int4" else None, k, torch.float32)
 
 
-def _measure(mode, name, n, k, batch, min_bytes):
+def _measure(mode, name, n, k, batch, min_bytes, quick=False):
     op = OPS[mode]
     stored_bytes = n * k * (0.5 if mode == "int4" else 1)
     copies = max(2, -(-min_bytes // (n * k * 2)))  # as many as the 16-bit baseline needs beyond the L2
@@ -59,7 +59,7 @@ def _measure(mode, name, n, k, batch, min_bytes):
     x = torch.randn(batch, k, device="cuda", dtype=torch.float16)
     ref = F.linear(x.float(), _dequantized(mode, stored[0], k)).float()
     rows = []
-    for kind, launch in _variants(mode, batch):
+    for kind, launch in _variants(mode, batch, quick):
         if kind == "cublas_fp16":
             calls, err = [lambda w=w: F.linear(x, w) for w in half], 0.0
         elif kind in ("scaled_mm", "scaled_mm_torch_quantize"):  # W8A8; x quantized by one kernel or torch ops
@@ -85,16 +85,21 @@ def _measure(mode, name, n, k, batch, min_bytes):
     return rows
 
 
-def _variants(mode: str, batch: int) -> list[tuple[str, tuple | None]]:
-    """(kind, launch) timed for a mode at a batch; cublas_fp16 first (the baseline)."""
+def _variants(mode: str, batch: int, quick: bool = False) -> list[tuple[str, tuple | None]]:
+    """(kind, launch) timed for a mode at a batch; cublas_fp16 first (the baseline). quick: at decode batches
+    only the layers' default launches, and with BLOCK_N 64 (in both operand orders), past them only GEMM tiles with BLOCK_K 64."""
     w8a8 = [("scaled_mm", None), ("scaled_mm_torch_quantize", None)] if mode == "fp8" else []
-    fused = [("fused", la) for la in GEMM_LAUNCHES]
+    fused = [("fused", la) for la in GEMM_LAUNCHES if not quick or la[2] == 64]
     if batch > gemv.MAX_ROWS and mode == "fp8":  # prefill in fp8: W8A8, or the e4m3 weight with 16-bit x
         return [("cublas_fp16", None)] + w8a8 + fused
     if batch > gemv.MAX_ROWS:  # prefill: the two paths quant_gemv.FUSED_ROWS chooses between by rows
         return [("cublas_fp16", None), ("dequantize_cublas", None)] + fused
     launches = [la for la in LAUNCHES if (batch == 1 and mode != "int4") or la[0] >= 16]  # int4: no one-row form
     launches += DOT_LAUNCHES if batch < 16 else []
+    if quick:  # every layer's default (they differ by shape), each timed at every shape
+        defaults = [quant_gemv.choose_launch(batch, n, k, mode, 128)[:5] for n, k in SHAPES.values()]
+        wide = [(bm, 64, *rest) for bm, bn, *rest in defaults if bm >= 16 and bn < 64]  # wgmma's 64 weight rows
+        launches = list(dict.fromkeys(defaults + wide))
     whole = [quant_gemv.full_launch(batch, mode, la)[:5] for la in launches]
     both = [(*la, first) for la in whole for first in ((False, True) if la[0] >= 16 else (False,))]
     return [("cublas_fp16", None)] + [("triton", la) for la in both] + w8a8
@@ -103,11 +108,11 @@ def _variants(mode: str, batch: int) -> list[tuple[str, tuple | None]]:
 def _compile(job: tuple) -> int:
     """Runs (so compiles and caches) every `chunks`-th launch of one (mode, K, batch) from `first`, on a small
     weight; returns how many ran."""
-    mode, k, batch, first, chunks = job
+    mode, k, batch, first, chunks, quick = job
     stored = _stored(mode, torch.randn(256, k, device="cuda", dtype=torch.float16) * 0.02)
     x = torch.randn(batch, k, device="cuda", dtype=torch.float16)
     ran = 0
-    for kind, launch in _variants(mode, batch)[first::chunks]:
+    for kind, launch in _variants(mode, batch, quick)[first::chunks]:
         if kind in ("triton", "fused"):
             try:
                 OPS[mode](x, *stored, launch=launch)
@@ -118,11 +123,11 @@ def _compile(job: tuple) -> int:
     return ran
 
 
-def precompile(modes, shapes, batches, jobs: int) -> None:
+def precompile(modes, shapes, batches, jobs: int, quick: bool = False) -> None:
     """Every launch compiled once, in `jobs` processes sharing Triton's on-disk cache: the launches depend on
     K, the batch and the mode, not on N (Triton specializes sizes by divisibility by 16, all of them here)."""
     keys = sorted({(mode, SHAPES[name][1], batch) for mode in modes for name in shapes for batch in batches})
-    work = [(*key, first, jobs) for key in keys for first in range(jobs)]
+    work = [(*key, first, jobs, quick) for key in keys for first in range(jobs)]
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
         print(json.dumps({"precompiled": sum(pool.map(_compile, work))}), flush=True)
@@ -135,12 +140,14 @@ def main(argv=None) -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
     parser.add_argument("--min-bytes", type=int, default=1 << 30)
     parser.add_argument("--jobs", type=int, default=0, help="processes compiling every launch first (0: none)")
+    parser.add_argument("--quick", action="store_true",
+                        help="decode batches: the default launch in both operand orders; past them BLOCK_K 64 tiles")
     args = parser.parse_args(argv)
     if args.jobs:
-        precompile(args.modes, args.shapes, args.batch, args.jobs)
+        precompile(args.modes, args.shapes, args.batch, args.jobs, args.quick)
     best = []
     for mode, name, batch in itertools.product(args.modes, args.shapes, args.batch):
-        rows = _measure(mode, name, *SHAPES[name], batch, args.min_bytes)
+        rows = _measure(mode, name, *SHAPES[name], batch, args.min_bytes, args.quick)
         fastest = min(rows[1:], key=lambda r: r["us"])
         default = quant_gemv.choose_launch(batch, *SHAPES[name], mode, 128) if batch <= gemv.MAX_ROWS else None
         best.append({"mode": mode, "shape": name, "batch": batch, "cublas_fp16_us": rows[0]["us"],

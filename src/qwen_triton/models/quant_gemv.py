@@ -37,7 +37,8 @@ if _PREFILL_SET:
 # The fused GEMM's (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, weight_first), from the same sweep.
 GEMM_LAUNCHES = {"int8": (128, 64, 64, 1, 4, False), "int4": (128, 64, 64, 1, 4, False),
                  "fp8": (128, 64, 64, 1, 4, False)}
-# The row blocks (BLOCK_M) whose tensor-core tiles take the weight first by default (W_FIRST in the kernels).
+# The row blocks (BLOCK_M) whose decode tiles take the weight first (W_FIRST in the kernels; choose_launch then
+# makes BLOCK_N at least 64), from the same sweeps.
 WEIGHT_FIRST_BLOCKS = {"int8": (), "fp8": (), "int4": (64,)}
 # The narrowest BLOCK_K of int4's tensor-core tiles (the narrowest the GPU tests run, at group 32): an int4 tile
 # lies inside one group, so on the kernels the group size must be a multiple of it (the loader checks).
@@ -274,7 +275,10 @@ def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = No
     benchmarks/results/int4_operand_order_64rows_h100.jsonl). int4 at one row takes the tensor-core tile of 16
     rows, 15 of them masked, which beat the float32 FMAs at every shape; int8 and fp8 keep the FMAs there (the
     two forms within 5%)."""
-    return full_launch(M, precision, _choose(M, N, K, precision, group))
+    block_m, block_n, *rest = _choose(M, N, K, precision, group)
+    if block_m in WEIGHT_FIRST_BLOCKS[precision]:  # the weight first: at least the 64 rows of Hopper's wgmma
+        return block_m, max(block_n, 64), *rest, True
+    return block_m, block_n, *rest, False
 
 
 def _choose(M: int, N: int, K: int, precision: str, group: int | None) -> tuple:
