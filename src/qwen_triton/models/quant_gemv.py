@@ -28,18 +28,18 @@ from . import gemv
 # wider ones dequantize + cuBLAS (fp8: W8A8, ops.small_batch_fp8_linear): the faster of the two at Qwen-7B's
 # shapes on the H100 at 128, 300 and 512 rows (benchmarks/results/quant_gemv_prefill_h100.jsonl).
 # QWEN_TRITON_QUANT_PREFILL=fused or dequantize forces one.
-FUSED_ROWS = {"int8": 256, "int4": 128, "fp8": 64}
+FUSED_ROWS = {"int8": 300, "int4": 128, "fp8": 64}
 _PREFILL_SET = os.environ.get("QWEN_TRITON_QUANT_PREFILL")
 if _PREFILL_SET:
     if _PREFILL_SET not in ("dequantize", "fused"):
         raise ValueError(f"QWEN_TRITON_QUANT_PREFILL must be dequantize or fused, got {_PREFILL_SET!r}")
     FUSED_ROWS = dict.fromkeys(FUSED_ROWS, 1 << 62 if _PREFILL_SET == "fused" else gemv.MAX_ROWS)
 # The fused GEMM's (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, weight_first), from the same sweep.
-GEMM_LAUNCHES = {"int8": (128, 64, 64, 1, 4, False), "int4": (128, 64, 64, 1, 4, False),
-                 "fp8": (128, 64, 64, 1, 4, False)}
+GEMM_LAUNCHES = {"int8": (128, 128, 64, 1, 4, True), "int4": (64, 64, 64, 1, 4, True),
+                 "fp8": (128, 128, 64, 1, 8, True)}
 # The row blocks (BLOCK_M) whose decode tiles take the weight first (W_FIRST in the kernels; choose_launch then
 # makes BLOCK_N at least 64), from the same sweeps.
-WEIGHT_FIRST_BLOCKS = {"int8": (), "fp8": (), "int4": (64,)}
+WEIGHT_FIRST_BLOCKS = {"int8": (32, 64), "fp8": (32, 64), "int4": (32, 64)}
 # The narrowest BLOCK_K of int4's tensor-core tiles (the narrowest the GPU tests run, at group 32): an int4 tile
 # lies inside one group, so on the kernels the group size must be a multiple of it (the loader checks).
 INT4_MIN_BLOCK_K = 32
@@ -79,7 +79,7 @@ if triton is not None:
         # FP8: q holds e4m3 bit patterns (read as uint8) instead of int8 values. Converted in a static `if` in
         # the body: Triton's compiler (not its interpreter) refuses a helper whose returns differ in type.
         pdl.wait_then_release(PDL)
-        rn, rm, split, k_start, k_end = _tile(K, k_per_split, BLOCK_M, BLOCK_N)
+        rn, rm, split, k_start, k_end = _tile(M, K, k_per_split, BLOCK_M, BLOCK_N)
         q_rows = q_ptr + rn[:, None].to(tl.int64) * K  # (BLOCK_N, 1)
         n_live = rn < N
         if BLOCK_M == 1:
@@ -144,12 +144,15 @@ if triton is not None:
         return acc
 
     @triton.jit
-    def _tile(K, k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    def _tile(M, K, k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         """This program's output columns rn, rows rm (one block of rows unless the GEMM tiles M), split and its
-        columns of K [k_start, k_end)."""
-        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        columns of K [k_start, k_end). Axis 0 runs over row blocks fastest (gemv.split_k's grid), so the programs
+        that read one weight tile run together and all but the first find it in L2: the weight is read from
+        memory once however many row blocks there are."""
+        row_blocks = tl.cdiv(M, BLOCK_M)
+        rn = (tl.program_id(0) // row_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
         split = tl.program_id(1)
-        rm = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+        rm = (tl.program_id(0) % row_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
         k_start = split * k_per_split
         return rn, rm, split, k_start, tl.minimum(k_start + k_per_split, K)
 
@@ -204,7 +207,7 @@ if triton is not None:
         # out[split, m, n] = sum over k in this split of x[m, k] * (q[n, k] - zero[n, k // G]) * scale[n, k // G]
         # W_FIRST: as in _int8_gemv_kernel.
         pdl.wait_then_release(PDL)
-        rn, rm, split, k_start, k_end = _tile(K, k_per_split, BLOCK_M, BLOCK_N)
+        rn, rm, split, k_start, k_end = _tile(M, K, k_per_split, BLOCK_M, BLOCK_N)
         n_live = rn < N
         groups = K // GROUP
         q_rows = q_ptr + rn[:, None].to(tl.int64) * (K // 2)  # (BLOCK_N, 1)
@@ -275,10 +278,12 @@ def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = No
     benchmarks/results/int4_operand_order_64rows_h100.jsonl). int4 at one row takes the tensor-core tile of 16
     rows, 15 of them masked, which beat the float32 FMAs at every shape; int8 and fp8 keep the FMAs there (the
     two forms within 5%)."""
-    block_m, block_n, *rest = _choose(M, N, K, precision, group)
-    if block_m in WEIGHT_FIRST_BLOCKS[precision]:  # the weight first: at least the 64 rows of Hopper's wgmma
-        return block_m, max(block_n, 64), *rest, True
-    return block_m, block_n, *rest, False
+    block_m, block_n, block_k, splits, warps = _choose(M, N, K, precision, group)
+    if block_m not in WEIGHT_FIRST_BLOCKS[precision]:
+        return block_m, block_n, block_k, splits, warps, False
+    if precision != "int4":  # int8, fp8: K unsplit for the widest output (gate_up_proj), else split in 2
+        splits = 1 if N > 16384 else 2
+    return block_m, max(block_n, 64), block_k, splits, warps, True  # at least the 64 rows of Hopper's wgmma
 
 
 def _choose(M: int, N: int, K: int, precision: str, group: int | None) -> tuple:
