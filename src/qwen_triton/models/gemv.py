@@ -99,15 +99,15 @@ def split_k(kernel, x: torch.Tensor, operands: tuple, bias: torch.Tensor | None,
             launch: tuple[int, int, int, int, int], **constexprs) -> torch.Tensor:
     """Launches a split-K kernel of this module's signature (x, *operands, bias, out, M, N, K, x_stride,
     k_per_split; BLOCK_M/N/K, HAS_BIAS, PDL): launch (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), a grid over
-    (N blocks x M blocks, M fastest) and splits; with several splits each writes float32 partial sums, added by
-    sum_splits (with the bias) and rounded once to x's dtype. _gemv_kernel takes one M block."""
+    N blocks, splits and M blocks; with several splits each writes float32 partial sums, added by sum_splits
+    (with the bias) and rounded once to x's dtype."""
     M, K = x.shape
     block_m, block_n, block_k, splits, warps = launch
     k_per_split = triton.cdiv(triton.cdiv(K, splits), block_k) * block_k
     splits = triton.cdiv(K, k_per_split)
     out = torch.empty((M, N), dtype=x.dtype, device=x.device)
     parts = out if splits == 1 else torch.empty((splits, M, N), dtype=torch.float32, device=x.device)
-    kernel[(triton.cdiv(M, block_m) * triton.cdiv(N, block_n), splits)](
+    kernel[(triton.cdiv(N, block_n), splits, triton.cdiv(M, block_m))](
         x, *operands, bias if bias is not None else operands[0], parts, M, N, K, x.stride(0), k_per_split,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, HAS_BIAS=bias is not None and splits == 1,
         num_warps=warps, **constexprs, **pdl.launch_kwargs(x.device))

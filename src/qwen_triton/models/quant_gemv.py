@@ -26,7 +26,7 @@ from . import gemv
 
 # Past gemv.MAX_ROWS rows (prefill, mixed steps), calls of up to FUSED_ROWS[precision] rows run the fused GEMM and
 # wider ones dequantize + cuBLAS (fp8: W8A8, ops.small_batch_fp8_linear): the faster of the two at Qwen-7B's
-# shapes on the H100 at 128, 300 and 512 rows (benchmarks/results/quant_gemv_prefill_h100.jsonl).
+# shapes on the H100 at 128, 300 and 512 rows (benchmarks/results/quant_gemv_order_prefill_h100.jsonl).
 # QWEN_TRITON_QUANT_PREFILL=fused or dequantize forces one.
 FUSED_ROWS = {"int8": 300, "int4": 128, "fp8": 64}
 _PREFILL_SET = os.environ.get("QWEN_TRITON_QUANT_PREFILL")
@@ -79,7 +79,7 @@ if triton is not None:
         # FP8: q holds e4m3 bit patterns (read as uint8) instead of int8 values. Converted in a static `if` in
         # the body: Triton's compiler (not its interpreter) refuses a helper whose returns differ in type.
         pdl.wait_then_release(PDL)
-        rn, rm, split, k_start, k_end = _tile(M, K, k_per_split, BLOCK_M, BLOCK_N)
+        rn, rm, split, k_start, k_end = _tile(K, k_per_split, BLOCK_M, BLOCK_N)
         q_rows = q_ptr + rn[:, None].to(tl.int64) * K  # (BLOCK_N, 1)
         n_live = rn < N
         if BLOCK_M == 1:
@@ -144,15 +144,12 @@ if triton is not None:
         return acc
 
     @triton.jit
-    def _tile(M, K, k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    def _tile(K, k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         """This program's output columns rn, rows rm (one block of rows unless the GEMM tiles M), split and its
-        columns of K [k_start, k_end). Axis 0 runs over row blocks fastest (gemv.split_k's grid), so the programs
-        that read one weight tile run together and all but the first find it in L2: the weight is read from
-        memory once however many row blocks there are."""
-        row_blocks = tl.cdiv(M, BLOCK_M)
-        rn = (tl.program_id(0) // row_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+        columns of K [k_start, k_end)."""
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         split = tl.program_id(1)
-        rm = (tl.program_id(0) % row_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
+        rm = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
         k_start = split * k_per_split
         return rn, rm, split, k_start, tl.minimum(k_start + k_per_split, K)
 
@@ -207,7 +204,7 @@ if triton is not None:
         # out[split, m, n] = sum over k in this split of x[m, k] * (q[n, k] - zero[n, k // G]) * scale[n, k // G]
         # W_FIRST: as in _int8_gemv_kernel.
         pdl.wait_then_release(PDL)
-        rn, rm, split, k_start, k_end = _tile(M, K, k_per_split, BLOCK_M, BLOCK_N)
+        rn, rm, split, k_start, k_end = _tile(K, k_per_split, BLOCK_M, BLOCK_N)
         n_live = rn < N
         groups = K // GROUP
         q_rows = q_ptr + rn[:, None].to(tl.int64) * (K // 2)  # (BLOCK_N, 1)
@@ -274,8 +271,8 @@ def gemm_launch(precision: str, group: int | None = None) -> tuple:
 def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = None) -> tuple:
     """(BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, weight_first) for M <= gemv.MAX_ROWS; group: int4's (None: one
     per row, K). The fastest of benchmarks/quant_gemv.py's sweep at Qwen-7B's shapes on the H100
-    (benchmarks/results/quant_gemv_decode_h100.jsonl; int4 at 33-64 rows:
-    benchmarks/results/int4_operand_order_64rows_h100.jsonl). int4 at one row takes the tensor-core tile of 16
+    (benchmarks/results/quant_gemv_decode_h100.jsonl; the operand order from 17 rows:
+    benchmarks/results/quant_gemv_order_decode_h100.jsonl). int4 at one row takes the tensor-core tile of 16
     rows, 15 of them masked, which beat the float32 FMAs at every shape; int8 and fp8 keep the FMAs there (the
     two forms within 5%)."""
     block_m, block_n, block_k, splits, warps = _choose(M, N, K, precision, group)
