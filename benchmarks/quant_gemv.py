@@ -87,7 +87,8 @@ def _measure(mode, name, n, k, batch, min_bytes, quick=False):
 
 def _variants(mode: str, batch: int, quick: bool = False) -> list[tuple[str, tuple | None]]:
     """(kind, launch) timed for a mode at a batch; cublas_fp16 first (the baseline). quick: at decode batches
-    only the layers' default launches, and with BLOCK_N 64 (in both operand orders), past them only GEMM tiles with BLOCK_K 64."""
+    only the layers' default launches, as they are and with BLOCK_N 64, in both operand orders; past them only
+    GEMM tiles with BLOCK_K 64."""
     w8a8 = [("scaled_mm", None), ("scaled_mm_torch_quantize", None)] if mode == "fp8" else []
     fused = [("fused", la) for la in GEMM_LAUNCHES if not quick or la[2] == 64]
     if batch > gemv.MAX_ROWS and mode == "fp8":  # prefill in fp8: W8A8, or the e4m3 weight with 16-bit x
@@ -141,7 +142,8 @@ def main(argv=None) -> None:
     parser.add_argument("--min-bytes", type=int, default=1 << 30)
     parser.add_argument("--jobs", type=int, default=0, help="processes compiling every launch first (0: none)")
     parser.add_argument("--quick", action="store_true",
-                        help="decode batches: the default launch in both operand orders; past them BLOCK_K 64 tiles")
+                        help="decode batches: the layers' default launches (and with BLOCK_N 64) in both operand "
+                             "orders; past them GEMM tiles with BLOCK_K 64")
     args = parser.parse_args(argv)
     if args.jobs:
         precompile(args.modes, args.shapes, args.batch, args.jobs, args.quick)

@@ -28,7 +28,8 @@ SHAPES = ((48, 256, None), (50, 384, (16, 128, 3, 4)), (50, 384, (16, 16, 128, 3
 # The fused prefill GEMM, M tiled too: ragged last row and column blocks, unsplit and split in 2, either operand
 # first.
 GEMM_ROWS = (65, 130)
-GEMM_LAUNCHES = tuple((*launch, first) for first in (False, True) for launch in ((16, 32, 64, 1, 4), (32, 16, 64, 2, 4)))
+GEMM_LAUNCHES = tuple((*launch, first) for first in (False, True)
+                      for launch in ((16, 32, 64, 1, 4), (32, 16, 64, 2, 4)))
 
 
 def case(precision: str, group: int | None, rows: int, n: int, k: int, launch, bias: bool, gen) -> dict:
