@@ -3,9 +3,9 @@ a sweep of launches, beside cuBLAS on the 16-bit weight (the baseline a quantize
 (prefill, --batch 512) the two prefill paths, dequantize + cuBLAS and the fused GEMM over a few tiles. As
 benchmarks/gemv.py: each call reads a different copy of the weights (more copies than the L2 holds), calls
 replayed from one CUDA graph. Diagnostic: one JSON line per (mode, shape, batch, variant), then the best
-launch per mode, shape and batch (what quant_gemv.choose_launch should pick). At one row the sweep has both of
+launch per mode, shape and batch (what quant_launch.choose_launch should pick). At one row the sweep has both of
 the GEMV's forms: the float32 FMAs of one row (int8, fp8) and the tensor-core tile of 16 rows, 15 of them
-masked (launches recorded whole: quant_gemv.full_launch). Every tensor-core launch runs with x first and with
+masked (launches recorded whole: quant_launch.full_launch). Every tensor-core launch runs with x first and with
 the weight first in the MMA. fp8 also runs W8A8 (x quantized per token by fp8_quant's kernel, rows padded as the
 runtime pads them, then torch._scaled_mm) at every batch, and with torch's own ops quantizing, and past 64 rows
 the fused GEMM on its e4m3 weight (W8A16). --jobs compiles every launch first in that many processes."""
@@ -20,13 +20,13 @@ import multiprocessing
 import torch
 import torch.nn.functional as F
 
-from qwen_triton.models import fp8_quant, gemv, ops, quant_gemv
+from qwen_triton.models import fp8_quant, gemv, ops, quant_gemv, quant_launch
 from qwen_triton.tools.quantize import dequantize_fp8, quantize_fp8, quantize_int4, quantize_int8
 
 from .gemv import LAUNCHES, SHAPES
 from .timing import graph_ms
 
-# The fused prefill GEMM's tiles (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, weight_first), quant_gemv.GEMM_LAUNCHES
+# The fused prefill GEMM's tiles (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, weight_first), quant_launch.GEMM_LAUNCHES
 # among them; each with x first and with the weight first in the MMA.
 GEMM_LAUNCHES = [(bm, bn, bk, 1, w, first) for bm in (64, 128, 256) for bn in (64, 128) for bk in (64, 128)
                  for w in (4, 8) for first in (False, True)]
@@ -78,7 +78,7 @@ def _measure(mode, name, n, k, batch, min_bytes, quick=False):
                 continue
             calls = [lambda s=s: op(x, *s, launch=launch) for s in stored]
         ms = graph_ms(calls)
-        launch = launch and quant_gemv.full_launch(batch, mode, launch)  # the launch as run, whole
+        launch = launch and quant_launch.full_launch(batch, mode, launch)  # the launch as run, whole
         rows.append({"mode": mode, "shape": name, "batch": batch, "variant": kind, "launch": launch,
                      "us": round(ms * 1000, 2), "stored_tb_s": round(stored_bytes / ms / 1e9, 3), "max_err": err})
         print(json.dumps(rows[-1]), flush=True)
@@ -93,15 +93,15 @@ def _variants(mode: str, batch: int, quick: bool = False) -> list[tuple[str, tup
     fused = [("fused", la) for la in GEMM_LAUNCHES if not quick or la[2] == 64]
     if batch > gemv.MAX_ROWS and mode == "fp8":  # prefill in fp8: W8A8, or the e4m3 weight with 16-bit x
         return [("cublas_fp16", None)] + w8a8 + fused
-    if batch > gemv.MAX_ROWS:  # prefill: the two paths quant_gemv.FUSED_ROWS chooses between by rows
+    if batch > gemv.MAX_ROWS:  # prefill: the two paths quant_launch.FUSED_ROWS chooses between by rows
         return [("cublas_fp16", None), ("dequantize_cublas", None)] + fused
     launches = [la for la in LAUNCHES if (batch == 1 and mode != "int4") or la[0] >= 16]  # int4: no one-row form
     launches += DOT_LAUNCHES if batch < 16 else []
     if quick:  # every layer's default (they differ by shape), each timed at every shape
-        defaults = [quant_gemv.choose_launch(batch, n, k, mode, 128)[:5] for n, k in SHAPES.values()]
+        defaults = [quant_launch.choose_launch(batch, n, k, mode, 128)[:5] for n, k in SHAPES.values()]
         wide = [(bm, 64, *rest) for bm, bn, *rest in defaults if bm >= 16 and bn < 64]  # wgmma's 64 weight rows
         launches = list(dict.fromkeys(defaults + wide))
-    whole = [quant_gemv.full_launch(batch, mode, la)[:5] for la in launches]
+    whole = [quant_launch.full_launch(batch, mode, la)[:5] for la in launches]
     both = [(*la, first) for la in whole for first in ((False, True) if la[0] >= 16 else (False,))]
     return [("cublas_fp16", None)] + [("triton", la) for la in both] + w8a8
 
@@ -151,7 +151,7 @@ def main(argv=None) -> None:
     for mode, name, batch in itertools.product(args.modes, args.shapes, args.batch):
         rows = _measure(mode, name, *SHAPES[name], batch, args.min_bytes, args.quick)
         fastest = min(rows[1:], key=lambda r: r["us"])
-        default = quant_gemv.choose_launch(batch, *SHAPES[name], mode, 128) if batch <= gemv.MAX_ROWS else None
+        default = quant_launch.choose_launch(batch, *SHAPES[name], mode, 128) if batch <= gemv.MAX_ROWS else None
         best.append({"mode": mode, "shape": name, "batch": batch, "cublas_fp16_us": rows[0]["us"],
                      "triton_us": fastest["us"], "variant": fastest["variant"], "launch": fastest["launch"],
                      "default_launch": default,

@@ -54,7 +54,9 @@ def test_streamed_chunks_are_whole_utf8_and_end_at_im_end(trt_model, tokenizer):
     assert sender.done.wait(10)
     chunks = [tokenizer.decode(list(ids[0])) for ids in outputs(sender, "output_ids")]  # [beam, n] each
     assert "".join(chunks) == ANSWER and all("\ufffd" not in c for c in chunks)
-    assert len([c for c in chunks if c]) > 5  # streamed, not one final answer
+    # Streamed, not one final answer. How many chunks depends on how many steps' tokens the adapter finds ready
+    # at once (a busy CI machine merged 9 into 5), so only "more than one" is asserted.
+    assert len([c for c in chunks if c]) > 1
     assert sender.flags[-1] == pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
     assert outputs(sender, "finish_reason")[-1] == b"stop"
     assert outputs(sender, "num_output_tokens")[-1] == len(tokenizer.encode(ANSWER))

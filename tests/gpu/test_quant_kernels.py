@@ -49,7 +49,7 @@ def _synced(case: tuple, call):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @torch.inference_mode()
 def test_quantized_linear_equals_dequantize_then_matmul_at_every_layer_shape(model, precision, group, dtype):
-    from qwen_triton.models import quant_gemv
+    from qwen_triton.models import quant_gemv, quant_launch
 
     gen = torch.Generator(device="cuda").manual_seed(0)
     op = quant_gemv.linear_int8 if precision == "int8" else quant_gemv.linear_int4
@@ -65,7 +65,7 @@ def test_quantized_linear_equals_dequantize_then_matmul_at_every_layer_shape(mod
             rounding = FP16_ROUNDING if dtype == torch.float16 else 2 ** -7
             # Beyond the GEMV's rows both prefill paths: dequantize + cuBLAS and the fused GEMM, with either operand
             # first in the MMA.
-            gemm = quant_gemv.gemm_launch(precision, group)
+            gemm = quant_launch.gemm_launch(precision, group)
             fused = [_synced((*case, "fused", la), lambda la=la: op(x[:rows], *stored, with_bias, launch=la))
                      for la in (gemm, (*gemm[:5], not gemm[5]))] if rows > 64 else []
             for result in [got, *fused]:
@@ -84,7 +84,7 @@ def _fp8_capable() -> bool:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @torch.inference_mode()
 def test_fp8_linear_equals_its_quantized_operands_at_every_layer_shape(model, dtype):
-    from qwen_triton.models import ops, quant_gemv
+    from qwen_triton.models import ops, quant_gemv, quant_launch
 
     gen = torch.Generator(device="cuda").manual_seed(0)
     for n, k in LAYER_SHAPES[model]:
@@ -110,7 +110,7 @@ def test_fp8_linear_equals_its_quantized_operands_at_every_layer_shape(model, dt
             # What the model calls: W8A16 for decode rows and small mixed steps, W8A8 wider (x quantized by
             # fp8_quant's kernel into padded rows).
             got = ops.small_batch_fp8_linear(x[:rows], q, scales, bias)
-            if rows <= max(64, quant_gemv.FUSED_ROWS["fp8"]):
+            if rows <= max(64, quant_launch.FUSED_ROWS["fp8"]):
                 assert torch.equal(got, w8a16), (model, (n, k), rows)
             else:
                 err = (got.float() - want).abs().max().item()

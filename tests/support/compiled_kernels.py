@@ -13,7 +13,7 @@ import triton.language as tl
 assert os.environ.get("TRITON_INTERPRET") != "1", "run with Triton's compiler, not its interpreter"
 
 from benchmarks import sass_loop  # noqa: E402
-from qwen_triton.models import fp8_quant, quant_gemv  # noqa: E402
+from qwen_triton.models import fp8_quant, quant_gemv, quant_launch  # noqa: E402
 
 SHAPES = ((12288, 4096), (4096, 4096), (22016, 4096), (4096, 11008), (2048, 1536), (17920, 1536))
 ROWS = (1, 2, 16, 17, 33, 64)  # the GEMV's row counts (its BLOCK_M: 1, 16, 32, 64)
@@ -27,9 +27,9 @@ def gemv_cases():
     for dtype, (precision, kernel) in ((d, p) for d in DTYPES for p in (
             ("int8", quant_gemv._int8_gemv_kernel), ("fp8", quant_gemv._int8_gemv_kernel),
             ("int4", quant_gemv._int4_gemv_kernel))):
-        launches = [quant_gemv.choose_launch(m, n, k, precision, 128)
+        launches = [quant_launch.choose_launch(m, n, k, precision, 128)
                     for m in ROWS for n, k in SHAPES]
-        launches.append(quant_gemv.gemm_launch(precision, 128))  # the fused GEMM (fp8: W8A16, below W8A8's rows)
+        launches.append(quant_launch.gemm_launch(precision, 128))  # the fused GEMM (fp8: W8A16, below W8A8's rows)
         for block_m, block_n, block_k, splits, warps, weight_first in launches:
             for has_bias in (True, False) if splits == 1 else (False,):  # split: the bias joins in sum_splits
                 constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "HAS_BIAS": has_bias,

@@ -17,7 +17,8 @@ import torch
 
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
-from qwen_triton.models import fp8_quant, fused_ops, gemv, ops, paged_attention, quant_gemv  # noqa: E402  (made at import)
+from qwen_triton.models import (fp8_quant, fused_ops, gemv, ops, paged_attention, quant_gemv,  # noqa: E402  (made at import)
+                                quant_launch)
 from qwen_triton.tools.quantize import (dequantize_fp8, dequantize_int4, dequantize_int8, quantize_fp8,  # noqa: E402
                                         quantize_int4, quantize_int8)
 
@@ -44,7 +45,7 @@ def case(precision: str, group: int | None, rows: int, n: int, k: int, launch, b
         weight, got = dequantize_fp8(q, s), quant_gemv.linear_fp8_weight(x, q, s, b, launch=launch)
     else:
         if launch:  # a tile inside one group (BLOCK_K dividing it)
-            launch = quant_gemv.int4_launch(launch, group)
+            launch = quant_launch.int4_launch(launch, group)
         q, s, z = quantize_int4(w, group)
         weight, got = dequantize_int4(q, s, z), quant_gemv.linear_int4(x, q, s, z, b, launch=launch)
     want = x.float() @ weight.T + (b.float() if bias else 0.0)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from . import fp8_quant, fused_ops, gemv, paged_attention, quant_gemv
+from . import fp8_quant, fused_ops, gemv, paged_attention, quant_gemv, quant_launch
 from .cpu_quant import (chunked_linear_int4, chunked_linear_int8, int4pack_layout, int4pack_linear,
                         int8pack_linear)
 from .quant_linear import dequantize_int4, dequantize_int8
@@ -87,10 +87,10 @@ def fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bia
 
 def small_batch_fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
                            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """fp8 on CUDA: up to quant_gemv.FUSED_ROWS["fp8"] rows (decode, small mixed steps) the GEMV or fused GEMM on
+    """fp8 on CUDA: up to quant_launch.FUSED_ROWS["fp8"] rows (decode, small mixed steps) the GEMV or fused GEMM on
     the e4m3 weight (quant_gemv.linear_fp8_weight: one byte per weight read, activations 16-bit), wider calls
     W8A8 (fp8_linear, x quantized by one kernel), where fp8 tensor cores halve the matmul."""
-    if x.shape[0] <= max(gemv.MAX_ROWS, quant_gemv.FUSED_ROWS["fp8"]):
+    if x.shape[0] <= max(gemv.MAX_ROWS, quant_launch.FUSED_ROWS["fp8"]):
         return quant_gemv.linear_fp8_weight(x, qweight, scales, bias)
     return fp8_linear(x, qweight, scales, bias, quantize=fp8_quant.quantize_rows_padded)
 

@@ -1,9 +1,10 @@
-"""Weight-only quantized linear layers on CUDA (layout: models/quant_linear.py). Decode steps (up to
-gemv.MAX_ROWS rows of x) run a split-K GEMV that reads the packed weight and dequantizes it in registers, so a
-step streams 1 (int8) or 1/2 (int4) byte per weight instead of 2. Wider calls (prefill, large mixed steps) are
-compute-bound and run one of two paths, by rows (FUSED_ROWS): the same kernels tiled over rows of x as well, a
-GEMM that dequantizes each weight tile in registers (tensor-core tiles of Triton's making, not cuBLAS's); or,
-wider, the weight dequantized once into x's dtype (one pass: read 1 or 1/2 byte, write 2) and cuBLAS.
+"""Weight-only quantized linear layers on CUDA (layout: models/quant_linear.py; launches and paths:
+models/quant_launch.py). Decode steps (up to gemv.MAX_ROWS rows of x) run a split-K GEMV that reads the packed
+weight and dequantizes it in registers, so a step streams 1 (int8) or 1/2 (int4) byte per weight instead of 2.
+Wider calls (prefill, large mixed steps) are compute-bound and run one of two paths, by rows (FUSED_ROWS): the
+same kernels tiled over rows of x as well, a GEMM that dequantizes each weight tile in registers (tensor-core
+tiles of Triton's making, not cuBLAS's); or, wider, the weight dequantized once into x's dtype (one pass: read 1
+or 1/2 byte, write 2) and cuBLAS.
 
 Each program sums BLOCK_K-wide slices of BLOCK_N weight rows over its split of K in float32, as gemv.py does.
 int8: the per-row scale is applied to each split's sum (sum_k x q * s == s * sum_k x q); one row runs float32
@@ -23,26 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from . import gemv
+from .quant_launch import FUSED_ROWS, INT4_MIN_BLOCK_K, choose_launch, full_launch, gemm_launch, int4_block_k
 
-# Past gemv.MAX_ROWS rows (prefill, mixed steps), calls of up to FUSED_ROWS[precision] rows run the fused GEMM and
-# wider ones dequantize + cuBLAS (fp8: W8A8, ops.small_batch_fp8_linear): the faster of the two at Qwen-7B's
-# shapes on the H100 at 128, 300 and 512 rows (benchmarks/results/quant_gemv_order_prefill_h100.jsonl).
-# QWEN_TRITON_QUANT_PREFILL=fused or dequantize forces one.
-FUSED_ROWS = {"int8": 300, "int4": 128, "fp8": 64}
-_PREFILL_SET = os.environ.get("QWEN_TRITON_QUANT_PREFILL")
-if _PREFILL_SET:
-    if _PREFILL_SET not in ("dequantize", "fused"):
-        raise ValueError(f"QWEN_TRITON_QUANT_PREFILL must be dequantize or fused, got {_PREFILL_SET!r}")
-    FUSED_ROWS = dict.fromkeys(FUSED_ROWS, 1 << 62 if _PREFILL_SET == "fused" else gemv.MAX_ROWS)
-# The fused GEMM's (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, weight_first), from the same sweep.
-GEMM_LAUNCHES = {"int8": (128, 128, 64, 1, 4, True), "int4": (64, 64, 64, 1, 4, True),
-                 "fp8": (128, 128, 64, 1, 8, True)}
-# The row blocks (BLOCK_M) whose decode tiles take the weight first (W_FIRST in the kernels; choose_launch then
-# makes BLOCK_N at least 64), from the same sweeps.
-WEIGHT_FIRST_BLOCKS = {"int8": (32, 64), "fp8": (32, 64), "int4": (32, 64)}
-# The narrowest BLOCK_K of int4's tensor-core tiles (the narrowest the GPU tests run, at group 32): an int4 tile
-# lies inside one group, so on the kernels the group size must be a multiple of it (the loader checks).
-INT4_MIN_BLOCK_K = 32
 
 try:
     import triton
@@ -245,71 +228,6 @@ if triton is not None:
             q = tl.load(q_ptr + rows * K + rk[None, :], mask=live, other=0).to(tl.float32)
             w = q * tl.load(scale_ptr + rn, mask=rn < N, other=0.0)[:, None]
         tl.store(w_ptr + rows * K + rk[None, :], w.to(w_ptr.dtype.element_ty), mask=live)
-
-
-def int4_block_k(block_k: int, group: int) -> int:
-    """The largest BLOCK_K <= block_k (a power of two) that divides the group: an int4 tile then lies inside one
-    group."""
-    while group % block_k:
-        block_k //= 2
-    return block_k
-
-
-def int4_launch(launch: tuple, group: int) -> tuple:
-    """launch ((BLOCK_M,) BLOCK_N, BLOCK_K, splits, warps(, weight_first)) with its BLOCK_K made to divide int4's
-    group."""
-    i = 2 if len(launch) >= 5 else 1
-    return (*launch[:i], int4_block_k(launch[i], group), *launch[i + 1:])
-
-
-def gemm_launch(precision: str, group: int | None = None) -> tuple:
-    """The fused GEMM's launch for int8, fp8 or int4 (its BLOCK_K made to divide int4's group)."""
-    launch = GEMM_LAUNCHES[precision]
-    return int4_launch(launch, group) if precision == "int4" else launch
-
-
-def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = None) -> tuple:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, weight_first) for M <= gemv.MAX_ROWS; group: int4's (None: one
-    per row, K). The fastest of benchmarks/quant_gemv.py's sweep at Qwen-7B's shapes on the H100
-    (benchmarks/results/quant_gemv_decode_h100.jsonl; the operand order from 17 rows:
-    benchmarks/results/quant_gemv_order_decode_h100.jsonl). int4 at one row takes the tensor-core tile of 16
-    rows, 15 of them masked, which beat the float32 FMAs at every shape; int8 and fp8 keep the FMAs there (the
-    two forms within 5%)."""
-    block_m, block_n, block_k, splits, warps = _choose(M, N, K, precision, group)
-    if block_m not in WEIGHT_FIRST_BLOCKS[precision]:
-        return block_m, block_n, block_k, splits, warps, False
-    if precision != "int4":  # int8, fp8: K unsplit for the widest output (gate_up_proj), else split in 2
-        splits = 1 if N > 16384 else 2
-    return block_m, max(block_n, 64), block_k, splits, warps, True  # at least the 64 rows of Hopper's wgmma
-
-
-def _choose(M: int, N: int, K: int, precision: str, group: int | None) -> tuple:
-    block_n, block_k, splits, warps = gemv.choose_launch(M, N, K)
-    if precision == "int4":
-        block_k = int4_block_k(128, group or K)
-        if M == 1:
-            return 16, 64, block_k, 8 if K > 8192 else 2 if 8192 < N <= 16384 else 4, 4
-        if M <= 16:
-            return gemv.one_block_m(M), 32, block_k, 4, 4
-        if M <= 32:
-            return (32, 32, block_k, 1, 4) if N > 4096 else (32, 64, block_k, 4, 8)
-        return 64, 64, block_k, 1 if N > 16384 else 2, 4
-    if M == 1:
-        if N <= 4096:  # the narrow outputs: 1,024 columns of 8 rows (int8, 8 warps) or 4 rows (fp8)
-            return (1, 8, 1024, 1, 8) if precision == "int8" else (1, 4, 1024, 1, 4)
-        return 1, block_n, min(block_k, 512), splits, warps
-    return gemv.one_block_m(M), block_n, 128, splits, warps
-
-
-def full_launch(M: int, precision: str, launch: tuple) -> tuple:
-    """launch as (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, weight_first): a 4-tuple (BLOCK_N, BLOCK_K, splits,
-    warps) gets one block of M rows (int4, which has no one-row form, a tensor-core tile of at least 16); a
-    launch without weight_first gets its default (WEIGHT_FIRST_BLOCKS)."""
-    if len(launch) == 4:
-        launch = (max(16, gemv.one_block_m(M)) if precision == "int4" else gemv.one_block_m(M), *launch)
-    if len(launch) == 5:
-        launch = (*launch, launch[0] in WEIGHT_FIRST_BLOCKS[precision])
-    return tuple(launch)
 
 
 def _launch(kernel, x, weights: tuple, group: int | None, bias, N: int, precision: str,

@@ -11,7 +11,7 @@ from torch import nn
 from ..config import FP8_ALGO, FP8_PER_TENSOR_ALGO, EngineFolder, QuantConfig
 from ..errors import ConfigError
 from ..models.ops import Ops, select_ops
-from ..models.quant_gemv import INT4_MIN_BLOCK_K
+from ..models.quant_launch import INT4_MIN_BLOCK_K
 from ..models.quant_linear import QuantLinear, is_quantized_layer, quantize_modules
 from ..tools.quantize import quantize_weight
 from ..models.qwen import Linear, QwenForCausalLM
