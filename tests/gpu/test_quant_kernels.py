@@ -135,6 +135,72 @@ def test_the_fp8_quantize_kernel_makes_the_torch_ops_bits(dtype):
         assert torch.equal(got_q[:rows].view(torch.uint8), want_q.view(torch.uint8)), (rows, k)
 
 
+def _stored_row(kind, n, k, gen):
+    """A layer quantized as `kind`, in the form models/row_gemv.py reads (e4m3 as bytes), and its float32 weight."""
+    w = torch.randn(n, k, device="cuda", generator=gen) * 0.02
+    if kind == "fp8":
+        q, s = quantize_fp8(w)
+        return (q.view(torch.uint8), s, None), dequantize_fp8(q, s)
+    (q, s, *z), weight = _layer(n, k, kind, 128, gen)
+    return (q, s, z[0] if z else None), weight
+
+
+@pytest.mark.parametrize("model", LAYER_SHAPES)
+@pytest.mark.parametrize("kind", ["int8", "int4", "fp8"])
+@torch.inference_mode()
+def test_the_one_row_ptx_gemv_equals_dequantize_then_matmul_at_every_layer_shape(model, kind):
+    """models/row_gemv.py at several launches (and the runtime's, where quant_launch takes it), x at ordinary
+    magnitude and at |x| up to 4,000: the weights enter the float16 sums scaled by a power of two, without which
+    a word's products overflow float16 at such x (int8: 4 x 127 x 4,000) and the output is not finite."""
+    from qwen_triton.models import quant_launch, row_gemv
+
+    if kind == "fp8" and not _fp8_capable():
+        pytest.skip("fp8 needs compute capability 8.9+")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for n, k in LAYER_SHAPES[model]:
+        (q, s, z), weight = _stored_row(kind, n, k, gen)
+        bias = (torch.randn(n, device="cuda", generator=gen) * 0.1).half()
+        table = quant_launch.ROW_LAUNCHES.get(kind, {}).values()
+        launches = [la for la in {(64, 128, 4, 4), (16, 128, 1, 2), (32, 256, 8, 8), *table}
+                    if k % la[1] == 0 and (kind != "int4" or 128 % la[1] == 0)]  # int4: inside its group of 128
+        for magnitude in (1.0, 4000.0):
+            x = ((torch.rand(1, k, device="cuda", generator=gen) * 2 - 1) * magnitude).half()
+            want = x.float() @ weight.T + bias.float()
+            for launch in launches:
+                case = (model, kind, (n, k), magnitude, launch)
+                got = _synced(case, lambda: row_gemv.linear(kind, x, q, s, z, bias, launch))
+                err = (got.float() - want).abs().max().item()
+                assert got.dtype == torch.float16 and got.shape == (1, n) and torch.isfinite(got).all(), case
+                assert err <= 2 * FP16_ROUNDING * want.abs().max().item(), (*case, err)
+
+
+@pytest.mark.skipif(not _fp8_capable(), reason="fp8 needs compute capability 8.9+")
+@pytest.mark.parametrize("model", LAYER_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@torch.inference_mode()
+def test_the_fp8_gemm_equals_its_quantized_operands_rounded_once(model, dtype):
+    """models/fp8_gemm.py (W8A8 past the GEMV's rows) at row counts that are and are not multiples of its tiles,
+    with and without a bias: x quantized as ops.quantize_rows_fp8 quantizes it, then sums with both scales, rounded
+    to x's dtype. Hopper's fp8 MMA keeps fewer bits than float32 while it accumulates a K step, so the bound is
+    the one torch._scaled_mm's W8A8 meets above (a bound of float16 rounding alone was exceeded on the H100)."""
+    from qwen_triton.models import fp8_gemm, ops
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for n, k in LAYER_SHAPES[model]:
+        q, scales = quantize_fp8(torch.randn(n, k, device="cuda", generator=gen) * 0.02)
+        weight = dequantize_fp8(q, scales)
+        bias = (torch.randn(n, device="cuda", generator=gen) * 0.1).to(dtype)
+        x = torch.randn(512, k, device="cuda", generator=gen).to(dtype)
+        for rows in (1, 65, 128, 300, 512):
+            with_bias = bias if rows % 2 else None
+            xq, x_scales = ops.quantize_rows_fp8(x[:rows])
+            want = (xq.float() * x_scales) @ weight.T + (with_bias.float() if with_bias is not None else 0.0)
+            got = _synced((model, (n, k), rows), lambda: fp8_gemm.linear(x[:rows], q, scales, with_bias))
+            err = (got.float() - want).abs().max().item()
+            assert got.dtype == dtype and got.shape == (rows, n), (model, (n, k), rows)
+            assert err <= 3 * 2 ** -7 * want.abs().max().item(), (model, (n, k), rows, err)
+
+
 MODES = [QuantConfig("int8"), QuantConfig("int4", group_size=32)]
 MODES += [QuantConfig(quant_algo=FP8_ALGO)] if _fp8_capable() else []
 

@@ -13,7 +13,7 @@ import triton.language as tl
 assert os.environ.get("TRITON_INTERPRET") != "1", "run with Triton's compiler, not its interpreter"
 
 from benchmarks import sass_loop  # noqa: E402
-from qwen_triton.models import fp8_quant, quant_gemv, quant_launch  # noqa: E402
+from qwen_triton.models import fp8_gemm, fp8_quant, quant_gemv, quant_launch, row_gemv  # noqa: E402
 
 SHAPES = ((12288, 4096), (4096, 4096), (22016, 4096), (4096, 11008), (2048, 1536), (17920, 1536))
 ROWS = (1, 2, 16, 17, 33, 64)  # the GEMV's row counts (its BLOCK_M: 1, 16, 32, 64)
@@ -62,6 +62,30 @@ def fp8_quantize_cases():
         yield f"fp8_quantize rows {dtype}", fp8_quant._quantize_rows_kernel, pointers, constexprs, 4
 
 
+def row_cases():
+    """models/row_gemv.py for each kind (float16 only) at the runtime's launches where quant_launch takes it, else one
+    launch of the sweep's; split (float32 partials) and not, with a bias."""
+    for kind in ("int4", "int8", "fp8"):
+        launches = set(quant_launch.ROW_LAUNCHES.get(kind, {}).values()) or {(64, 128, 4, 4)}
+        for block_n, block_k, splits, warps in sorted(launches | {(16, 128, 1, 4)}):
+            pointers = {"x_ptr": "*fp16", "q_ptr": "*i8" if kind == "int8" else "*u8", "bias_ptr": "*fp16",
+                        "out_ptr": "*fp16" if splits == 1 else "*fp32", **POINTERS}
+            constexprs = {"BLOCK_M": 1, "BLOCK_N": block_n, "BLOCK_K": block_k, "HAS_BIAS": splits == 1,
+                          "PDL": True, "KIND": kind, "ASM": row_gemv.PTX[kind], "UNSCALE": row_gemv.UNSCALE[kind],
+                          **({"GROUP": 128} if kind == "int4" else {})}
+            yield f"row {kind} {block_n}x{block_k}/{splits}", row_gemv._row_kernel, pointers, constexprs, warps
+
+
+def fp8_gemm_cases():
+    for dtype in DTYPES:
+        block_m, block_n, block_k, warps, _ = fp8_gemm.LAUNCH
+        pointers = {"xq_ptr": "*fp8e4nv", "w_ptr": "*fp8e4nv", "x_scale_ptr": "*fp32", "w_scale_ptr": "*fp32",
+                    "bias_ptr": f"*{DTYPES[dtype]}", "out_ptr": f"*{DTYPES[dtype]}"}
+        constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": fp8_gemm.GROUP_M,
+                      "HAS_BIAS": True, "PDL": True}
+        yield f"fp8_gemm w8a8 {dtype}", fp8_gemm._fp8_gemm_kernel, pointers, constexprs, warps
+
+
 @triton.jit
 def _control_helper(q, AS_FLOAT: tl.constexpr):
     if AS_FLOAT:
@@ -86,7 +110,8 @@ def sass_loop_case() -> dict:
 
 
 def main() -> None:
-    for label, kernel, pointers, constexprs, warps in [*gemv_cases(), *dequantize_cases(), *fp8_quantize_cases()]:
+    for label, kernel, pointers, constexprs, warps in [*gemv_cases(), *dequantize_cases(), *fp8_quantize_cases(),
+                                                       *row_cases(), *fp8_gemm_cases()]:
         try:
             sass_loop.compile_for_hopper(kernel, pointers, constexprs, warps)
             print(json.dumps({"case": label, "ok": True}), flush=True)

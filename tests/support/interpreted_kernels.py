@@ -18,7 +18,7 @@ import torch
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
 from qwen_triton.models import (fp8_quant, fused_ops, gemv, ops, paged_attention, quant_gemv,  # noqa: E402  (made at import)
-                                quant_launch)
+                                quant_launch, row_gemv)
 from qwen_triton.tools.quantize import (dequantize_fp8, dequantize_int4, dequantize_int8, quantize_fp8,  # noqa: E402
                                         quantize_int4, quantize_int8)
 
@@ -202,6 +202,30 @@ def fp8_quantize_cases(gen) -> list[dict]:
     return out
 
 
+def row_cases(gen) -> list[dict]:
+    """models/row_gemv.py (one float16 row; its PTX replaced by the same sums in plain Triton here) against
+    dequantize-then-matmul: every kind, K split in 3 (float32 partial sums), weight rows masked (N below BLOCK_N),
+    with and without a bias."""
+    out = []
+    for kind in ("int4", "int8", "fp8"):
+        for launch, bias in (((16, 128, 3, 4), True), ((64, 128, 1, 4), False), ((32, 64, 2, 2), True)):
+            w = torch.randn(50, 384, generator=gen) * 0.05
+            x = torch.randn(1, 384, generator=gen).half()
+            b = (torch.randn(50, generator=gen) * 0.1).half() if bias else None
+            if kind == "int4":
+                q, s, z = quantize_int4(w, 128)
+                weight = dequantize_int4(q, s, z)
+            else:
+                (q, s), z = (quantize_int8(w) if kind == "int8" else quantize_fp8(w)), None
+                weight = dequantize_int8(q, s) if kind == "int8" else dequantize_fp8(q, s)
+                q = q.view(torch.uint8) if kind == "fp8" else q
+            got = row_gemv.linear(kind, x, q, s, z, b, launch)
+            want = x.float() @ weight.T + (b.float() if bias else 0.0)
+            out.append({"row": kind, "launch": launch, "dtype": str(got.dtype), "out_shape": list(got.shape),
+                        "max_err": (got.float() - want).abs().max().item(), "max_abs": want.abs().max().item()})
+    return out
+
+
 def main() -> None:
     gen = torch.Generator().manual_seed(0)
     for precision, group in (("int8", None), ("int4", 32), ("int4", 128), ("fp8", None)):
@@ -212,7 +236,7 @@ def main() -> None:
             for rows in GEMM_ROWS:
                 print(json.dumps(case(precision, group, rows, 50, 384, launch, rows % 2 == 1, gen)), flush=True)
     for line in (int4_refusals(gen) + gemv_cases(gen) + fused_op_cases(gen) + paged_attention_cases(gen)
-                 + dequantize_cases(gen) + fp8_quantize_cases(gen)):
+                 + dequantize_cases(gen) + fp8_quantize_cases(gen) + row_cases(gen)):
         print(json.dumps(line), flush=True)
     for line in model_step_cases():
         print(json.dumps(line), flush=True)

@@ -1,5 +1,6 @@
-"""The quantized kernels through Triton's real compiler for Hopper, on this CPU (tests/support/compiled_kernels.py,
-in a subprocess with a fresh cache): every launch the runtime makes at Qwen's layer shapes compiles to a cubin.
+"""The quantized kernels (models/quant_gemv.py, row_gemv.py, fp8_gemm.py, fp8_quant.py) through Triton's real
+compiler for Hopper, on this CPU (tests/support/compiled_kernels.py, in a subprocess with a fresh cache): every
+launch the runtime makes at Qwen's layer shapes compiles to a cubin.
 The interpreter tests (test_kernels_interpreted.py) check what the kernels compute; this checks that the GPU
 can be given them at all, which the interpreter does not (the fp8 GEMV once passed it and failed to compile)."""
 from pathlib import Path
@@ -21,7 +22,8 @@ def test_every_quantized_kernel_launch_compiles_for_hopper(results):
     assert not failed, failed[0]["case"] + ": " + failed[0]["error"]
     kinds = {" ".join(r["case"].split()[:2]) for r in cases}
     gemvs = {f"{p} {d}" for p in ("int8", "fp8", "int4") for d in ("float16", "bfloat16")}
-    assert kinds == gemvs | {"dequantize int8", "dequantize int4", "fp8_quantize rows"}, kinds
+    rows = {f"row {kind}" for kind in ("int4", "int8", "fp8")}
+    assert kinds == gemvs | rows | {"dequantize int8", "dequantize int4", "fp8_quantize rows", "fp8_gemm w8a8"}, kinds
     assert len(cases) >= 76  # each default launch (row blocks 1, 16, 32, 64; split and unsplit), the fused GEMM
 
 

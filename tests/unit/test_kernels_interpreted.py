@@ -29,6 +29,15 @@ def test_every_quantized_gemv_case_equals_dequantize_then_matmul(results):
         assert r["max_err"] <= 2 * FP16_ROUNDING * r["max_abs"], r
 
 
+def test_the_one_row_ptx_gemv_sums_equal_dequantize_then_matmul(results):
+    """models/row_gemv.py's words, x pairs, zero pairs, splits and scales (its PTX is checked on the GPU)."""
+    cases = [r for r in results if "row" in r]
+    assert [r["row"] for r in cases] == ["int4"] * 3 + ["int8"] * 3 + ["fp8"] * 3
+    for r in cases:
+        assert r["dtype"] == "torch.float16" and r["out_shape"] == [1, 50], r
+        assert r["max_err"] <= 2 * FP16_ROUNDING * r["max_abs"], r
+
+
 def test_int4_refuses_a_tile_spanning_groups_at_one_row_and_at_several(results):
     refusals = [r for r in results if "int4_refused" in r]
     assert [r["rows"] for r in refusals] == [1, 16]

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from . import fp8_quant, fused_ops, gemv, paged_attention, quant_gemv, quant_launch
+from . import fp8_gemm, fp8_quant, fused_ops, gemv, paged_attention, quant_gemv, quant_launch
 from .cpu_quant import (chunked_linear_int4, chunked_linear_int8, int4pack_layout, int4pack_linear,
                         int8pack_linear)
 from .quant_linear import dequantize_int4, dequantize_int8
@@ -89,10 +89,11 @@ def small_batch_fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch
                            bias: torch.Tensor | None = None) -> torch.Tensor:
     """fp8 on CUDA: up to quant_launch.FUSED_ROWS["fp8"] rows (decode, small mixed steps) the GEMV or fused GEMM on
     the e4m3 weight (quant_gemv.linear_fp8_weight: one byte per weight read, activations 16-bit), wider calls
-    W8A8 (fp8_linear, x quantized by one kernel), where fp8 tensor cores halve the matmul."""
+    W8A8 on the fp8 tensor cores (fp8_gemm.linear: x quantized per token as fp8_linear quantizes it, both scales
+    and the rounding to x's dtype in the GEMM's epilogue)."""
     if x.shape[0] <= max(gemv.MAX_ROWS, quant_launch.FUSED_ROWS["fp8"]):
         return quant_gemv.linear_fp8_weight(x, qweight, scales, bias)
-    return fp8_linear(x, qweight, scales, bias, quantize=fp8_quant.quantize_rows_padded)
+    return fp8_gemm.linear(x, qweight, scales, bias)
 
 
 def prefix_prefill_attention(q, k_cache, v_cache, seq_lens: tuple[int, ...], cached_lens: tuple[int, ...],

@@ -8,8 +8,9 @@ or 1/2 byte, write 2) and cuBLAS.
 
 Each program sums BLOCK_K-wide slices of BLOCK_N weight rows over its split of K in float32, as gemv.py does.
 int8: the per-row scale is applied to each split's sum (sum_k x q * s == s * sum_k x q); one row runs float32
-FMAs, 2 or more tensor-core tiles. int4 always runs tensor-core tiles, at one row too (BLOCK_M 16, 15 rows
-masked: fewer instructions per weight than FMAs, and faster at every Qwen-7B shape on the H100). A tile lies
+FMAs, 2 or more tensor-core tiles. int4 runs tensor-core tiles, at one row too (BLOCK_M 16, 15 rows masked),
+except one float16 row at a group that is a multiple of 128, which models/row_gemv.py takes
+(quant_launch.ROW_LAUNCHES: its half-precision PTX was faster at every Qwen-7B shape on the H100). A tile lies
 inside one group (BLOCK_K divides it; _launch refuses a launch where it does not), so its zeros and scales are
 loaded once per row: a tile spanning groups gathered a scale per weight, and at 2-64 rows that form of the
 kernel gave NaN or an illegal memory access on an H100 (Triton 3.6; docs/quantization.md). The tile enters the
@@ -23,8 +24,9 @@ import os
 import torch
 import torch.nn.functional as F
 
-from . import gemv
-from .quant_launch import FUSED_ROWS, INT4_MIN_BLOCK_K, choose_launch, full_launch, gemm_launch, int4_block_k
+from . import gemv, row_gemv
+from .quant_launch import (FUSED_ROWS, INT4_MIN_BLOCK_K, choose_launch, full_launch, gemm_launch, int4_block_k,
+                           row_launch)
 
 
 try:
@@ -261,6 +263,9 @@ def linear_int8(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bi
                 launch: tuple[int, ...] | None = None) -> torch.Tensor:
     """x (M, K) unit stride along K, half precision; qweight int8 (N, K), scales float32 (N,) -> (M, N)."""
     N, K = qweight.shape
+    row = launch is None and row_launch(x.shape[0], N, K, "int8", x.dtype == torch.float16)
+    if row:
+        return row_gemv.linear("int8", x, qweight, scales, None, bias, row)
     if x.shape[0] > gemv.MAX_ROWS and launch is None:
         if x.shape[0] > FUSED_ROWS["int8"]:
             return F.linear(x, dequantize(qweight, scales, None, K, x.dtype), bias)
@@ -274,7 +279,10 @@ def linear_fp8_weight(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tens
     (M, N). The int8 GEMV (past gemv.MAX_ROWS rows its fused GEMM) reading e4m3 bytes: one byte per weight,
     activations kept 16-bit (no per-token quantization: a decode row would pay more for it than the matmul).
     Compute capability 8.9+."""
-    N, _ = qweight.shape
+    N, K = qweight.shape
+    row = launch is None and row_launch(x.shape[0], N, K, "fp8", x.dtype == torch.float16)
+    if row:
+        return row_gemv.linear("fp8", x, qweight.view(torch.uint8), scales, None, bias, row)
     if x.shape[0] > gemv.MAX_ROWS and launch is None:
         launch = gemm_launch("fp8")
     return _launch(_int8_gemv_kernel, x, (qweight.view(torch.uint8), scales), None, bias, N, "fp8", launch)
@@ -286,6 +294,9 @@ def linear_int4(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, ze
     (N, K/g) -> (M, N). On the kernels g must be a multiple of INT4_MIN_BLOCK_K (runtime/loader.py checks it)."""
     N, K = qweight.shape[0], x.shape[1]
     group = K // scales.shape[1]
+    row = launch is None and row_launch(x.shape[0], N, K, "int4", x.dtype == torch.float16, group)
+    if row:
+        return row_gemv.linear("int4", x, qweight, scales, zeros, bias, row)
     if x.shape[0] > gemv.MAX_ROWS and launch is None:
         if x.shape[0] > FUSED_ROWS["int4"]:
             return F.linear(x, dequantize(qweight, scales, zeros, K, x.dtype), bias)

@@ -24,6 +24,14 @@ GEMM_LAUNCHES = {"int8": (128, 128, 64, 1, 4, True), "int4": (64, 64, 64, 1, 4, 
 # The row blocks (BLOCK_M) whose decode tiles take the weight first (W_FIRST in the kernels; choose_launch then
 # makes BLOCK_N at least 64), from the same sweeps.
 WEIGHT_FIRST_BLOCKS = {"int8": (32, 64), "fp8": (32, 64), "int4": (32, 64)}
+# One row of x, int8 and fp8 (float32 FMAs): (BLOCK_N, BLOCK_K, splits, warps) for the narrow outputs (N <= 4096:
+# o_proj, down_proj) and the wide ones, from the same sweeps.
+ONE_ROW_LAUNCHES = {"int8": {"narrow": (8, 1024, 1, 8), "wide": (16, 256, 1, 4)},
+                    "fp8": {"narrow": (4, 1024, 1, 4), "wide": (4, 1024, 1, 4)}}
+# One row of a float16 x through models/row_gemv.py (half-precision FMAs in PTX), by mode: (BLOCK_N, BLOCK_K, splits,
+# warps) for the narrow and the wide outputs; a mode not here keeps this module's launches (int4 its tensor-core
+# tile, int8 and fp8 float32 FMAs). From benchmarks/quant_gemv.py --wide (benchmarks/results/quant_row_h100.jsonl).
+ROW_LAUNCHES = {"int4": {"narrow": (64, 128, 8, 8), "wide": (64, 128, 4, 4)}}
 # The narrowest BLOCK_K of int4's tensor-core tiles (the narrowest the GPU tests run, at group 32): an int4 tile
 # lies inside one group, so on the kernels the group size must be a multiple of it (the loader checks).
 INT4_MIN_BLOCK_K = 32
@@ -55,8 +63,8 @@ def choose_launch(M: int, N: int, K: int, precision: str, group: int | None = No
     per row, K). The fastest of benchmarks/quant_gemv.py's sweep at Qwen-7B's shapes on the H100
     (benchmarks/results/quant_gemv_decode_h100.jsonl; the operand order from 17 rows:
     benchmarks/results/quant_gemv_order_decode_h100.jsonl). int4 at one row takes the tensor-core tile of 16
-    rows, 15 of them masked, which beat the float32 FMAs at every shape; int8 and fp8 keep the FMAs there (the
-    two forms within 5%)."""
+    rows, 15 of them masked, which beat the float32 FMAs at every shape (a float16 row where row_launch applies
+    goes to models/row_gemv.py instead); int8 and fp8 keep the FMAs there (the two forms within 5%)."""
     block_m, block_n, block_k, splits, warps = _choose(M, N, K, precision, group)
     if block_m not in WEIGHT_FIRST_BLOCKS[precision]:
         return block_m, block_n, block_k, splits, warps, False
@@ -77,10 +85,18 @@ def _choose(M: int, N: int, K: int, precision: str, group: int | None) -> tuple:
             return (32, 32, block_k, 1, 4) if N > 4096 else (32, 64, block_k, 4, 8)
         return 64, 64, block_k, 1 if N > 16384 else 2, 4
     if M == 1:
-        if N <= 4096:  # the narrow outputs: 1,024 columns of 8 rows (int8, 8 warps) or 4 rows (fp8)
-            return (1, 8, 1024, 1, 8) if precision == "int8" else (1, 4, 1024, 1, 4)
-        return 1, block_n, min(block_k, 512), splits, warps
+        return 1, *ONE_ROW_LAUNCHES[precision]["narrow" if N <= 4096 else "wide"]
     return gemv.one_block_m(M), block_n, 128, splits, warps
+
+
+def row_launch(M: int, N: int, K: int, precision: str, float16: bool, group: int | None = None) -> tuple | None:
+    """models/row_gemv.py's launch for one float16 row where ROW_LAUNCHES has the mode and its BLOCK_K divides K
+    and int4's group (the kernel reads whole tiles), else None."""
+    launches = ROW_LAUNCHES.get(precision)
+    if M != 1 or not float16 or not launches:
+        return None
+    launch = launches["narrow" if N <= 4096 else "wide"]
+    return launch if K % launch[1] == 0 and (group or K) % launch[1] == 0 else None
 
 
 def full_launch(M: int, precision: str, launch: tuple) -> tuple:
