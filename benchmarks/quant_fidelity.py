@@ -104,7 +104,7 @@ def write_doc(report: dict, doc: Path) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cuda: every mode in float16 with the GPU's kernels "
-                        "(fp8 through torch._scaled_mm), against the CPU float32 reference")
+                        "(fp8's prefill through models/fp8_gemm.py), against the CPU float32 reference")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/quant_fidelity_<device>.json")
     parser.add_argument("--doc", default=None, help="rewrite its generated block ('' to skip; default: "
                         "docs/quantization.md on the CPU, none on a GPU)")

@@ -17,7 +17,9 @@ except ImportError:  # CPU-only installs
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn (ops.FP8_MAX)
 # torch._scaled_mm's row-wise fp8 GEMM on the H100 runs some row counts well past 128 slower than the next
-# multiple of 128 (benchmarks/results/fp8_rows_h100.jsonl), so x is quantized into a buffer of that many rows.
+# multiple of 128 (benchmarks/results/fp8_rows_h100.jsonl), so for it x is quantized into a buffer of that many
+# rows (quantize_rows_padded: benchmarks/quant_gemv.py's scaled_mm variant; the runtime's W8A8, models/fp8_gemm.py,
+# takes any row count).
 PAD_ROWS = 128
 
 
@@ -67,6 +69,6 @@ def quantize_rows(x: torch.Tensor, rows: int | None = None) -> tuple[torch.Tenso
 
 
 def quantize_rows_padded(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """quantize_rows into padded_rows(M) rows: what W8A8 on CUDA multiplies (ops.fp8_linear drops the extra
-    outputs)."""
+    """quantize_rows into padded_rows(M) rows, for ops.fp8_linear (torch._scaled_mm) on CUDA, which drops the extra
+    outputs."""
     return quantize_rows(x, padded_rows(x.shape[0]))

@@ -27,8 +27,9 @@ The quantized linear ops: on CUDA in half precision, quant_gemv's dequantizing G
 one-pass dequantize + cuBLAS beyond; on CPU models/cpu_quant.py's (torch's int8/int4 kernels in bfloat16, a
 chunked dequantize + GEMM in float32 and float16); elsewhere the reference,
 which builds the (N, K) weight in x's dtype and runs F.linear (under CUDA graph capture the dequantized weight is
-allocated from the graph's pool). fp8 is W8A8 (x quantized per token, then torch._scaled_mm) on every device,
-except decode rows on CUDA in half precision: the GEMV on the e4m3 weight, activations 16-bit (W8A16)."""
+allocated from the graph's pool). fp8 is W8A8 (x quantized per token, then torch._scaled_mm; on CUDA in half
+precision models/fp8_gemm.py), except decode rows on CUDA in half precision: the GEMV on the e4m3 weight,
+activations 16-bit (W8A16)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
