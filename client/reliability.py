@@ -167,7 +167,7 @@ def timed_generate(url: str, text: str, **options) -> float:
 
 def _beside(url: str, neighbour: dict, normal: dict) -> float:
     """Time of a normal request started just after `neighbour`."""
-    thread = threading.Thread(target=_outcome, args=(url, "Hello", neighbour))
+    thread = threading.Thread(target=_outcome, args=(url, "Hello", neighbour), daemon=True)
     thread.start()
     time.sleep(0.05)
     elapsed = timed_generate(url, "Hello", **normal)
@@ -240,7 +240,9 @@ def sigterm_under_load(launched: Launched, streams: int = 16, load_s: float = 3.
     """SIGTERM to the launcher while `streams` clients keep it busy: exit code, seconds to exit, crash lines in
     its log, processes left behind, and how the clients' requests ended."""
     stop, outcomes = threading.Event(), []
-    clients = [threading.Thread(target=_load, args=(launched.server.grpc, stop, outcomes)) for _ in range(streams)]
+    # daemon: a client stuck on a stream (the server gone mid-call) must not keep the caller's process from exiting
+    clients = [threading.Thread(target=_load, args=(launched.server.grpc, stop, outcomes), daemon=True)
+               for _ in range(streams)]
     for t in clients:
         t.start()
     time.sleep(load_s)
@@ -290,7 +292,7 @@ def kill_stub(launched: Launched, model: str, tokens: int = 2000, timeout_s: flo
         ended["at"] = time.monotonic()
         streaming.set()
 
-    thread = threading.Thread(target=long_request)
+    thread = threading.Thread(target=long_request, daemon=True)
     thread.start()
     # Killed once the request streams (the engine gauges lag a previous request's end: "busy" could count that).
     streaming.wait(60)

@@ -62,7 +62,8 @@ def soak(server: TritonServer, minutes: float, workers: int) -> dict:
     idle_blocks = probe.engine()["free_kv_blocks"]
     outcomes, lock = Counter(), threading.Lock()
     until = time.monotonic() + 60 * minutes
-    threads = [threading.Thread(target=worker, args=(probe.grpc, i, until, outcomes, lock)) for i in range(workers)]
+    threads = [threading.Thread(target=worker, args=(probe.grpc, i, until, outcomes, lock), daemon=True)
+               for i in range(workers)]
     for t in threads:
         t.start()
     rss = []

@@ -77,7 +77,7 @@ def test_concurrent_requests_each_get_their_own_answer(triton):
         with QwenClient(url, model=BLS) as c:
             got[i] = c.generate(prompts[i], max_tokens=16, temperature=0.0).text
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(prompts))]
     for t in threads:
         t.start()
     for t in threads:

@@ -102,7 +102,7 @@ def test_sixteen_concurrent_greedy_requests_match_serial(triton):
             except Exception as exc:  # shown in the assertion's diff
                 concurrent[i] = repr(exc)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(16)]
     for t in threads:
         t.start()
     for t in threads:

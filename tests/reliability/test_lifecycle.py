@@ -96,7 +96,7 @@ def test_make_serve_starts_and_stops_the_openai_server_with_triton(with_openai):
             finally:
                 streaming.set()
 
-    thread = threading.Thread(target=long_stream)
+    thread = threading.Thread(target=long_stream, daemon=True)
     thread.start()
     # SIGTERM once the stream has its first chunk (the engine gauges lag the first answer's end, so "busy" could
     # still count that one and signal before this stream began).
