@@ -40,9 +40,9 @@ DOT_LAUNCHES = [(16, bn, bk, s, w) for bn in (32, 64, 128) for bk in (64, 128, 2
                 for w in (4, 8) if bn * bk <= 8192 * w // 4]
 # One row through models/row_gemv.py (half-precision FMAs in PTX, float16 x): (BLOCK_N, BLOCK_K, splits, warps),
 # 16 to 128 weights a thread; int4's BLOCK_K 128 (its tiles lie inside a group of 128).
-ROW_LAUNCHES = {"int4": [(bn, 128, s, w) for bn in (16, 32, 64, 128) for s in (1, 2, 4, 8) for w in (2, 4, 8)
+ROW_SWEEP = {"int4": [(bn, 128, s, w) for bn in (16, 32, 64, 128) for s in (1, 2, 4, 8) for w in (2, 4, 8)
                          if 16 <= bn * 128 // (32 * w) <= 128]}
-ROW_LAUNCHES["int8"] = ROW_LAUNCHES["fp8"] = [(bn, bk, s, w) for bn in (8, 16, 32, 64) for bk in (128, 256, 512, 1024)
+ROW_SWEEP["int8"] = ROW_SWEEP["fp8"] = [(bn, bk, s, w) for bn in (8, 16, 32, 64) for bk in (128, 256, 512, 1024)
                                               for s in (1, 2, 4) for w in (4, 8) if 16 <= bn * bk // (32 * w) <= 128]
 
 # A launch too big for the GPU, int4's BLOCK_K not dividing its group, or a tile Triton's compiler refuses: skipped.
@@ -128,12 +128,12 @@ def _variants(mode: str, batch: int, quick: bool = False, wide: bool = False,
 def _all_variants(mode: str, batch: int, quick: bool, wide: bool) -> list[tuple[str, tuple | None]]:
     """(kind, launch) timed for a mode at a batch; cublas_fp16 first (the baseline). quick: at decode batches
     only the layers' default launches, as they are and with BLOCK_N 64, in both operand orders; past them only
-    GEMM tiles with BLOCK_K 64. wide (one row): the layers' default launches and row_gemv's (ROW_LAUNCHES)."""
+    GEMM tiles with BLOCK_K 64. wide (one row): the layers' default launches and row_gemv's (ROW_SWEEP)."""
     if wide:
         if batch != 1:
             raise ValueError("--wide times one row only (--batch 1)")
         defaults = [quant_launch.choose_launch(1, n, k, mode, 128) for n, k in SHAPES.values()]
-        rows = [("row", la) for la in ROW_LAUNCHES[mode]]
+        rows = [("row", la) for la in ROW_SWEEP[mode]]
         return [("cublas_fp16", None)] + [("triton", la) for la in dict.fromkeys(defaults)] + rows
     w8a8 = [("scaled_mm", None), ("scaled_mm_torch_quantize", None)] if mode == "fp8" else []
     if mode == "fp8" and batch > gemv.MAX_ROWS:

@@ -29,8 +29,9 @@ WEIGHT_FIRST_BLOCKS = {"int8": (32, 64), "fp8": (32, 64), "int4": (32, 64)}
 ONE_ROW_LAUNCHES = {"int8": {"narrow": (8, 1024, 1, 8), "wide": (16, 256, 1, 4)},
                     "fp8": {"narrow": (4, 1024, 1, 4), "wide": (4, 1024, 1, 4)}}
 # One row of a float16 x through models/row_gemv.py (half-precision FMAs in PTX), by mode: (BLOCK_N, BLOCK_K, splits,
-# warps) for the narrow and the wide outputs; a mode not here keeps this module's launches (int4 its tensor-core
-# tile, int8 and fp8 float32 FMAs). From benchmarks/quant_gemv.py --wide (benchmarks/results/quant_row_h100.jsonl).
+# warps) for the narrow and the wide outputs. int4 only (quant_gemv.linear_int4 asks): int8 and fp8 keep their
+# float32 FMAs, which row_gemv's forms of them did not beat. From benchmarks/quant_gemv.py --wide
+# (benchmarks/results/quant_row_h100.jsonl, quant_row_int8_fp8_h100.jsonl).
 ROW_LAUNCHES = {"int4": {"narrow": (64, 128, 8, 8), "wide": (64, 128, 4, 4)}}
 # The narrowest BLOCK_K of int4's tensor-core tiles (the narrowest the GPU tests run, at group 32): an int4 tile
 # lies inside one group, so on the kernels the group size must be a multiple of it (the loader checks).
