@@ -8,7 +8,8 @@ the GEMV's forms: the float32 FMAs of one row (int8, fp8) and the tensor-core ti
 masked (launches recorded whole: quant_launch.full_launch). Every tensor-core launch runs with x first and with
 the weight first in the MMA. fp8 also runs W8A8 (x quantized per token by fp8_quant's kernel, rows padded as the
 runtime pads them, then torch._scaled_mm) at every batch, and with torch's own ops quantizing, and past 64 rows
-the fused GEMM on its e4m3 weight (W8A16) and the Triton W8A8 GEMM (models/fp8_gemm.py, variant w8a8_triton).
+the fused GEMM on its e4m3 weight (W8A16) and the Triton W8A8 GEMM (models/fp8_gemm.py, variant w8a8_triton); at
+decode batches its rows kernel (linear_rows, variant w8a8_rows) over a sweep of launches.
 --wide times one row: the default launches against models/row_gemv.py's (variant row). --variants keeps only the
 kinds named; --jobs compiles every launch first in that many processes."""
 from __future__ import annotations
@@ -35,6 +36,14 @@ GEMM_LAUNCHES = [(bm, bn, bk, 1, w, first) for bm in (64, 128, 256) for bn in (6
 # fp8's W8A8 GEMM in Triton (models/fp8_gemm.py): (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages).
 FP8_GEMM_LAUNCHES = [(bm, bn, 128, w, st) for bm, bn in ((64, 128), (64, 256), (128, 64), (128, 128), (128, 256))
                      for w in (4, 8) for st in (3, 4)]
+# fp8's W8A8 at decode rows (models/fp8_gemm.py linear_rows): (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps, stages),
+# BLOCK_M the smallest of 16, 32 and 64 that holds the batch.
+def fp8_rows_launches(batch: int) -> list[tuple[int, ...]]:
+    block_m = next(b for b in (16, 32, 64) if batch <= b)
+    return [(block_m, bn, bk, s, w, st) for bn in (64, 128) for bk in (128, 256) for s in (1, 2, 4)
+            for w in ((4, 8) if bn == 128 else (4,)) for st in (3, 5)]
+
+
 # One row through the tensor-core tile (BLOCK_M 16, rows 2-16 masked).
 DOT_LAUNCHES = [(16, bn, bk, s, w) for bn in (32, 64, 128) for bk in (64, 128, 256) for s in (1, 2, 4, 8)
                 for w in (4, 8) if bn * bk <= 8192 * w // 4]
@@ -91,6 +100,12 @@ def _measure(mode, name, n, k, batch, min_bytes, quick=False, wide=False, keep=(
             except REFUSED:
                 continue
             calls = [lambda s=s: fp8_gemm.linear(x, *s, launch=launch) for s in stored]
+        elif kind == "w8a8_rows":
+            try:
+                err = (fp8_gemm.linear_rows(x, *stored[0], launch=launch).float() - ref).abs().max().item()
+            except REFUSED:
+                continue
+            calls = [lambda s=s: fp8_gemm.linear_rows(x, *s, launch=launch) for s in stored]
         elif kind == "row":
             row = _row_op(mode, launch)
             try:
@@ -138,6 +153,8 @@ def _all_variants(mode: str, batch: int, quick: bool, wide: bool) -> list[tuple[
     w8a8 = [("scaled_mm", None), ("scaled_mm_torch_quantize", None)] if mode == "fp8" else []
     if mode == "fp8" and batch > gemv.MAX_ROWS:
         w8a8 += [("w8a8_triton", la) for la in FP8_GEMM_LAUNCHES]
+    elif mode == "fp8":
+        w8a8 += [("w8a8_rows", la) for la in fp8_rows_launches(batch)]
     fused = [("fused", la) for la in GEMM_LAUNCHES if not quick or la[2] == 64]
     if batch > gemv.MAX_ROWS and mode == "fp8":  # prefill in fp8: W8A8, or the e4m3 weight with 16-bit x
         return [("cublas_fp16", None)] + w8a8 + fused
@@ -162,10 +179,12 @@ def _compile(job: tuple) -> int:
     x = torch.randn(batch, k, device="cuda", dtype=torch.float16)
     ran = 0
     for kind, launch in _variants(mode, batch, quick, wide, keep)[first::chunks]:
-        if kind in ("triton", "fused", "w8a8_triton", "row"):
+        if kind in ("triton", "fused", "w8a8_triton", "w8a8_rows", "row"):
             try:
                 if kind == "row":
                     _row_op(mode, launch)(x, stored)
+                elif kind == "w8a8_rows":
+                    fp8_gemm.linear_rows(x, *stored, launch=launch)
                 else:
                     (fp8_gemm.linear if kind == "w8a8_triton" else OPS[mode])(x, *stored, launch=launch)
                 ran += 1
@@ -199,7 +218,7 @@ def main(argv=None) -> None:
                         help="one row (--batch 1): the default launches and row_gemv's")
     parser.add_argument("--variants", nargs="+", default=(),
                         help="only these kinds (triton, fused, dequantize_cublas, scaled_mm, "
-                             "scaled_mm_torch_quantize, w8a8_triton); cublas_fp16 always runs")
+                             "scaled_mm_torch_quantize, w8a8_triton, w8a8_rows); cublas_fp16 always runs")
     args = parser.parse_args(argv)
     if args.jobs:
         precompile(args.modes, args.shapes, args.batch, args.jobs, args.quick, args.wide, tuple(args.variants))

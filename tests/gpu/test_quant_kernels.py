@@ -107,10 +107,10 @@ def test_fp8_linear_equals_its_quantized_operands_at_every_layer_shape(model, dt
             err = (w8a16.float() - w8a16_want).abs().max().item()
             rounding = FP16_ROUNDING if dtype == torch.float16 else 2 ** -7
             assert w8a16.dtype == dtype and err <= 2 * rounding * w8a16_want.abs().max().item(), (model, (n, k), rows)
-            # What the model calls: W8A16 for decode rows and small mixed steps, W8A8 wider (x quantized by
-            # fp8_quant's kernel into padded rows).
+            # What the model calls: W8A16 for fewer rows than quant_launch.FP8_W8A8_ROWS, W8A8 from there on
+            # (x quantized by fp8_quant's kernel).
             got = ops.small_batch_fp8_linear(x[:rows], q, scales, bias)
-            if rows <= max(64, quant_launch.FUSED_ROWS["fp8"]):
+            if rows < quant_launch.FP8_W8A8_ROWS:
                 assert torch.equal(got, w8a16), (model, (n, k), rows)
             else:
                 err = (got.float() - want).abs().max().item()
@@ -179,8 +179,8 @@ def test_the_one_row_ptx_gemv_equals_dequantize_then_matmul_at_every_layer_shape
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @torch.inference_mode()
 def test_the_fp8_gemm_equals_its_quantized_operands_rounded_once(model, dtype):
-    """models/fp8_gemm.py (W8A8 past the GEMV's rows) at row counts that are and are not multiples of its tiles,
-    with and without a bias: x quantized as ops.quantize_rows_fp8 quantizes it, then sums with both scales, rounded
+    """models/fp8_gemm.py (W8A8: linear past the GEMV's rows, linear_rows at decode rows) at row counts that are
+    and are not multiples of its tiles, with and without a bias: x quantized as ops.quantize_rows_fp8 quantizes it, then sums with both scales, rounded
     to x's dtype. Hopper's fp8 MMA keeps fewer bits than float32 while it accumulates a K step, so the bound is
     the one torch._scaled_mm's W8A8 meets above (a bound of float16 rounding alone was exceeded on the H100)."""
     from qwen_triton.models import fp8_gemm, ops
@@ -199,6 +199,17 @@ def test_the_fp8_gemm_equals_its_quantized_operands_rounded_once(model, dtype):
             err = (got.float() - want).abs().max().item()
             assert got.dtype == dtype and got.shape == (rows, n), (model, (n, k), rows)
             assert err <= 3 * 2 ** -7 * want.abs().max().item(), (model, (n, k), rows, err)
+        # linear_rows (decode steps): its launches, K whole and split (partials summed with the bias after).
+        for rows in (1, 2, 16, 33, 64):
+            with_bias = bias if rows % 2 else None
+            xq, x_scales = ops.quantize_rows_fp8(x[:rows])
+            want = (xq.float() * x_scales) @ weight.T + (with_bias.float() if with_bias is not None else 0.0)
+            for launch in {fp8_gemm.rows_launch(rows, n), (16, 64, 128, 3, 4, 3), (64, 128, 256, 1, 4, 4)}:
+                case = (model, (n, k), rows, launch)
+                got = _synced(case, lambda: fp8_gemm.linear_rows(x[:rows], q, scales, with_bias, launch))
+                err = (got.float() - want).abs().max().item()
+                assert got.dtype == dtype and got.shape == (rows, n), case
+                assert err <= 3 * 2 ** -7 * want.abs().max().item(), (*case, err)
 
 
 MODES = [QuantConfig("int8"), QuantConfig("int4", group_size=32)]

@@ -84,6 +84,14 @@ def fp8_gemm_cases():
         constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": fp8_gemm.GROUP_M,
                       "HAS_BIAS": True, "PDL": True}
         yield f"fp8_gemm w8a8 {dtype}", fp8_gemm._fp8_gemm_kernel, pointers, constexprs, warps
+        # linear_rows at each of its launches, K split (float32 partials) and not.
+        launches = {la for by_width in fp8_gemm.ROWS_LAUNCHES.values() for la in by_width.values()}
+        for block_m, block_n, block_k, splits, warps, stages in sorted(launches):
+            rows_pointers = {**pointers, "out_ptr": f"*{DTYPES[dtype]}" if splits == 1 else "*fp32"}
+            constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "STAGES": stages,
+                          "HAS_BIAS": splits == 1, "PDL": True}
+            yield (f"fp8_gemm rows {block_m}x{block_n}x{block_k}/{splits} {dtype}", fp8_gemm._fp8_rows_kernel,
+                   rows_pointers, constexprs, warps)
 
 
 @triton.jit

@@ -23,7 +23,8 @@ def test_every_quantized_kernel_launch_compiles_for_hopper(results):
     kinds = {" ".join(r["case"].split()[:2]) for r in cases}
     gemvs = {f"{p} {d}" for p in ("int8", "fp8", "int4") for d in ("float16", "bfloat16")}
     rows = {f"row {kind}" for kind in ("int4", "int8", "fp8")}
-    assert kinds == gemvs | rows | {"dequantize int8", "dequantize int4", "fp8_quantize rows", "fp8_gemm w8a8"}, kinds
+    assert kinds == gemvs | rows | {"dequantize int8", "dequantize int4", "fp8_quantize rows", "fp8_gemm w8a8",
+                                    "fp8_gemm rows"}, kinds
     assert len(cases) >= 76  # each default launch (row blocks 1, 16, 32, 64; split and unsplit), the fused GEMM
 
 

@@ -28,8 +28,8 @@ one-pass dequantize + cuBLAS beyond; on CPU models/cpu_quant.py's (torch's int8/
 chunked dequantize + GEMM in float32 and float16); elsewhere the reference,
 which builds the (N, K) weight in x's dtype and runs F.linear (under CUDA graph capture the dequantized weight is
 allocated from the graph's pool). fp8 is W8A8 (x quantized per token, then torch._scaled_mm; on CUDA in half
-precision models/fp8_gemm.py), except decode rows on CUDA in half precision: the GEMV on the e4m3 weight,
-activations 16-bit (W8A16)."""
+precision models/fp8_gemm.py), except decode steps of fewer than quant_launch.FP8_W8A8_ROWS rows on CUDA in half
+precision: the GEMV on the e4m3 weight, activations 16-bit (W8A16)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -88,12 +88,15 @@ def fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bia
 
 def small_batch_fp8_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
                            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """fp8 on CUDA: up to quant_launch.FUSED_ROWS["fp8"] rows (decode, small mixed steps) the GEMV or fused GEMM on
-    the e4m3 weight (quant_gemv.linear_fp8_weight: one byte per weight read, activations 16-bit), wider calls
-    W8A8 on the fp8 tensor cores (fp8_gemm.linear: x quantized per token as fp8_linear quantizes it, both scales
-    and the rounding to x's dtype in the GEMM's epilogue)."""
-    if x.shape[0] <= max(gemv.MAX_ROWS, quant_launch.FUSED_ROWS["fp8"]):
+    """fp8 on CUDA in half precision: W8A8 on the fp8 tensor cores (x quantized per token as fp8_linear quantizes
+    it, both scales and the rounding to x's dtype in the kernel's epilogue) from quant_launch.FP8_W8A8_ROWS rows:
+    fp8_gemm.linear_rows up to gemv.MAX_ROWS (decode steps), fp8_gemm.linear wider (prefill, mixed steps). Fewer
+    rows (a decode row) read the e4m3 weight with 16-bit x (quant_gemv.linear_fp8_weight)."""
+    rows = x.shape[0]
+    if rows < quant_launch.FP8_W8A8_ROWS:
         return quant_gemv.linear_fp8_weight(x, qweight, scales, bias)
+    if rows <= gemv.MAX_ROWS:
+        return fp8_gemm.linear_rows(x, qweight, scales, bias)
     return fp8_gemm.linear(x, qweight, scales, bias)
 
 

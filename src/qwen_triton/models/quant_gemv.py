@@ -263,6 +263,9 @@ def linear_int8(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bi
                 launch: tuple[int, ...] | None = None) -> torch.Tensor:
     """x (M, K) unit stride along K, half precision; qweight int8 (N, K), scales float32 (N,) -> (M, N)."""
     N, K = qweight.shape
+    row = launch is None and row_launch(x.shape[0], N, K, "int8", x.dtype == torch.float16)
+    if row:
+        return row_gemv.linear("int8", x, qweight, scales, None, bias, row)
     if x.shape[0] > gemv.MAX_ROWS and launch is None:
         if x.shape[0] > FUSED_ROWS["int8"]:
             return F.linear(x, dequantize(qweight, scales, None, K, x.dtype), bias)
@@ -276,7 +279,10 @@ def linear_fp8_weight(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tens
     (M, N). The int8 GEMV (past gemv.MAX_ROWS rows its fused GEMM) reading e4m3 bytes: one byte per weight,
     activations kept 16-bit (no per-token quantization: a decode row would pay more for it than the matmul).
     Compute capability 8.9+."""
-    N, _ = qweight.shape
+    N, K = qweight.shape
+    row = launch is None and row_launch(x.shape[0], N, K, "fp8", x.dtype == torch.float16)
+    if row:
+        return row_gemv.linear("fp8", x, qweight.view(torch.uint8), scales, None, bias, row)
     if x.shape[0] > gemv.MAX_ROWS and launch is None:
         launch = gemm_launch("fp8")
     return _launch(_int8_gemv_kernel, x, (qweight.view(torch.uint8), scales), None, bias, N, "fp8", launch)

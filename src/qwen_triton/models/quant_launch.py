@@ -9,10 +9,10 @@ import os
 from . import gemv
 
 # Past gemv.MAX_ROWS rows (prefill, mixed steps), calls of up to FUSED_ROWS[precision] rows run the fused GEMM and
-# wider ones dequantize + cuBLAS (fp8: W8A8, ops.small_batch_fp8_linear): the faster of the two at Qwen-7B's
+# wider ones dequantize + cuBLAS (fp8 runs W8A8 there, ops.small_batch_fp8_linear): the faster of the two at Qwen-7B's
 # shapes on the H100 at 128, 300 and 512 rows (benchmarks/results/quant_gemv_order_prefill_h100.jsonl).
 # QWEN_TRITON_QUANT_PREFILL=fused or dequantize forces one.
-FUSED_ROWS = {"int8": 300, "int4": 128, "fp8": 64}
+FUSED_ROWS = {"int8": 300, "int4": 128}
 _PREFILL_SET = os.environ.get("QWEN_TRITON_QUANT_PREFILL")
 if _PREFILL_SET:
     if _PREFILL_SET not in ("dequantize", "fused"):
@@ -29,10 +29,17 @@ WEIGHT_FIRST_BLOCKS = {"int8": (32, 64), "fp8": (32, 64), "int4": (32, 64)}
 ONE_ROW_LAUNCHES = {"int8": {"narrow": (8, 1024, 1, 8), "wide": (16, 256, 1, 4)},
                     "fp8": {"narrow": (4, 1024, 1, 4), "wide": (4, 1024, 1, 4)}}
 # One row of a float16 x through models/row_gemv.py (half-precision FMAs in PTX), by mode: (BLOCK_N, BLOCK_K, splits,
-# warps) for the narrow and the wide outputs. int4 only (quant_gemv.linear_int4 asks): int8 and fp8 keep their
-# float32 FMAs, which row_gemv's forms of them did not beat. From benchmarks/quant_gemv.py --wide
-# (benchmarks/results/quant_row_h100.jsonl, quant_row_int8_fp8_h100.jsonl).
-ROW_LAUNCHES = {"int4": {"narrow": (64, 128, 8, 8), "wide": (64, 128, 4, 4)}}
+# warps) for the narrow and the wide outputs. int4 at both; int8 and fp8 at the wide ones only, where row_gemv's
+# forms of them beat their float32 FMAs (the narrow ones keep the FMAs, which row_gemv did not beat). From
+# benchmarks/quant_gemv.py --wide (benchmarks/results/quant_row_h100.jsonl, quant_row_int8_fp8_h100.jsonl).
+ROW_LAUNCHES = {"int4": {"narrow": (64, 128, 8, 8), "wide": (64, 128, 4, 4)},
+                "int8": {"wide": (8, 1024, 1, 4)}, "fp8": {"wide": (16, 512, 1, 8)}}
+# fp8 calls of at least this many rows (and up to gemv.MAX_ROWS) run W8A8 through fp8_gemm.linear_rows, fewer the
+# e4m3 weight with 16-bit x (quant_gemv.linear_fp8_weight); past gemv.MAX_ROWS fp8_gemm.linear. The fewest rows
+# from which W8A8 was the faster over the four layers in benchmarks/quant_gemv.py's w8a8_rows sweep
+# (benchmarks/results/fp8_w8a8_rows_h200.jsonl, an H200). QWEN_TRITON_FP8_W8A8_ROWS moves it (an A/B switch for the
+# benchmarks: 65 keeps W8A16 at every decode row).
+FP8_W8A8_ROWS = int(os.environ.get("QWEN_TRITON_FP8_W8A8_ROWS", "32"))
 # The narrowest BLOCK_K of int4's tensor-core tiles (the narrowest the GPU tests run, at group 32): an int4 tile
 # lies inside one group, so on the kernels the group size must be a multiple of it (the loader checks).
 INT4_MIN_BLOCK_K = 32
@@ -93,10 +100,9 @@ def _choose(M: int, N: int, K: int, precision: str, group: int | None) -> tuple:
 def row_launch(M: int, N: int, K: int, precision: str, float16: bool, group: int | None = None) -> tuple | None:
     """models/row_gemv.py's launch for one float16 row where ROW_LAUNCHES has the mode and its BLOCK_K divides K
     and int4's group (the kernel reads whole tiles), else None."""
-    launches = ROW_LAUNCHES.get(precision)
-    if M != 1 or not float16 or not launches:
+    launch = ROW_LAUNCHES.get(precision, {}).get("narrow" if N <= 4096 else "wide")
+    if M != 1 or not float16 or not launch:
         return None
-    launch = launches["narrow" if N <= 4096 else "wide"]
     return launch if K % launch[1] == 0 and (group or K) % launch[1] == 0 else None
 
 
