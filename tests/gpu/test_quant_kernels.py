@@ -180,9 +180,10 @@ def test_the_one_row_ptx_gemv_equals_dequantize_then_matmul_at_every_layer_shape
 @torch.inference_mode()
 def test_the_fp8_gemm_equals_its_quantized_operands_rounded_once(model, dtype):
     """models/fp8_gemm.py (W8A8: linear past the GEMV's rows, linear_rows at decode rows) at row counts that are
-    and are not multiples of its tiles, with and without a bias: x quantized as ops.quantize_rows_fp8 quantizes it, then sums with both scales, rounded
-    to x's dtype. Hopper's fp8 MMA keeps fewer bits than float32 while it accumulates a K step, so the bound is
-    the one torch._scaled_mm's W8A8 meets above (a bound of float16 rounding alone was exceeded on the H100)."""
+    and are not multiples of its tiles, with and without a bias: x quantized as ops.quantize_rows_fp8 quantizes
+    it, then sums with both scales, rounded to x's dtype. Hopper's fp8 MMA keeps fewer bits than float32 while it
+    accumulates a K step, so the bound is the one torch._scaled_mm's W8A8 meets above (a bound of float16 rounding
+    alone was exceeded on the H100)."""
     from qwen_triton.models import fp8_gemm, ops
 
     gen = torch.Generator(device="cuda").manual_seed(0)
