@@ -146,6 +146,43 @@ def test_the_quantized_ops_are_chosen_once_per_device_and_dtype(monkeypatch, tri
         assert cuda.linear_fp8 is (ops.small_batch_fp8_linear if quant_gemv else ops.fp8_linear)
 
 
+def test_fp8_on_cuda_takes_w8a16_below_the_w8a8_rows_then_the_rows_kernel_then_the_gemm(monkeypatch):
+    """ops.small_batch_fp8_linear's three paths by rows (recorded, not run: the kernels need a GPU)."""
+    from qwen_triton.models import fp8_gemm, quant_launch
+
+    taken = []
+    monkeypatch.setattr(quant_launch, "FP8_W8A8_ROWS", 32)
+    for module, name in ((quant_gemv_ops, "linear_fp8_weight"), (fp8_gemm, "linear_rows"), (fp8_gemm, "linear")):
+        monkeypatch.setattr(module, name, lambda x, *a, name=name: taken.append((x.shape[0], name)))
+    for rows in (1, 31, 32, 64, 65):
+        ops.small_batch_fp8_linear(torch.zeros(rows, 16, dtype=torch.float16), None, None)
+    assert taken == [(1, "linear_fp8_weight"), (31, "linear_fp8_weight"), (32, "linear_rows"), (64, "linear_rows"),
+                     (65, "linear")]
+    # rows_launch: the smallest row bound that holds M, by output width.
+    assert [fp8_gemm.rows_launch(m, 4096)[0] for m in (2, 16, 17, 32, 33, 64)] == [16, 16, 32, 32, 64, 64]
+    assert fp8_gemm.rows_launch(64, 4096) == fp8_gemm.ROWS_LAUNCHES[64]["narrow"]
+    assert fp8_gemm.rows_launch(64, 12288) == fp8_gemm.ROWS_LAUNCHES[64]["wide"]
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8"])
+def test_one_float16_row_of_a_wide_int8_or_fp8_layer_goes_to_row_gemv_and_a_narrow_one_does_not(monkeypatch,
+                                                                                                precision):
+    """quant_gemv's hook into models/row_gemv.py: quant_launch.ROW_LAUNCHES has int8's and fp8's wide outputs only
+    (qkv_proj, gate_up_proj), one float16 row only."""
+    from qwen_triton.models import quant_launch, row_gemv
+
+    calls = []
+    monkeypatch.setattr(row_gemv, "linear", lambda kind, x, q, *a: calls.append((kind, x.shape[0], q.shape[0])))
+    op = quant_gemv_ops.linear_int8 if precision == "int8" else quant_gemv_ops.linear_fp8_weight
+    dtype = torch.int8 if precision == "int8" else torch.float8_e4m3fn
+    wide = torch.zeros(12288, 4096, dtype=dtype)
+    op(torch.zeros(1, 4096, dtype=torch.float16), wide, torch.ones(12288))
+    assert calls == [(precision, 1, 12288)]
+    assert quant_launch.row_launch(1, 12288, 4096, precision, True) == quant_launch.ROW_LAUNCHES[precision]["wide"]
+    for rows, n, float16 in ((1, 4096, True), (2, 12288, True), (1, 12288, False)):  # narrow, two rows, bfloat16
+        assert quant_launch.row_launch(rows, n, 4096, precision, float16) is None
+
+
 @pytest.mark.parametrize("dtype, torchs_kernel", [(torch.bfloat16, True), (torch.float32, False),
                                                   (torch.float16, False)])
 def test_the_cpu_int8_op_takes_torchs_kernel_in_bfloat16_only(monkeypatch, dtype, torchs_kernel):
