@@ -57,6 +57,8 @@ ROW_SWEEP["int8"] = ROW_SWEEP["fp8"] = [(bn, bk, s, w) for bn in (8, 16, 32, 64)
 # A launch too big for the GPU, int4's BLOCK_K not dividing its group, or a tile Triton's compiler refuses: skipped.
 REFUSED = (quant_gemv.triton.runtime.errors.OutOfResources, ValueError, RuntimeError) if quant_gemv.triton else ()
 OPS = {"int8": quant_gemv.linear_int8, "int4": quant_gemv.linear_int4, "fp8": quant_gemv.linear_fp8_weight}
+# fp8's Triton W8A8 kernels by variant: the GEMM past 64 rows, the rows kernel at decode batches.
+W8A8_TRITON = {"w8a8_triton": fp8_gemm.linear, "w8a8_rows": fp8_gemm.linear_rows}
 
 
 def _row_op(mode: str, launch: tuple):
@@ -94,18 +96,13 @@ def _measure(mode, name, n, k, batch, min_bytes, quick=False, wide=False, keep=(
             quantize = fp8_quant.quantize_rows_padded if kind == "scaled_mm" else ops.quantize_rows_fp8
             calls = [lambda s=s: ops.fp8_linear(x, *s, quantize=quantize) for s in stored]
             err = (calls[0]().float() - ref).abs().max().item()
-        elif kind == "w8a8_triton":
+        elif kind in W8A8_TRITON:
+            linear = W8A8_TRITON[kind]
             try:
-                err = (fp8_gemm.linear(x, *stored[0], launch=launch).float() - ref).abs().max().item()
+                err = (linear(x, *stored[0], launch=launch).float() - ref).abs().max().item()
             except REFUSED:
                 continue
-            calls = [lambda s=s: fp8_gemm.linear(x, *s, launch=launch) for s in stored]
-        elif kind == "w8a8_rows":
-            try:
-                err = (fp8_gemm.linear_rows(x, *stored[0], launch=launch).float() - ref).abs().max().item()
-            except REFUSED:
-                continue
-            calls = [lambda s=s: fp8_gemm.linear_rows(x, *s, launch=launch) for s in stored]
+            calls = [lambda s=s: linear(x, *s, launch=launch) for s in stored]
         elif kind == "row":
             row = _row_op(mode, launch)
             try:
@@ -183,10 +180,8 @@ def _compile(job: tuple) -> int:
             try:
                 if kind == "row":
                     _row_op(mode, launch)(x, stored)
-                elif kind == "w8a8_rows":
-                    fp8_gemm.linear_rows(x, *stored, launch=launch)
                 else:
-                    (fp8_gemm.linear if kind == "w8a8_triton" else OPS[mode])(x, *stored, launch=launch)
+                    W8A8_TRITON.get(kind, OPS[mode])(x, *stored, launch=launch)
                 ran += 1
             except REFUSED:
                 pass

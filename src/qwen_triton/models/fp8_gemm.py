@@ -33,7 +33,7 @@ ROWS_LAUNCHES = {16: {"narrow": (16, 64, 256, 1, 4, 5), "wide": (16, 64, 256, 1,
 
 def rows_launch(M: int, N: int) -> tuple[int, int, int, int, int, int]:
     """linear_rows' launch for M <= gemv.MAX_ROWS rows and N outputs."""
-    bound = next(b for b in sorted(ROWS_LAUNCHES) if M <= b or b == max(ROWS_LAUNCHES))
+    bound = next((b for b in sorted(ROWS_LAUNCHES) if M <= b), max(ROWS_LAUNCHES))
     return ROWS_LAUNCHES[bound]["narrow" if N <= 4096 else "wide"]
 
 
