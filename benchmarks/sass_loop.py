@@ -48,7 +48,8 @@ def compile_cubin(precision: str, constexprs: dict, warps: int, dtype: str = "fp
     the runtime passes them."""
     kernel = quant_gemv._int4_gemv_kernel if precision == "int4" else quant_gemv._int8_gemv_kernel
     pointers = {"x_ptr": f"*{dtype}", "q_ptr": "*i8" if precision == "int8" else "*u8", "bias_ptr": f"*{dtype}",
-                "out_ptr": f"*{dtype}", "scale_ptr": "*fp32", "zero_ptr": "*u8"}
+                "out_ptr": f"*{dtype}", "scale_ptr": "*fp32", "zero_ptr": "*u8", "parts_ptr": "*fp32",
+                "count_ptr": "*i32"}
     return compile_for_hopper(kernel, pointers, constexprs, warps).asm["cubin"]
 
 
@@ -86,7 +87,8 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", choices=("fp16", "bf16"), default="fp16")
     args = parser.parse_args(argv)
     block_m, block_n, block_k, warps = args.launch
-    constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "HAS_BIAS": False, "PDL": True}
+    constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLITS": 1, "HAS_BIAS": False,
+                  "PDL": True}
     constexprs.update({"GROUP": args.group} if args.precision == "int4" else {"FP8": args.precision == "fp8"})
     count, mix = loop_mix(disassemble(compile_cubin(args.precision, constexprs, warps, args.dtype)))
     weights = weights_per_thread(block_n, block_k, warps)

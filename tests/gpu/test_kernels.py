@@ -144,6 +144,33 @@ def test_gemv_matches_cublas_within_rounding(dtype, rows, launch):
         assert (got.float() - ref).abs().max().item() <= 8 * torch.finfo(dtype).eps
 
 
+def test_split_k_sums_in_each_tiles_last_split_and_leaves_the_counters_at_zero():
+    """gemv.split_k's kernels (the 16-bit GEMV, int4's one-row PTX GEMV, fp8's W8A8 rows) with K split: the last
+    program of each output tile sums the partials (gemv.store_tile). Repeated calls start from the counters the
+    call before left, so a counter left counting would leave later outputs unwritten."""
+    from qwen_triton.models import counters, fp8_gemm, gemv, quant_gemv
+    from qwen_triton.tools.quantize import quantize_fp8, quantize_int4
+
+    if gemv.triton is None:
+        pytest.skip("no Triton")
+    torch.manual_seed(0)
+    w = torch.randn(4096, 11008, device="cuda") / 11008 ** 0.5
+    q4, s4, z4 = quantize_int4(w, 128)
+    q8, s8 = quantize_fp8(w)
+    calls = [lambda x: gemv.linear(x, w.half(), None, launch=(32, 128, 4, 4)),
+             lambda x: quant_gemv.linear_int4(x[:1], q4, s4, z4),  # row_gemv, K split in 8
+             lambda x: fp8_gemm.linear_rows(x, q8, s8, launch=(64, 64, 256, 3, 4, 3))]
+    if torch.cuda.get_device_capability() < (8, 9):
+        calls.pop()  # fp8 needs compute capability 8.9+
+    x = torch.randn(40, 11008, device="cuda", dtype=torch.float16)
+    for call in calls:
+        first = call(x)
+        for _ in range(3):
+            assert torch.equal(call(x), first)
+    torch.cuda.synchronize()
+    assert int(counters.split_counters(x.device, 1).abs().sum()) == 0
+
+
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_cuda_models_are_loaded_with_the_triton_ops_and_decode_through_the_gemv_in_half_precision(
         folder, prompts, dtype, monkeypatch):

@@ -18,7 +18,7 @@ from qwen_triton.models import fp8_gemm, fp8_quant, quant_gemv, quant_launch, ro
 SHAPES = ((12288, 4096), (4096, 4096), (22016, 4096), (4096, 11008), (2048, 1536), (17920, 1536))
 ROWS = (1, 2, 16, 17, 33, 64)  # the GEMV's row counts (its BLOCK_M: 1, 16, 32, 64)
 DTYPES = {"float16": "fp16", "bfloat16": "bf16"}
-POINTERS = {"scale_ptr": "*fp32", "zero_ptr": "*u8"}
+POINTERS = {"scale_ptr": "*fp32", "zero_ptr": "*u8", "parts_ptr": "*fp32", "count_ptr": "*i32"}
 
 
 def gemv_cases():
@@ -31,18 +31,18 @@ def gemv_cases():
                     for m in ROWS for n, k in SHAPES]
         launches.append(quant_launch.gemm_launch(precision, 128))  # the fused GEMM (fp8: W8A16, below W8A8's rows)
         for block_m, block_n, block_k, splits, warps, weight_first in launches:
-            for has_bias in (True, False) if splits == 1 else (False,):  # split: the bias joins in sum_splits
-                constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "HAS_BIAS": has_bias,
-                              "PDL": True, "W_FIRST": weight_first,
+            for has_bias in (True, False):
+                constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLITS": splits,
+                              "HAS_BIAS": has_bias, "PDL": True, "W_FIRST": weight_first,
                               **({"FP8": precision == "fp8"} if precision != "int4" else {}),
                               **({"GROUP": 128} if precision == "int4" else {})}
-                key = (dtype, precision, tuple(constexprs.items()), warps, splits > 1)  # split: float32 partials
+                key = (dtype, precision, tuple(constexprs.items()), warps)
                 if key in seen:
                     continue
                 seen.add(key)
                 q = "*i8" if precision == "int8" else "*u8"
                 pointers = {"x_ptr": f"*{DTYPES[dtype]}", "q_ptr": q, "bias_ptr": f"*{DTYPES[dtype]}",
-                            "out_ptr": f"*{DTYPES[dtype]}" if splits == 1 else "*fp32", **POINTERS}
+                            "out_ptr": f"*{DTYPES[dtype]}", **POINTERS}
                 label = (f"{precision} {dtype} {block_m}x{block_n}x{block_k}/{splits}{' bias' if has_bias else ''}"
                          f"{' weight first' if weight_first else ''}")
                 yield label, kernel, pointers, constexprs, warps
@@ -64,13 +64,13 @@ def fp8_quantize_cases():
 
 def row_cases():
     """models/row_gemv.py for each kind (float16 only) at the runtime's launches where quant_launch takes it, else one
-    launch of the sweep's; split (float32 partials) and not, with a bias."""
+    launch of the sweep's; split (float32 partials summed by the last split) and not, with a bias."""
     for kind in ("int4", "int8", "fp8"):
         launches = set(quant_launch.ROW_LAUNCHES.get(kind, {}).values()) or {(64, 128, 4, 4)}
         for block_n, block_k, splits, warps in sorted(launches | {(16, 128, 1, 4)}):
             pointers = {"x_ptr": "*fp16", "q_ptr": "*i8" if kind == "int8" else "*u8", "bias_ptr": "*fp16",
-                        "out_ptr": "*fp16" if splits == 1 else "*fp32", **POINTERS}
-            constexprs = {"BLOCK_M": 1, "BLOCK_N": block_n, "BLOCK_K": block_k, "HAS_BIAS": splits == 1,
+                        "out_ptr": "*fp16", **POINTERS}
+            constexprs = {"BLOCK_M": 1, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLITS": splits, "HAS_BIAS": True,
                           "PDL": True, "KIND": kind, "ASM": row_gemv.PTX[kind], "UNSCALE": row_gemv.UNSCALE[kind],
                           **({"GROUP": 128} if kind == "int4" else {})}
             yield f"row {kind} {block_n}x{block_k}/{splits}", row_gemv._row_kernel, pointers, constexprs, warps
@@ -84,12 +84,12 @@ def fp8_gemm_cases():
         constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": fp8_gemm.GROUP_M,
                       "HAS_BIAS": True, "PDL": True}
         yield f"fp8_gemm w8a8 {dtype}", fp8_gemm._fp8_gemm_kernel, pointers, constexprs, warps
-        # linear_rows at each of its launches, K split (float32 partials) and not.
+        # linear_rows at each of its launches, K split (float32 partials summed by the last split) and not.
         launches = {la for by_width in fp8_gemm.ROWS_LAUNCHES.values() for la in by_width.values()}
         for block_m, block_n, block_k, splits, warps, stages in sorted(launches):
-            rows_pointers = {**pointers, "out_ptr": f"*{DTYPES[dtype]}" if splits == 1 else "*fp32"}
-            constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "STAGES": stages,
-                          "HAS_BIAS": splits == 1, "PDL": True}
+            rows_pointers = {**pointers, "parts_ptr": "*fp32", "count_ptr": "*i32"}
+            constexprs = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "SPLITS": splits,
+                          "STAGES": stages, "HAS_BIAS": True, "PDL": True}
             yield (f"fp8_gemm rows {block_m}x{block_n}x{block_k}/{splits} {dtype}", fp8_gemm._fp8_rows_kernel,
                    rows_pointers, constexprs, warps)
 
@@ -111,7 +111,8 @@ def sass_loop_case() -> dict:
     """The int4 tile's inner loop at one of the runtime's launches (1-16 rows), read from its SASS with
     benchmarks/sass_loop.py: instructions per weight per thread, and whether the tensor cores run it."""
     sass = sass_loop.disassemble(sass_loop.compile_cubin("int4", {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128,
-                                                                   "GROUP": 128, "HAS_BIAS": False, "PDL": True}, 4))
+                                                                   "GROUP": 128, "SPLITS": 1, "HAS_BIAS": False,
+                                                                   "PDL": True}, 4))
     count, mix = sass_loop.loop_mix(sass)
     return {"sass_loop": "int4 16x64x128, 4 warps", "per_weight": count / sass_loop.weights_per_thread(64, 128, 4),
             "hmma": mix["HMMA"]}

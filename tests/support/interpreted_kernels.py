@@ -17,8 +17,8 @@ import torch
 
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
-from qwen_triton.models import (fp8_quant, fused_ops, gemv, ops, paged_attention, quant_gemv,  # noqa: E402  (made at import)
-                                quant_launch, row_gemv)
+from qwen_triton.models import (counters, fp8_quant, fused_ops, gemv, ops,  # noqa: E402  (made at import)
+                                paged_attention, quant_gemv, quant_launch, row_gemv)
 from qwen_triton.tools.quantize import (dequantize_fp8, dequantize_int4, dequantize_int8, quantize_fp8,  # noqa: E402
                                         quantize_int4, quantize_int8)
 
@@ -69,7 +69,8 @@ def int4_refusals(gen) -> list[dict]:
 
 
 def gemv_cases(gen) -> list[dict]:
-    """The 16-bit GEMV: default launches and a K split in 3 (its float32 split sum, gemv.sum_splits), with bias."""
+    """The 16-bit GEMV: default launches and a K split in 3 (its float32 split sum, by each tile's last split:
+    gemv.store_tile), with bias."""
     out = []
     for rows, launch in ((1, None), (1, (16, 128, 3, 4)), (5, None), (5, (32, 128, 3, 4)), (40, None)):
         w = (torch.randn(50, 384, generator=gen) * 0.05).half()
@@ -79,6 +80,17 @@ def gemv_cases(gen) -> list[dict]:
         out.append({"gemv_rows": rows, "launch": launch, "dtype": str(got.dtype), "out_shape": list(got.shape),
                     "max_err": (got.float() - want).abs().max().item(), "max_abs": want.abs().max().item()})
     return out
+
+
+def split_counter_cases(gen) -> list[dict]:
+    """After the split calls above, and two more of the same split launch: the device's done-counters
+    (models/counters.py, which gemv.split_k counts tiles on) are back at zero and the two calls agree bit for
+    bit."""
+    w, x = (torch.randn(50, 384, generator=gen) * 0.05).half(), torch.randn(5, 384, generator=gen).half()
+    first, second = (gemv.linear(x, w, None, launch=(16, 128, 3, 4)) for _ in range(2))
+    counts = counters.split_counters(x.device, 1)
+    return [{"split_counters": int(counts.numel()), "nonzero": int(counts.count_nonzero()),
+             "repeat_equal": torch.equal(first, second)}]
 
 
 def _diff(name: str, got: torch.Tensor, want: torch.Tensor, **extra) -> dict:
@@ -236,7 +248,7 @@ def main() -> None:
             for rows in GEMM_ROWS:
                 print(json.dumps(case(precision, group, rows, 50, 384, launch, rows % 2 == 1, gen)), flush=True)
     for line in (int4_refusals(gen) + gemv_cases(gen) + fused_op_cases(gen) + paged_attention_cases(gen)
-                 + dequantize_cases(gen) + fp8_quantize_cases(gen) + row_cases(gen)):
+                 + dequantize_cases(gen) + fp8_quantize_cases(gen) + row_cases(gen) + split_counter_cases(gen)):
         print(json.dumps(line), flush=True)
     for line in model_step_cases():
         print(json.dumps(line), flush=True)

@@ -69,6 +69,13 @@ def test_the_16_bit_gemv_equals_float32_matmul_split_or_not(results):
         assert r["max_err"] <= 2 * FP16_ROUNDING * r["max_abs"], r
 
 
+def test_split_k_leaves_its_tile_counters_at_zero_so_the_next_call_sums_right(results):
+    """Each split call's last program per tile sums the partials and zeroes the tile's counter (gemv.store_tile):
+    left counting, the next call's tiles would never see their last split and their output would stay unwritten."""
+    [r] = [r for r in results if "split_counters" in r]
+    assert r["split_counters"] > 0 and r["nonzero"] == 0 and r["repeat_equal"], r
+
+
 def test_the_fused_ops_equal_the_torch_reference_ops(results):
     cases = [r for r in results if r.get("op") not in (None, "paged_decode")]
     assert {r["op"] for r in cases} == {"rms_norm", "silu_mul", "add_rms_norm", "rope_write_kv"} and len(cases) == 9

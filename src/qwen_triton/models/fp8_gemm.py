@@ -4,7 +4,8 @@ dtype in the kernel's epilogue. torch._scaled_mm's row-wise kernel writes bfloat
 paid a cast of its output on top, and it runs some row counts past 128 slower than the next multiple of 128.
 Two kernels: linear, the GEMM for wide calls (prefill, mixed steps); linear_rows, for decode steps of a few rows
 (up to gemv.MAX_ROWS), the weight first in the MMA (its rows fill the tensor cores' 64-row side, x's few rows
-the other) and K split among programs when the output is narrow (float32 partials, summed by gemv.sum_splits)."""
+the other) and K split among programs when the output is narrow (gemv.split_k: float32 partials that each tile's
+last split sums)."""
 from __future__ import annotations
 
 import torch
@@ -74,13 +75,13 @@ if triton is not None:
                  mask=(rm < M)[:, None] & (rn < N)[None, :])
 
     @triton.jit
-    def _fp8_rows_kernel(xq_ptr, w_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_ptr, M, N, K, k_per_split,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr,
-                         HAS_BIAS: tl.constexpr, PDL: tl.constexpr):
-        # out[split, m, n] = x_scale[m] * w_scale[n] * sum over k in this split of xq[m, k] * w[n, k]  (+ bias[n]
-        # when one split). The weight first: acc (BLOCK_N, BLOCK_M) = W tile . xq tile^T, both K-major as the fp8
-        # MMA takes them; a few rows of x (BLOCK_M 16-64) fill its narrow side. The scales are linear, so each
-        # split applies both to its partial sums.
+    def _fp8_rows_kernel(xq_ptr, w_ptr, x_scale_ptr, w_scale_ptr, bias_ptr, out_ptr, parts_ptr, count_ptr, M, N, K,
+                         x_stride, k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                         SPLITS: tl.constexpr, STAGES: tl.constexpr, HAS_BIAS: tl.constexpr, PDL: tl.constexpr):
+        # out[m, n] = x_scale[m] * w_scale[n] * sum over k of xq[m, k] * w[n, k] (+ bias[n]), this program's split
+        # of K (gemv.store_tile; x_stride: xq's, which is K). The weight first: acc (BLOCK_N, BLOCK_M) = W tile .
+        # xq tile^T, both K-major as the fp8 MMA takes them; a few rows of x (BLOCK_M 16-64) fill its narrow side.
+        # The scales are linear, so each split applies both to its partial sums.
         pdl.wait_then_release(PDL)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         split = tl.program_id(1)
@@ -101,10 +102,7 @@ if triton is not None:
         total = tl.trans(acc)  # (BLOCK_M, BLOCK_N)
         total *= tl.load(x_scale_ptr + rm, mask=rm < M, other=0.0)[:, None]
         total *= tl.load(w_scale_ptr + rn, mask=rn < N, other=0.0)[None, :]
-        if HAS_BIAS:
-            total += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-        offsets = split * M * N + rm[:, None].to(tl.int64) * N + rn[None, :]
-        tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=(rm < M)[:, None] & (rn < N)[None, :])
+        gemv.store_tile(total, bias_ptr, out_ptr, parts_ptr, count_ptr, rm, rn, M, N, SPLITS, HAS_BIAS)
 
 
 def linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None,
@@ -134,14 +132,5 @@ def linear_rows(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bi
     N = qweight.shape[0]
     xq, x_scales = fp8_quant.quantize_rows(x)
     block_m, block_n, block_k, splits, warps, stages = launch or rows_launch(M, N)
-    k_per_split = triton.cdiv(triton.cdiv(K, splits), block_k) * block_k
-    splits = triton.cdiv(K, k_per_split)
-    out = torch.empty((M, N), dtype=x.dtype, device=x.device)
-    parts = out if splits == 1 else torch.empty((splits, M, N), dtype=torch.float32, device=x.device)
-    _fp8_rows_kernel[(triton.cdiv(N, block_n), splits, triton.cdiv(M, block_m))](
-        xq, qweight, x_scales, scales, bias if bias is not None else scales, parts, M, N, K, k_per_split,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, STAGES=stages, HAS_BIAS=bias is not None and splits == 1,
-        num_warps=warps, **pdl.launch_kwargs(x.device))
-    if splits > 1:
-        gemv.sum_splits(parts, bias, out)
-    return out
+    return gemv.split_k(_fp8_rows_kernel, xq, (qweight, x_scales, scales), bias, N,
+                        (block_m, block_n, block_k, splits, warps), STAGES=stages, out_dtype=x.dtype)

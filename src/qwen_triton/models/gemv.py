@@ -2,11 +2,14 @@
 decode step only streams weights, and cuBLAS reads some Qwen-7B shapes (the square 4096 x 4096 o_proj most)
 well below the memory bandwidth: more, smaller programs keep more bytes in flight. Each program sums
 BLOCK_K-wide slices of BLOCK_N weight rows over its split of K in float32; splits are summed (and the bias
-added) in float32 before one rounding to the output dtype, as cuBLAS rounds once. ops.small_batch_linear
+added) in float32 before one rounding to the output dtype, as cuBLAS rounds once, by the program of each output
+tile that finishes last (store_tile), so a split call is one kernel. ops.small_batch_linear
 sends a half-precision CUDA model's calls of up to max_rows rows here (benchmarks/gemv.py compares)."""
 from __future__ import annotations
 
 import torch
+
+from .counters import split_counters
 
 try:
     import triton
@@ -31,10 +34,10 @@ def max_rows(n: int, k: int) -> int:
 if triton is not None:
 
     @triton.jit
-    def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, x_stride, k_per_split,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     PDL: tl.constexpr):
-        # out[split, m, n] = sum over k in this split of x[m, k] * w[n, k]  (+ bias[n] when one split)
+    def _gemv_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, parts_ptr, count_ptr, M, N, K, x_stride, k_per_split,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLITS: tl.constexpr,
+                     HAS_BIAS: tl.constexpr, PDL: tl.constexpr):
+        # out[m, n] = sum over k of x[m, k] * w[n, k] (+ bias[n]); this program sums its split of K (store_tile)
         pdl.wait_then_release(PDL)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         split = tl.program_id(1)
@@ -61,22 +64,36 @@ if triton is not None:
                 x = tl.load(x_ptr + rm[:, None] * x_stride + rk[None, :], mask=(rm[:, None] < M) & k_live[None, :],
                             other=0.0)
                 total = tl.dot(x, tl.trans(w), total)  # (BLOCK_M, BLOCK_N)
-        if HAS_BIAS:
-            total += tl.load(bias_ptr + rn, mask=n_live, other=0.0).to(tl.float32)[None, :]
-        offsets = split * M * N + rm[:, None] * N + rn[None, :]
-        tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=(rm[:, None] < M) & n_live[None, :])
+        store_tile(total, bias_ptr, out_ptr, parts_ptr, count_ptr, rm, rn, M, N, SPLITS, HAS_BIAS)
 
     @triton.jit
-    def _sum_splits_kernel(parts_ptr, bias_ptr, out_ptr, MN, N, SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                           BLOCK: tl.constexpr, PDL: tl.constexpr):
-        pdl.wait_then_release(PDL)
-        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        live = offsets < MN
-        total = tl.zeros((BLOCK,), tl.float32)
-        for split in tl.static_range(SPLITS):
-            total += tl.load(parts_ptr + split * MN + offsets, mask=live, other=0.0)
+    def store_tile(total, bias_ptr, out_ptr, parts_ptr, count_ptr, rm, rn, M, N, SPLITS: tl.constexpr,
+                   HAS_BIAS: tl.constexpr):
+        """The end of every kernel split_k launches: total (BLOCK_M, BLOCK_N) float32 holds this program's sums over
+        its split of K for rows rm, columns rn. One split: (+ bias) rounded into out. Several: stored to parts
+        (SPLITS, M, N) float32, and the program that arrives last at its output tile (count_ptr: a counter per
+        tile, zero between calls) adds the tile's partials in split order (+ bias), rounds them once into out and
+        zeroes its counter again. No second kernel sums the splits, and the result does not depend on which split
+        finishes last."""
+        live = (rm < M)[:, None] & (rn < N)[None, :]
+        offsets = rm[:, None] * N + rn[None, :]
+        if SPLITS == 1:
+            _round_into(total, bias_ptr, out_ptr, offsets, rn, live, N, HAS_BIAS)
+        else:
+            tl.store(parts_ptr + tl.program_id(1) * M * N + offsets, total, mask=live)
+            tl.debug_barrier()  # every thread's partials are written before the counter's release publishes them
+            tile = tl.program_id(2) * tl.num_programs(0) + tl.program_id(0)
+            if tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu") == SPLITS - 1:
+                summed = tl.zeros_like(total)
+                for split in tl.static_range(SPLITS):  # .cg: read from L2, where the other programs' stores are
+                    summed += tl.load(parts_ptr + split * M * N + offsets, mask=live, other=0.0, cache_modifier=".cg")
+                _round_into(summed, bias_ptr, out_ptr, offsets, rn, live, N, HAS_BIAS)
+                tl.store(count_ptr + tile, 0)
+
+    @triton.jit
+    def _round_into(total, bias_ptr, out_ptr, offsets, rn, live, N, HAS_BIAS: tl.constexpr):
         if HAS_BIAS:
-            total += tl.load(bias_ptr + offsets % N, mask=live, other=0.0).to(tl.float32)
+            total += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
         tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=live)
 
 
@@ -96,33 +113,27 @@ def one_block_m(M: int) -> int:
 
 
 def split_k(kernel, x: torch.Tensor, operands: tuple, bias: torch.Tensor | None, N: int,
-            launch: tuple[int, int, int, int, int], **constexprs) -> torch.Tensor:
-    """Launches a split-K kernel of this module's signature (x, *operands, bias, out, M, N, K, x_stride,
-    k_per_split; BLOCK_M/N/K, HAS_BIAS, PDL): launch (BLOCK_M, BLOCK_N, BLOCK_K, splits, warps), a grid over
-    N blocks, splits and M blocks; with several splits each writes float32 partial sums, added by sum_splits
-    (with the bias) and rounded once to x's dtype."""
+            launch: tuple[int, int, int, int, int], out_dtype: torch.dtype | None = None,
+            **constexprs) -> torch.Tensor:
+    """Launches a split-K kernel of this module's signature (x, *operands, bias, out, parts, counts, M, N, K,
+    x_stride, k_per_split; BLOCK_M/N/K, SPLITS, HAS_BIAS, PDL) that ends in store_tile: launch (BLOCK_M, BLOCK_N,
+    BLOCK_K, splits, warps), a grid over N blocks, splits and M blocks. With several splits the float32 partials
+    go to a scratch buffer and each tile's last split sums them (with the bias), rounded once to out_dtype (x's
+    unless given): one kernel either way."""
     M, K = x.shape
     block_m, block_n, block_k, splits, warps = launch
     k_per_split = triton.cdiv(triton.cdiv(K, splits), block_k) * block_k
     splits = triton.cdiv(K, k_per_split)
-    out = torch.empty((M, N), dtype=x.dtype, device=x.device)
-    parts = out if splits == 1 else torch.empty((splits, M, N), dtype=torch.float32, device=x.device)
-    kernel[(triton.cdiv(N, block_n), splits, triton.cdiv(M, block_m))](
-        x, *operands, bias if bias is not None else operands[0], parts, M, N, K, x.stride(0), k_per_split,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, HAS_BIAS=bias is not None and splits == 1,
-        num_warps=warps, **constexprs, **pdl.launch_kwargs(x.device))
+    grid = (triton.cdiv(N, block_n), splits, triton.cdiv(M, block_m))
+    out = torch.empty((M, N), dtype=out_dtype or x.dtype, device=x.device)
+    parts, counts = out, out  # unused with one split
     if splits > 1:
-        sum_splits(parts, bias, out)
+        parts = torch.empty((splits, M, N), dtype=torch.float32, device=x.device)
+        counts = split_counters(x.device, grid[0] * grid[2])
+    kernel[grid](x, *operands, bias if bias is not None else operands[0], out, parts, counts, M, N, K, x.stride(0),
+                 k_per_split, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SPLITS=splits,
+                 HAS_BIAS=bias is not None, num_warps=warps, **constexprs, **pdl.launch_kwargs(x.device))
     return out
-
-
-def sum_splits(parts: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> None:
-    """out (M, N) = parts (splits, M, N) float32 summed over splits (+ bias (N,)), rounded once to out's dtype."""
-    splits, M, N = parts.shape
-    block = 1024
-    _sum_splits_kernel[(triton.cdiv(M * N, block),)](
-        parts, bias if bias is not None else parts, out, M * N, N, SPLITS=splits, HAS_BIAS=bias is not None,
-        BLOCK=block, num_warps=4, **pdl.launch_kwargs(out.device))
 
 
 def choose_launch(M: int, N: int, K: int) -> tuple[int, int, int, int]:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .counters import split_counters
+
 try:
     import triton
     import triton.language as tl
@@ -194,26 +196,6 @@ def default_launch(batch: int, heads: int, max_tokens: int, device: torch.device
         return Launch(splits, tile, WARPS, stages=policy.stages)
     splits = min(-(-max_tokens // (CHUNK_TILES * CHUNK_TILE)), max(1, MAX_CHUNK_PROGRAMS // (batch * heads)))
     return Launch(splits, CHUNK_TILE, WARPS, CHUNK_TILES, policy.stages)
-
-
-# Per device, every counter buffer made so far, the newest (largest) last. A grown buffer never frees the
-# ones before it: CUDA graphs captured with them keep their addresses and still run.
-_counters: dict[torch.device, list[torch.Tensor]] = {}
-
-
-def split_counters(device: torch.device, rows: int) -> torch.Tensor:
-    """The device's int32 done-counters, one per (sequence, head) row, all 0 between launches (each launch's
-    last split resets its rows). Shared by every launch on the device: launches on one stream never overlap.
-    Grown only outside graph capture; a capture's warm-up run with the same shapes grows it first."""
-    cuda = device.type == "cuda"
-    if cuda and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    made = _counters.setdefault(device, [])
-    if not made or made[-1].numel() < rows:
-        if cuda and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError("paged attention counters grown inside a CUDA graph capture; warm up first")
-        made.append(torch.zeros(max(rows, 4096), dtype=torch.int32, device=device))
-    return made[-1]
 
 
 def decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,

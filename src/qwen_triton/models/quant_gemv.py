@@ -54,11 +54,12 @@ else:
 if triton is not None:
 
     @triton.jit
-    def _int8_gemv_kernel(x_ptr, q_ptr, scale_ptr, bias_ptr, out_ptr, M, N, K, x_stride, k_per_split,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                          HAS_BIAS: tl.constexpr, PDL: tl.constexpr, W_FIRST: tl.constexpr = False,
-                          FP8: tl.constexpr = False):
-        # out[split, m, n] = scale[n] * sum over k in this split of x[m, k] * q[n, k]  (+ bias[n] when one split).
+    def _int8_gemv_kernel(x_ptr, q_ptr, scale_ptr, bias_ptr, out_ptr, parts_ptr, count_ptr, M, N, K, x_stride,
+                          k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                          SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr, PDL: tl.constexpr,
+                          W_FIRST: tl.constexpr = False, FP8: tl.constexpr = False):
+        # out[m, n] = scale[n] * sum over k of x[m, k] * q[n, k] (+ bias[n]); this program sums its split of K
+        # (gemv.store_tile).
         # W_FIRST: the tensor-core tiles take the weight as the MMA's first operand (W x^T, straight from the
         # registers it is converted in; x^T second, from shared memory) and transpose the sums once at the end.
         # FP8: q holds e4m3 bit patterns (read as uint8) instead of int8 values. Converted in a static `if` in
@@ -100,7 +101,7 @@ if triton is not None:
                     acc = tl.dot(x, tl.trans(w), acc)  # (BLOCK_M, BLOCK_N)
             total = _rows_first(acc, W_FIRST)
         total *= tl.load(scale_ptr + rn, mask=n_live, other=0.0)[None, :]
-        _store_split(out_ptr, total, bias_ptr, rn, rm, split, M, N, HAS_BIAS)
+        gemv.store_tile(total, bias_ptr, out_ptr, parts_ptr, count_ptr, rm, rn, M, N, SPLITS, HAS_BIAS)
 
     @triton.jit
     def _int8_as(q, dtype: tl.constexpr):
@@ -139,15 +140,6 @@ if triton is not None:
         return rn, rm, split, k_start, tl.minimum(k_start + k_per_split, K)
 
     @triton.jit
-    def _store_split(out_ptr, total, bias_ptr, rn, rm, split, M, N, HAS_BIAS: tl.constexpr):
-        """out[split, rm, rn] = total (+ bias[rn], given only when there is one split)."""
-        n_live = rn < N
-        if HAS_BIAS:
-            total += tl.load(bias_ptr + rn, mask=n_live, other=0.0).to(tl.float32)[None, :]
-        offsets = split * M * N + rm[:, None] * N + rn[None, :]
-        tl.store(out_ptr + offsets, total.to(out_ptr.dtype.element_ty), mask=(rm[:, None] < M) & n_live[None, :])
-
-    @triton.jit
     def _nibbles(packed, dtype: tl.constexpr):
         """packed (BLOCK_N, HALF_K) uint8 -> (low, high) nibbles in dtype, each as M + q with M = 1024 (float16)
         or 128 (bfloat16): the nibble placed in the mantissa of M, where the float's last bit weighs 1. With
@@ -183,10 +175,12 @@ if triton is not None:
         return tl.interleave(low - zero, high - zero)
 
     @triton.jit
-    def _int4_gemv_kernel(x_ptr, q_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, M, N, K, x_stride, k_per_split,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP: tl.constexpr,
-                          HAS_BIAS: tl.constexpr, PDL: tl.constexpr, W_FIRST: tl.constexpr = False):
-        # out[split, m, n] = sum over k in this split of x[m, k] * (q[n, k] - zero[n, k // G]) * scale[n, k // G]
+    def _int4_gemv_kernel(x_ptr, q_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, parts_ptr, count_ptr, M, N, K,
+                          x_stride, k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                          SPLITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, PDL: tl.constexpr,
+                          W_FIRST: tl.constexpr = False):
+        # out[m, n] = sum over k of x[m, k] * (q[n, k] - zero[n, k // G]) * scale[n, k // G] (+ bias[n]), this
+        # program's split of K (gemv.store_tile)
         # W_FIRST: as in _int8_gemv_kernel.
         pdl.wait_then_release(PDL)
         rn, rm, split, k_start, k_end = _tile(K, k_per_split, BLOCK_M, BLOCK_N)
@@ -208,7 +202,7 @@ if triton is not None:
             else:
                 acc += tl.dot(x, tl.trans(w)) * tl.trans(scale)  # (BLOCK_M, BLOCK_N)
         total = _rows_first(acc, W_FIRST)
-        _store_split(out_ptr, total, bias_ptr, rn, rm, split, M, N, HAS_BIAS)
+        gemv.store_tile(total, bias_ptr, out_ptr, parts_ptr, count_ptr, rm, rn, M, N, SPLITS, HAS_BIAS)
 
     @triton.jit
     def _dequantize_kernel(q_ptr, scale_ptr, zero_ptr, w_ptr, N, K, INT4: tl.constexpr, GROUP: tl.constexpr,

@@ -100,13 +100,14 @@ if triton is not None:
         return total
 
     @triton.jit
-    def _row_kernel(x_ptr, q_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, M, N, K, x_stride, k_per_split,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr,
-                    PDL: tl.constexpr, KIND: tl.constexpr, ASM: tl.constexpr, UNSCALE: tl.constexpr,
-                    GROUP: tl.constexpr = 0):
-        # out[split, 0, n] = sum over k in this split of x[k] * w[n, k]; w = (q - zero) * scale per group (int4) or
-        # q * scale per row (int8, fp8). Words: 8 weights each (int4: an int32 of packed bytes; int8 and e4m3: an
-        # int64). An int4 tile lies inside one group (BLOCK_K divides GROUP): one zero and scale per row and tile.
+    def _row_kernel(x_ptr, q_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, parts_ptr, count_ptr, M, N, K, x_stride,
+                    k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr, PDL: tl.constexpr, KIND: tl.constexpr,
+                    ASM: tl.constexpr, UNSCALE: tl.constexpr, GROUP: tl.constexpr = 0):
+        # out[0, n] = sum over k of x[k] * w[n, k] (+ bias[n]), this program's split of K (gemv.store_tile);
+        # w = (q - zero) * scale per group (int4) or q * scale per row (int8, fp8). Words: 8 weights each (int4: an
+        # int32 of packed bytes; int8 and e4m3: an int64). An int4 tile lies inside one group (BLOCK_K divides
+        # GROUP): one zero and scale per row and tile.
         pdl.wait_then_release(PDL)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         split = tl.program_id(1)
@@ -145,9 +146,8 @@ if triton is not None:
         if KIND != "int4":
             total *= tl.load(scale_ptr + rn, mask=n_live, other=0.0)
         total *= UNSCALE
-        if HAS_BIAS:
-            total += tl.load(bias_ptr + rn, mask=n_live, other=0.0).to(tl.float32)
-        tl.store(out_ptr + split * N + rn, total.to(out_ptr.dtype.element_ty), mask=n_live)
+        gemv.store_tile(total[None, :], bias_ptr, out_ptr, parts_ptr, count_ptr, tl.arange(0, 1), rn, M, N, SPLITS,
+                        HAS_BIAS)
 
 
 def linear(kind: str, x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
