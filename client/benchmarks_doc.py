@@ -180,7 +180,11 @@ greedy, counting output tokens only:
 `python -m benchmarks.plot benchmarks/results/<gpu>.json` draws the PNG. The command under each GPU's table
 is the one its JSON recorded, as run that day: before 2026-12-06 these modules lived in the server package,
 as `qwen_triton.bench.<module>` (now `benchmarks.<module>`). The history of these figures, and what was
-tried to reach them, is in [perf-log.md](perf-log.md).
+tried to reach them, is in [perf-log.md](perf-log.md). A code change's effect on the engine or a kernel is
+timed against the code before it on one host, in one command: `python -m benchmarks.ab --baseline REV
+benchmarks.engine_step --batch 1 64 --quantized int4` runs the module alternately on this checkout's package and
+on that revision's (`git archive`), each line tagged with its tree (not for served runs: the Python-backend stub
+ignores PYTHONPATH).
 """
 
 CPU_METHOD = """\
