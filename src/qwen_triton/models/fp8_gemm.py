@@ -128,8 +128,7 @@ def linear_rows(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, bi
     """W8A8 for a few rows (decode steps, up to gemv.MAX_ROWS): as linear (x quantized per token by fp8_quant's
     kernel, the same bits), the weight first in the MMA and K split where launch says. launch: (BLOCK_M,
     BLOCK_N, BLOCK_K, splits, warps, stages), default rows_launch."""
-    M, K = x.shape
-    N = qweight.shape[0]
+    M, N = x.shape[0], qweight.shape[0]
     xq, x_scales = fp8_quant.quantize_rows(x)
     block_m, block_n, block_k, splits, warps, stages = launch or rows_launch(M, N)
     return gemv.split_k(_fp8_rows_kernel, xq, (qweight, x_scales, scales), bias, N,
