@@ -50,9 +50,9 @@ DOT_LAUNCHES = [(16, bn, bk, s, w) for bn in (32, 64, 128) for bk in (64, 128, 2
 # One row through models/row_gemv.py (half-precision FMAs in PTX, float16 x): (BLOCK_N, BLOCK_K, splits, warps),
 # 16 to 128 weights a thread; int4's BLOCK_K 128 (its tiles lie inside a group of 128).
 ROW_SWEEP = {"int4": [(bn, 128, s, w) for bn in (16, 32, 64, 128) for s in (1, 2, 4, 8) for w in (2, 4, 8)
-                         if 16 <= bn * 128 // (32 * w) <= 128]}
+                      if 16 <= bn * 128 // (32 * w) <= 128]}
 ROW_SWEEP["int8"] = ROW_SWEEP["fp8"] = [(bn, bk, s, w) for bn in (8, 16, 32, 64) for bk in (128, 256, 512, 1024)
-                                              for s in (1, 2, 4) for w in (4, 8) if 16 <= bn * bk // (32 * w) <= 128]
+                                        for s in (1, 2, 4) for w in (4, 8) if 16 <= bn * bk // (32 * w) <= 128]
 
 # A launch too big for the GPU, int4's BLOCK_K not dividing its group, or a tile Triton's compiler refuses: skipped.
 REFUSED = (quant_gemv.triton.runtime.errors.OutOfResources, ValueError, RuntimeError) if quant_gemv.triton else ()

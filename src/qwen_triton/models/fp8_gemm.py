@@ -79,7 +79,7 @@ if triton is not None:
                          x_stride, k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                          SPLITS: tl.constexpr, STAGES: tl.constexpr, HAS_BIAS: tl.constexpr, PDL: tl.constexpr):
         # out[m, n] = x_scale[m] * w_scale[n] * sum over k of xq[m, k] * w[n, k] (+ bias[n]), this program's split
-        # of K (gemv.store_tile; x_stride: xq's, which is K). The weight first: acc (BLOCK_N, BLOCK_M) = W tile .
+        # of K (gemv.store_tile; x_stride: xq's row stride). The weight first: acc (BLOCK_N, BLOCK_M) = W tile .
         # xq tile^T, both K-major as the fp8 MMA takes them; a few rows of x (BLOCK_M 16-64) fill its narrow side.
         # The scales are linear, so each split applies both to its partial sums.
         pdl.wait_then_release(PDL)
@@ -90,7 +90,7 @@ if triton is not None:
         k_end = tl.minimum(k_start + k_per_split, K)
         rk = k_start + tl.arange(0, BLOCK_K)
         w_tile = w_ptr + rn[:, None].to(tl.int64) * K + rk[None, :]  # (BLOCK_N, BLOCK_K)
-        x_tile = xq_ptr + rm[:, None].to(tl.int64) * K + rk[None, :]  # (BLOCK_M, BLOCK_K)
+        x_tile = xq_ptr + rm[:, None].to(tl.int64) * x_stride + rk[None, :]  # (BLOCK_M, BLOCK_K)
         acc = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
         for k in tl.range(k_start, k_end, BLOCK_K, num_stages=STAGES):
             k_live = (rk < k_end - k + k_start)[None, :]

@@ -65,7 +65,7 @@ if triton is not None:
         # FP8: q holds e4m3 bit patterns (read as uint8) instead of int8 values. Converted in a static `if` in
         # the body: Triton's compiler (not its interpreter) refuses a helper whose returns differ in type.
         pdl.wait_then_release(PDL)
-        rn, rm, split, k_start, k_end = _tile(K, k_per_split, BLOCK_M, BLOCK_N)
+        rn, rm, k_start, k_end = _tile(K, k_per_split, BLOCK_M, BLOCK_N)
         q_rows = q_ptr + rn[:, None].to(tl.int64) * K  # (BLOCK_N, 1)
         n_live = rn < N
         if BLOCK_M == 1:
@@ -131,13 +131,12 @@ if triton is not None:
 
     @triton.jit
     def _tile(K, k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-        """This program's output columns rn, rows rm (one block of rows unless the GEMM tiles M), split and its
+        """This program's output columns rn, rows rm (one block of rows unless the GEMM tiles M) and its split's
         columns of K [k_start, k_end)."""
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        split = tl.program_id(1)
         rm = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
-        k_start = split * k_per_split
-        return rn, rm, split, k_start, tl.minimum(k_start + k_per_split, K)
+        k_start = tl.program_id(1) * k_per_split
+        return rn, rm, k_start, tl.minimum(k_start + k_per_split, K)
 
     @triton.jit
     def _nibbles(packed, dtype: tl.constexpr):
@@ -183,7 +182,7 @@ if triton is not None:
         # program's split of K (gemv.store_tile)
         # W_FIRST: as in _int8_gemv_kernel.
         pdl.wait_then_release(PDL)
-        rn, rm, split, k_start, k_end = _tile(K, k_per_split, BLOCK_M, BLOCK_N)
+        rn, rm, k_start, k_end = _tile(K, k_per_split, BLOCK_M, BLOCK_N)
         n_live = rn < N
         groups = K // GROUP
         q_rows = q_ptr + rn[:, None].to(tl.int64) * (K // 2)  # (BLOCK_N, 1)
