@@ -10,8 +10,10 @@ the weight first in the MMA. fp8 also runs W8A8 (x quantized per token by fp8_qu
 runtime pads them, then torch._scaled_mm) at every batch, and with torch's own ops quantizing, and past 64 rows
 the fused GEMM on its e4m3 weight (W8A16) and the Triton W8A8 GEMM (models/fp8_gemm.py, variant w8a8_triton); at
 decode batches its rows kernel (linear_rows, variant w8a8_rows) over a sweep of launches.
---wide times one row: the default launches against models/row_gemv.py's (variant row). --variants keeps only the
-kinds named; --jobs compiles every launch first in that many processes."""
+--wide times one row: the default launches against models/row_gemv.py's (variant row). --row-pipeline times one
+row as the runtime runs it (variant default) against row_gemv's launches in use with the loop's loads pipelined 1-4
+stages deep, the next tile prefetched or not, and for int4 its scales and zeros group-major (row_group_major).
+--variants keeps only the kinds named; --jobs compiles every launch first in that many processes."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +53,9 @@ DOT_LAUNCHES = [(16, bn, bk, s, w) for bn in (32, 64, 128) for bk in (64, 128, 2
 # 16 to 128 weights a thread; int4's BLOCK_K 128 (its tiles lie inside a group of 128).
 ROW_SWEEP = {"int4": [(bn, 128, s, w) for bn in (16, 32, 64, 128) for s in (1, 2, 4, 8) for w in (2, 4, 8)
                       if 16 <= bn * 128 // (32 * w) <= 128]}
+# row_gemv's launches in use (quant_launch.ROW_LAUNCHES), each with (stages, prefetch): --row-pipeline.
+ROW_PIPELINE = {mode: [(*la, stages, prefetch) for la in dict.fromkeys(quant_launch.ROW_LAUNCHES[mode].values())
+                       for stages in (1, 2, 3, 4) for prefetch in (False, True)] for mode in ("int4", "int8", "fp8")}
 ROW_SWEEP["int8"] = ROW_SWEEP["fp8"] = [(bn, bk, s, w) for bn in (8, 16, 32, 64) for bk in (128, 256, 512, 1024)
                                         for s in (1, 2, 4) for w in (4, 8) if 16 <= bn * bk // (32 * w) <= 128]
 
@@ -59,6 +64,12 @@ REFUSED = (quant_gemv.triton.runtime.errors.OutOfResources, ValueError, RuntimeE
 OPS = {"int8": quant_gemv.linear_int8, "int4": quant_gemv.linear_int4, "fp8": quant_gemv.linear_fp8_weight}
 # fp8's Triton W8A8 kernels by variant: the GEMM past 64 rows, the rows kernel at decode batches.
 W8A8_TRITON = {"w8a8_triton": fp8_gemm.linear, "w8a8_rows": fp8_gemm.linear_rows}
+
+
+def _group_major(stored: tuple) -> tuple:
+    """int4's (q, scales, zeros) with scales and zeros stored group by group (row_gemv.linear)."""
+    q, scales, zeros = stored
+    return q, scales.t().contiguous().t(), zeros.t().contiguous().t()
 
 
 def _row_op(mode: str, launch: tuple):
@@ -103,13 +114,16 @@ def _measure(mode, name, n, k, batch, min_bytes, quick=False, wide=False, keep=(
             except REFUSED:
                 continue
             calls = [lambda s=s: linear(x, *s, launch=launch) for s in stored]
-        elif kind == "row":
-            row = _row_op(mode, launch)
+        elif kind == "default":  # as the runtime calls it: its own launch and path
+            calls = [lambda s=s: op(x, *s) for s in stored]
+            err = (calls[0]().float() - ref).abs().max().item()
+        elif kind in ("row", "row_group_major"):
+            row, laid = _row_op(mode, launch), stored if kind == "row" else [_group_major(s) for s in stored]
             try:
-                err = (row(x, stored[0]).float() - ref).abs().max().item()
+                err = (row(x, laid[0]).float() - ref).abs().max().item()
             except REFUSED:
                 continue
-            calls = [lambda s=s: row(x, s) for s in stored]
+            calls = [lambda s=s: row(x, s) for s in laid]
         elif kind == "dequantize_cublas":
             k_in = x.shape[1]
             calls = [lambda s=s: F.linear(x, quant_gemv.dequantize(s[0], s[1], s[2] if len(s) > 2 else None, k_in,
@@ -132,8 +146,15 @@ def _measure(mode, name, n, k, batch, min_bytes, quick=False, wide=False, keep=(
 
 def _variants(mode: str, batch: int, quick: bool = False, wide: bool = False,
               keep: tuple = ()) -> list[tuple[str, tuple | None]]:
-    """_all_variants, only the kinds in keep (and the baseline) when keep is given."""
-    variants = _all_variants(mode, batch, quick, wide)
+    """_all_variants, only the kinds in keep (and the baseline) when keep is given. wide "pipeline": the
+    --row-pipeline variants."""
+    if wide == "pipeline":
+        if batch != 1:
+            raise ValueError("--row-pipeline times one row only (--batch 1)")
+        variants = [("cublas_fp16", None), ("default", None)] + [("row", la) for la in ROW_PIPELINE[mode]]
+        variants += [("row_group_major", la) for la in ROW_PIPELINE[mode]] if mode == "int4" else []
+    else:
+        variants = _all_variants(mode, batch, quick, wide)
     return [v for v in variants if not keep or v[0] in keep or v[0] == "cublas_fp16"]
 
 
@@ -176,10 +197,10 @@ def _compile(job: tuple) -> int:
     x = torch.randn(batch, k, device="cuda", dtype=torch.float16)
     ran = 0
     for kind, launch in _variants(mode, batch, quick, wide, keep)[first::chunks]:
-        if kind in ("triton", "fused", "w8a8_triton", "w8a8_rows", "row"):
+        if kind in ("triton", "fused", "w8a8_triton", "w8a8_rows", "row", "row_group_major"):
             try:
-                if kind == "row":
-                    _row_op(mode, launch)(x, stored)
+                if kind in ("row", "row_group_major"):
+                    _row_op(mode, launch)(x, stored if kind == "row" else _group_major(stored))
                 else:
                     W8A8_TRITON.get(kind, OPS[mode])(x, *stored, launch=launch)
                 ran += 1
@@ -211,16 +232,20 @@ def main(argv=None) -> None:
                              "orders; past them GEMM tiles with BLOCK_K 64")
     parser.add_argument("--wide", action="store_true",
                         help="one row (--batch 1): the default launches and row_gemv's")
+    parser.add_argument("--row-pipeline", action="store_true",
+                        help="one row (--batch 1): the runtime's calls and row_gemv's launches in use with its "
+                             "loads pipelined, prefetched, and int4's scales group-major")
     parser.add_argument("--variants", nargs="+", default=(),
                         help="only these kinds (triton, fused, dequantize_cublas, scaled_mm, "
-                             "scaled_mm_torch_quantize, w8a8_triton, w8a8_rows); cublas_fp16 always runs")
+                             "scaled_mm_torch_quantize, w8a8_triton, w8a8_rows, row, default, row_group_major); "
+                             "cublas_fp16 always runs")
     args = parser.parse_args(argv)
+    wide = "pipeline" if args.row_pipeline else args.wide
     if args.jobs:
-        precompile(args.modes, args.shapes, args.batch, args.jobs, args.quick, args.wide, tuple(args.variants))
+        precompile(args.modes, args.shapes, args.batch, args.jobs, args.quick, wide, tuple(args.variants))
     best = []
     for mode, name, batch in itertools.product(args.modes, args.shapes, args.batch):
-        rows = _measure(mode, name, *SHAPES[name], batch, args.min_bytes, args.quick, args.wide,
-                        tuple(args.variants))
+        rows = _measure(mode, name, *SHAPES[name], batch, args.min_bytes, args.quick, wide, tuple(args.variants))
         fastest = min(rows[1:], key=lambda r: r["us"])
         default = quant_launch.choose_launch(batch, *SHAPES[name], mode, 128) if batch <= gemv.MAX_ROWS else None
         best.append({"mode": mode, "shape": name, "batch": batch, "cublas_fp16_us": rows[0]["us"],

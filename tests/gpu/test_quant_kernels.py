@@ -4,6 +4,8 @@ float32, within float16 rounding, for 1 to 64 rows (the GEMV) and beyond (dequan
 layer shape of Qwen-7B, Qwen2-7B and Qwen2.5-1.5B; and a quantized engine of each mode served with them, through
 CUDA graphs and mixed steps, against the same engine on the torch ops, eager. Skipped without a GPU (their logic
 is also run by Triton's interpreter on CPU: tests/unit/test_kernels_interpreted.py)."""
+import itertools
+
 import pytest
 import torch
 
@@ -149,7 +151,8 @@ def _stored_row(kind, n, k, gen):
 @pytest.mark.parametrize("kind", ["int8", "int4", "fp8"])
 @torch.inference_mode()
 def test_the_one_row_ptx_gemv_equals_dequantize_then_matmul_at_every_layer_shape(model, kind):
-    """models/row_gemv.py at several launches (and the runtime's, where quant_launch takes it), x at ordinary
+    """models/row_gemv.py at several launches (and the runtime's, where quant_launch takes it, also with its loads
+    pipelined and with the next tile prefetched; int4 also with its scales and zeros group-major), x at ordinary
     magnitude and at |x| up to 4,000: the weights enter the float16 sums scaled by a power of two, without which
     a word's products overflow float16 at such x (int8: 4 x 127 x 4,000) and the output is not finite."""
     from qwen_triton.models import quant_launch, row_gemv
@@ -163,12 +166,14 @@ def test_the_one_row_ptx_gemv_equals_dequantize_then_matmul_at_every_layer_shape
         table = quant_launch.ROW_LAUNCHES.get(kind, {}).values()
         launches = [la for la in {(64, 128, 4, 4), (16, 128, 1, 2), (32, 256, 8, 8), *table}
                     if k % la[1] == 0 and (kind != "int4" or 128 % la[1] == 0)]  # int4: inside its group of 128
+        launches += [(*la, *more) for la in table if la in launches for more in ((3, False), (1, True))]
+        layouts = [(s, z)] + ([(s.t().contiguous().t(), z.t().contiguous().t())] if kind == "int4" else [])
         for magnitude in (1.0, 4000.0):
             x = ((torch.rand(1, k, device="cuda", generator=gen) * 2 - 1) * magnitude).half()
             want = x.float() @ weight.T + bias.float()
-            for launch in launches:
-                case = (model, kind, (n, k), magnitude, launch)
-                got = _synced(case, lambda: row_gemv.linear(kind, x, q, s, z, bias, launch))
+            for (scales, zeros), launch in itertools.product(layouts, launches):
+                case = (model, kind, (n, k), magnitude, launch, scales.stride())
+                got = _synced(case, lambda: row_gemv.linear(kind, x, q, scales, zeros, bias, launch))
                 err = (got.float() - want).abs().max().item()
                 assert got.dtype == torch.float16 and got.shape == (1, n) and torch.isfinite(got).all(), case
                 assert err <= 2 * FP16_ROUNDING * want.abs().max().item(), (*case, err)

@@ -64,7 +64,9 @@ def fp8_quantize_cases():
 
 def row_cases():
     """models/row_gemv.py for each kind (float16 only) at the runtime's launches where quant_launch takes it, else one
-    launch of the sweep's; split (float32 partials summed by the last split) and not, with a bias."""
+    launch of the sweep's; split (float32 partials summed by the last split) and not, with a bias; and at the
+    sweep's (benchmarks/quant_gemv.py --row-pipeline) loads pipelined 3 stages deep, the next tile prefetched with
+    int4's scales group-major."""
     for kind in ("int4", "int8", "fp8"):
         launches = set(quant_launch.ROW_LAUNCHES.get(kind, {}).values()) or {(64, 128, 4, 4)}
         for block_n, block_k, splits, warps in sorted(launches | {(16, 128, 1, 4)}):
@@ -74,6 +76,9 @@ def row_cases():
                           "PDL": True, "KIND": kind, "ASM": row_gemv.PTX[kind], "UNSCALE": row_gemv.UNSCALE[kind],
                           **({"GROUP": 128} if kind == "int4" else {})}
             yield f"row {kind} {block_n}x{block_k}/{splits}", row_gemv._row_kernel, pointers, constexprs, warps
+        yield f"row {kind} 3 stages", row_gemv._row_kernel, pointers, {**constexprs, "STAGES": 3}, warps
+        yield (f"row {kind} prefetched", row_gemv._row_kernel, pointers,
+               {**constexprs, "PREFETCH": True, "GROUP_MAJOR": kind == "int4"}, warps)
 
 
 def fp8_gemm_cases():

@@ -217,24 +217,36 @@ def fp8_quantize_cases(gen) -> list[dict]:
 def row_cases(gen) -> list[dict]:
     """models/row_gemv.py (one float16 row; its PTX replaced by the same sums in plain Triton here) against
     dequantize-then-matmul: every kind, K split in 3 (float32 partial sums), weight rows masked (N below BLOCK_N),
-    with and without a bias."""
+    with and without a bias; the next tile prefetched (stages are the compiler's: the interpreter runs them as
+    one), and int4's scales and zeros group-major; then int4 with one of the two transposed, refused."""
     out = []
     for kind in ("int4", "int8", "fp8"):
-        for launch, bias in (((16, 128, 3, 4), True), ((64, 128, 1, 4), False), ((32, 64, 2, 2), True)):
+        for launch, bias, group_major in (((16, 128, 3, 4), True, False), ((64, 128, 1, 4), False, False),
+                                          ((32, 64, 2, 2), True, False), ((16, 128, 3, 4, 3, True), True, True),
+                                          ((32, 64, 2, 2, 1, True), False, False), ((64, 128, 1, 4), True, True)):
             w = torch.randn(50, 384, generator=gen) * 0.05
             x = torch.randn(1, 384, generator=gen).half()
             b = (torch.randn(50, generator=gen) * 0.1).half() if bias else None
             if kind == "int4":
                 q, s, z = quantize_int4(w, 128)
                 weight = dequantize_int4(q, s, z)
+                s, z = (s.t().contiguous().t(), z.t().contiguous().t()) if group_major else (s, z)
             else:
                 (q, s), z = (quantize_int8(w) if kind == "int8" else quantize_fp8(w)), None
                 weight = dequantize_int8(q, s) if kind == "int8" else dequantize_fp8(q, s)
                 q = q.view(torch.uint8) if kind == "fp8" else q
             got = row_gemv.linear(kind, x, q, s, z, b, launch)
             want = x.float() @ weight.T + (b.float() if bias else 0.0)
-            out.append({"row": kind, "launch": launch, "dtype": str(got.dtype), "out_shape": list(got.shape),
+            out.append({"row": kind, "launch": launch, "group_major": kind == "int4" and group_major,
+                        "dtype": str(got.dtype), "out_shape": list(got.shape),
                         "max_err": (got.float() - want).abs().max().item(), "max_abs": want.abs().max().item()})
+    q, s, z = quantize_int4(torch.randn(50, 384, generator=gen), 128)
+    try:
+        row_gemv.linear("int4", torch.randn(1, 384, generator=gen).half(), q, s.t().contiguous().t(), z, None,
+                        (16, 128, 1, 4))
+        out.append({"row_layout_refused": None})
+    except ValueError as exc:
+        out.append({"row_layout_refused": str(exc)})
     return out
 
 

@@ -30,12 +30,22 @@ def test_every_quantized_gemv_case_equals_dequantize_then_matmul(results):
 
 
 def test_the_one_row_ptx_gemv_sums_equal_dequantize_then_matmul(results):
-    """models/row_gemv.py's words, x pairs, zero pairs, splits and scales (its PTX is checked on the GPU)."""
+    """models/row_gemv.py's words, x pairs, zero pairs, splits and scales (its PTX is checked on the GPU), the
+    next tile prefetched or not, int4's scales and zeros row by row or group-major."""
     cases = [r for r in results if "row" in r]
-    assert [r["row"] for r in cases] == ["int4"] * 3 + ["int8"] * 3 + ["fp8"] * 3
+    assert [r["row"] for r in cases] == ["int4"] * 6 + ["int8"] * 6 + ["fp8"] * 6
+    assert sum(r["group_major"] for r in cases) == 2 and sum(len(r["launch"]) == 6 and r["launch"][5]
+                                                             for r in cases) == 6
     for r in cases:
         assert r["dtype"] == "torch.float16" and r["out_shape"] == [1, 50], r
         assert r["max_err"] <= 2 * FP16_ROUNDING * r["max_abs"], r
+
+
+def test_int4_one_row_refuses_scales_and_zeros_in_different_layouts(results):
+    """A group-major scale tensor read with row-by-row zeros would pair each group's scale with another's zero."""
+    [r] = [r for r in results if "row_layout_refused" in r]
+    assert r["row_layout_refused"] is not None and "scales and zeros" in r["row_layout_refused"], r
+    assert "strides (1, 50) and (3, 1)" in r["row_layout_refused"], r
 
 
 def test_int4_refuses_a_tile_spanning_groups_at_one_row_and_at_several(results):

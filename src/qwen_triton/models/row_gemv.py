@@ -100,14 +100,58 @@ if triton is not None:
         return total
 
     @triton.jit
+    def _tile_sums(w, x0, x1, x2, x3, zero, zero_pair, KIND: tl.constexpr, ASM: tl.constexpr):
+        """Each weight word's 8 products with x, summed, divided by UNSCALE[KIND]: (BLOCK_N, WORDS) float32."""
+        if ROW_ASM:
+            return tl.inline_asm_elementwise(ASM, "=f,r,r,r,r,r,r" if KIND == "int4" else "=f,l,r,r,r,r,r",
+                                             [w, x0, x1, x2, x3, zero_pair], dtype=tl.float32, is_pure=True, pack=1)
+        return _word_sums_plain(w, x0, x1, x2, x3, zero, KIND)
+
+    @triton.jit
+    def _group_rows(scale_ptr, zero_ptr, rn, K, GROUP: tl.constexpr, GROUP_MAJOR: tl.constexpr):
+        """int4: the (BLOCK_N, 1) pointers to each row's first group's scale and zero, in the stored (N, K/g)
+        layout or the group-major one (linear)."""
+        if GROUP_MAJOR:
+            return scale_ptr + rn[:, None], zero_ptr + rn[:, None]
+        groups = K // GROUP
+        return scale_ptr + rn[:, None].to(tl.int64) * groups, zero_ptr + rn[:, None].to(tl.int64) * groups
+
+    @triton.jit
+    def _weights(words, k, n_live, WORDS: tl.constexpr):
+        """The tile at column k: its weight words, (BLOCK_N, WORDS)."""
+        return tl.load(words + (k // 8 + tl.arange(0, WORDS))[None, :], mask=n_live[:, None], other=0)
+
+    @triton.jit
+    def _zero_pair(zero):
+        """float16 bits of -(64 + zero / 16) (0xD400: -64, ulp 1/16), -(4 + zero / 16) (0xC400: -4, ulp 1/256)."""
+        return (0xD400 | zero) | ((0xC400 | (zero << 4)) << 16)
+
+    @triton.jit
+    def _group(scale_rows, zero_rows, k, N, n_live, GROUP: tl.constexpr, GROUP_MAJOR: tl.constexpr,
+               KIND: tl.constexpr):
+        """int4: the rows' zeros (int32), their pairs for the PTX and scales at column k, (BLOCK_N, 1) each. int8,
+        fp8: zeros 0 and scales 1 (their row scales come at the end)."""
+        if KIND == "int4":
+            group = (k // GROUP) * N if GROUP_MAJOR else k // GROUP  # the offset of column k's group
+            zero = tl.load(zero_rows + group, mask=n_live[:, None], other=0).to(tl.int32)
+            zero_pair = _zero_pair(zero)
+            scale = tl.load(scale_rows + group, mask=n_live[:, None], other=0.0)
+        else:
+            zero = tl.zeros(n_live[:, None].shape, tl.int32)
+            zero_pair = _zero_pair(zero)
+            scale = tl.full(n_live[:, None].shape, 1.0, tl.float32)
+        return zero, zero_pair, scale
+
+    @triton.jit
     def _row_kernel(x_ptr, q_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, parts_ptr, count_ptr, M, N, K, x_stride,
                     k_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                     SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr, PDL: tl.constexpr, KIND: tl.constexpr,
-                    ASM: tl.constexpr, UNSCALE: tl.constexpr, GROUP: tl.constexpr = 0):
+                    ASM: tl.constexpr, UNSCALE: tl.constexpr, GROUP: tl.constexpr = 0,
+                    GROUP_MAJOR: tl.constexpr = False, PREFETCH: tl.constexpr = False, STAGES: tl.constexpr = None):
         # out[0, n] = sum over k of x[k] * w[n, k] (+ bias[n]), this program's split of K (gemv.store_tile);
         # w = (q - zero) * scale per group (int4) or q * scale per row (int8, fp8). Words: 8 weights each (int4: an
         # int32 of packed bytes; int8 and e4m3: an int64). An int4 tile lies inside one group (BLOCK_K divides
-        # GROUP): one zero and scale per row and tile.
+        # GROUP): one zero and scale per row and tile. STAGES, PREFETCH: see linear.
         pdl.wait_then_release(PDL)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         split = tl.program_id(1)
@@ -117,31 +161,27 @@ if triton is not None:
         WORDS: tl.constexpr = BLOCK_K // 8
         if KIND == "int4":
             words = q_ptr.to(tl.pointer_type(tl.int32)) + rn[:, None].to(tl.int64) * (K // 8)  # (BLOCK_N, 1)
-            groups = K // GROUP
-            scale_rows = scale_ptr + rn[:, None].to(tl.int64) * groups
-            zero_rows = zero_ptr + rn[:, None].to(tl.int64) * groups
+            scale_rows, zero_rows = _group_rows(scale_ptr, zero_ptr, rn, K, GROUP, GROUP_MAJOR)
         else:
             words = q_ptr.to(tl.pointer_type(tl.int64)) + rn[:, None].to(tl.int64) * (K // 8)
+            scale_rows, zero_rows = scale_ptr, zero_ptr  # unused: one scale per row, at the end
         acc = tl.zeros((BLOCK_N, WORDS), tl.float32)
-        for k in range(k_start, k_end, BLOCK_K):
-            w = tl.load(words + (k // 8 + tl.arange(0, WORDS))[None, :], mask=n_live[:, None], other=0)
-            x0, x1, x2, x3 = _x_words(x_ptr, k, WORDS)
-            if KIND == "int4":
-                zero = tl.load(zero_rows + k // GROUP, mask=n_live[:, None], other=0).to(tl.int32)  # (BLOCK_N, 1)
-                # float16 bits of -(64 + zero / 16) (0xD400: -64, ulp 1/16), -(4 + zero / 16) (0xC400: -4, ulp 1/256)
-                zero_pair = (0xD400 | zero) | ((0xC400 | (zero << 4)) << 16)
-                scale = tl.load(scale_rows + k // GROUP, mask=n_live[:, None], other=0.0)
+        if PREFETCH:  # the next tile's loads issued before this one's FMAs (the last tile read twice: no masks)
+            k_first = tl.minimum(k_start, K - BLOCK_K)
+            w = _weights(words, k_first, n_live, WORDS)
+            zero, zero_pair, scale = _group(scale_rows, zero_rows, k_first, N, n_live, GROUP, GROUP_MAJOR, KIND)
+        for k in tl.range(k_start, k_end, BLOCK_K, num_stages=STAGES):
+            if PREFETCH:
+                w_k, zero_k, zero_pair_k, scale_k = w, zero, zero_pair, scale
+                k_next = tl.minimum(k + BLOCK_K, k_end - BLOCK_K)
+                w = _weights(words, k_next, n_live, WORDS)
+                zero, zero_pair, scale = _group(scale_rows, zero_rows, k_next, N, n_live, GROUP, GROUP_MAJOR, KIND)
+                x0, x1, x2, x3 = _x_words(x_ptr, k, WORDS)
             else:
-                zero = tl.zeros((BLOCK_N, 1), tl.int32)
-                zero_pair = zero
-                scale = 1.0
-            if ROW_ASM:
-                part = tl.inline_asm_elementwise(ASM, "=f,r,r,r,r,r,r" if KIND == "int4" else "=f,l,r,r,r,r,r",
-                                                 [w, x0, x1, x2, x3, zero_pair], dtype=tl.float32, is_pure=True,
-                                                 pack=1)
-            else:
-                part = _word_sums_plain(w, x0, x1, x2, x3, zero, KIND)
-            acc += part * scale
+                w_k = _weights(words, k, n_live, WORDS)
+                x0, x1, x2, x3 = _x_words(x_ptr, k, WORDS)
+                zero_k, zero_pair_k, scale_k = _group(scale_rows, zero_rows, k, N, n_live, GROUP, GROUP_MAJOR, KIND)
+            acc += _tile_sums(w_k, x0, x1, x2, x3, zero_k, zero_pair_k, KIND, ASM) * scale_k
         total = tl.sum(acc, axis=1)
         if KIND != "int4":
             total *= tl.load(scale_ptr + rn, mask=n_live, other=0.0)
@@ -151,16 +191,33 @@ if triton is not None:
 
 
 def linear(kind: str, x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
-           bias: torch.Tensor | None, launch: tuple[int, int, int, int]) -> torch.Tensor:
+           bias: torch.Tensor | None, launch: tuple) -> torch.Tensor:
     """kind int4, int8 or fp8; x (1, K) float16; qweight (N, K/2) uint8 (int4) or (N, K) int8 / e4m3 bytes; scales
-    float32 (N, K/g) with zeros uint8 (int4) or (N,) -> (1, N) float16. launch: (BLOCK_N, BLOCK_K, splits, warps);
-    BLOCK_K (a multiple of 8) divides K and int4's group: the kernel reads whole tiles."""
+    float32 (N, K/g) with zeros uint8 (int4) or (N,) -> (1, N) float16. int4's scales and zeros are read row by row
+    or, when both are the transposed views of (K/g, N) tensors (group_major), a group's rows side by side.
+    launch: (BLOCK_N, BLOCK_K, splits, warps[, stages, prefetch]); BLOCK_K (a multiple of 8) divides K and int4's
+    group: the kernel reads whole tiles. stages > 1: the compiler's pipeline of the loop's loads (asynchronous
+    copies through shared memory); prefetch: the next tile's loads issued before this tile's sums, in registers."""
     N, K = qweight.shape[0], x.shape[1]
     group = K // scales.shape[1] if kind == "int4" else K
-    if x.shape[0] != 1 or x.dtype != torch.float16 or group % launch[1] or K % launch[1] or launch[1] % 8:
+    block_n, block_k, splits, warps, stages, prefetch = (*launch, 1, False)[:6] if len(launch) == 4 else launch
+    if x.shape[0] != 1 or x.dtype != torch.float16 or group % block_k or K % block_k or block_k % 8:
         raise ValueError(f"row_gemv takes one float16 row and BLOCK_K (a multiple of 8) dividing K and int4's group, "
-                         f"got {tuple(x.shape)} {x.dtype}, BLOCK_K {launch[1]}, K {K}, group {group}")
+                         f"got {tuple(x.shape)} {x.dtype}, BLOCK_K {block_k}, K {K}, group {group}")
     weights = (qweight, scales, zeros if zeros is not None else scales)
-    extra = {"GROUP": group} if kind == "int4" else {}
-    return gemv.split_k(_row_kernel, x, weights, bias, N, (1, *launch), KIND=kind, ASM=PTX[kind],
-                        UNSCALE=UNSCALE[kind], **extra)
+    extra = {"GROUP": group, "GROUP_MAJOR": group_major(scales, zeros)} if kind == "int4" else {}
+    return gemv.split_k(_row_kernel, x, weights, bias, N, (1, block_n, block_k, splits, warps), KIND=kind,
+                        ASM=PTX[kind], UNSCALE=UNSCALE[kind], STAGES=stages if stages > 1 else None, PREFETCH=prefetch,
+                        **extra)
+
+
+def group_major(scales: torch.Tensor, zeros: torch.Tensor) -> bool:
+    """Whether int4's (N, K/g) scales and zeros are both transposed views of (K/g, N) tensors (see linear); False
+    for the stored row-by-row layout. Anything else is refused."""
+    n, groups = scales.shape
+    if all(t.stride() == (groups, 1) for t in (scales, zeros)) or groups == 1:  # one group: the same N values
+        return False
+    if all(t.stride() == (1, n) for t in (scales, zeros)):
+        return True
+    raise ValueError(f"int4 scales and zeros must both be row by row (N, K/g) or both transposed views of (K/g, N), "
+                     f"got strides {scales.stride()} and {zeros.stride()}")
