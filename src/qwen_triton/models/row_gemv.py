@@ -200,7 +200,7 @@ def linear(kind: str, x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tens
     copies through shared memory); prefetch: the next tile's loads issued before this tile's sums, in registers."""
     N, K = qweight.shape[0], x.shape[1]
     group = K // scales.shape[1] if kind == "int4" else K
-    block_n, block_k, splits, warps, stages, prefetch = (*launch, 1, False)[:6] if len(launch) == 4 else launch
+    block_n, block_k, splits, warps, stages, prefetch = (*launch, 1, False) if len(launch) == 4 else launch
     if x.shape[0] != 1 or x.dtype != torch.float16 or group % block_k or K % block_k or block_k % 8:
         raise ValueError(f"row_gemv takes one float16 row and BLOCK_K (a multiple of 8) dividing K and int4's group, "
                          f"got {tuple(x.shape)} {x.dtype}, BLOCK_K {block_k}, K {K}, group {group}")
