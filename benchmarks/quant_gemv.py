@@ -69,7 +69,7 @@ W8A8_TRITON = {"w8a8_triton": fp8_gemm.linear, "w8a8_rows": fp8_gemm.linear_rows
 def _group_major(stored: tuple) -> tuple:
     """int4's (q, scales, zeros) with scales and zeros stored group by group (row_gemv.linear)."""
     q, scales, zeros = stored
-    return q, scales.t().contiguous().t(), zeros.t().contiguous().t()
+    return q, *row_gemv.to_group_major(scales, zeros)
 
 
 def _row_op(mode: str, launch: tuple):

@@ -167,7 +167,7 @@ def test_the_one_row_ptx_gemv_equals_dequantize_then_matmul_at_every_layer_shape
         launches = [la for la in {(64, 128, 4, 4), (16, 128, 1, 2), (32, 256, 8, 8), *table}
                     if k % la[1] == 0 and (kind != "int4" or 128 % la[1] == 0)]  # int4: inside its group of 128
         launches += [(*la, *more) for la in table if la in launches for more in ((3, False), (1, True))]
-        layouts = [(s, z)] + ([(s.t().contiguous().t(), z.t().contiguous().t())] if kind == "int4" else [])
+        layouts = [(s, z)] + ([row_gemv.to_group_major(s, z)] if kind == "int4" else [])
         for magnitude in (1.0, 4000.0):
             x = ((torch.rand(1, k, device="cuda", generator=gen) * 2 - 1) * magnitude).half()
             want = x.float() @ weight.T + bias.float()

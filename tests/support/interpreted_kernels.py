@@ -230,7 +230,7 @@ def row_cases(gen) -> list[dict]:
             if kind == "int4":
                 q, s, z = quantize_int4(w, 128)
                 weight = dequantize_int4(q, s, z)
-                s, z = (s.t().contiguous().t(), z.t().contiguous().t()) if group_major else (s, z)
+                s, z = row_gemv.to_group_major(s, z) if group_major else (s, z)
             else:
                 (q, s), z = (quantize_int8(w) if kind == "int8" else quantize_fp8(w)), None
                 weight = dequantize_int8(q, s) if kind == "int8" else dequantize_fp8(q, s)

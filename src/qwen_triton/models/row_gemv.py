@@ -211,6 +211,11 @@ def linear(kind: str, x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tens
                         **extra)
 
 
+def to_group_major(scales: torch.Tensor, zeros: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """int4's (N, K/g) scales and zeros, the same values stored group by group: views of (K/g, N) tensors."""
+    return scales.t().contiguous().t(), zeros.t().contiguous().t()
+
+
 def group_major(scales: torch.Tensor, zeros: torch.Tensor) -> bool:
     """Whether int4's (N, K/g) scales and zeros are both transposed views of (K/g, N) tensors (see linear); False
     for the stored row-by-row layout. Anything else is refused."""
