@@ -25,7 +25,8 @@ class TritonPythonModel:
             try:
                 values = read_inputs(request, POSTPROCESSING)
                 outputs = self.postprocess.chunk(values)  # None for a probe: nothing to answer
-                self.relay(get_int(values, "request_key"), request.is_cancelled, probe=outputs is None)
+                self.relay(get_int(values, "request_key"), request.is_cancelled, probe=outputs is None,
+                           final=self.postprocess.ends_request(values))
                 sender.send(None if outputs is None else make_response(POSTPROCESSING, outputs), flags=FINAL)
             except Exception as exc:
                 sender.send(error_response(exc), flags=FINAL)

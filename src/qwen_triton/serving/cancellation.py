@@ -50,10 +50,17 @@ class CancelRelay:
         self._check_s, self._remember, self._clock = check_s, remember, clock
         self._checked: OrderedDict[int, float] = OrderedDict()  # key -> when last asked (inf: stopped)
 
-    def __call__(self, key: int | None, is_cancelled: Callable[[], bool], probe: bool = False) -> bool:
+    def __call__(self, key: int | None, is_cancelled: Callable[[], bool], probe: bool = False,
+                 final: bool = False) -> bool:
         """True when a stop was sent. Never raises: a failed step would make Triton's ensemble keep the request
-        forever (docs/cancellation.md); a stop that failed is tried again at a later step."""
+        forever (docs/cancellation.md); a stop that failed is tried again at a later step. final: the step of
+        the request's last chunk: the request has ended in tensorrt_llm, nothing is left to stop, so the round
+        trip is not made (a request answered in one response, a 1-token one, makes none) and the key is
+        forgotten."""
         if key is None:
+            return False
+        if final:
+            self._checked.pop(key, None)
             return False
         now, last = self._clock(), self._checked.get(key, float("-inf"))
         if last == float("inf") or (not probe and now - last < self._check_s):

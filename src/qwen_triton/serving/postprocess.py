@@ -23,6 +23,12 @@ class Postprocessor:
         text = self.tokenizer.decode(ids.tolist())
         return {"text_output": np.asarray([text.encode("utf-8")], dtype=np.object_)}
 
+    @staticmethod
+    def ends_request(values: dict[str, np.ndarray]) -> bool:
+        """Whether this step carries the request's last chunk (tensorrt_llm sets finish_reason only there)."""
+        finish = values.get("finish_reason")
+        return finish is not None and np.asarray(finish).reshape(-1)[0] not in (b"", "")
+
     def chunk(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
         """One postprocessing step's inputs -> its outputs (text, the counts passed through); None for a
         cancellation probe, which carries no token ids."""
