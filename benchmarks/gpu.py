@@ -188,9 +188,11 @@ def main(argv=None):
     short = re.search(r"\b([A-Z]+\d{2,4})\b", gpu)
     out = args.out_dir / ((short.group(1) if short else "gpu").lower() + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Modes asked for and not yet measured: a run cut short (a device's time limit) leaves a file that says so.
+    result["quantized_pending"] = list(args.quantized)
     out.write_text(json.dumps(result, indent=2) + "\n")  # the 16-bit figures, kept if a mode below fails
     quantized = {}
-    for mode in args.quantized:  # each written as soon as it is measured; a mode that fails is recorded as such
+    for i, mode in enumerate(args.quantized):  # each written once measured; a mode that fails is recorded as such
         try:
             quantized[mode] = quant_gpu.run_mode(mode, work, LIMITS, _server, lambda url: c64_window(url, c64_jobs),
                                                  BS1_JOB, TTFT_JOB, bandwidth)
@@ -199,7 +201,10 @@ def main(argv=None):
             served[f"quantized_{mode}_log_errors"] = error_lines(work / f"server-engine-{mode}.log")
         served.update({f"quantized_{m}": run for m, run in quantized.items()})
         result.update(quant_gpu.summary_fields(quantized, fp16_bytes) if quantized else {})
+        result["quantized_pending"] = list(args.quantized[i + 1:])
         out.write_text(json.dumps(result, indent=2) + "\n")
+    del result["quantized_pending"]  # the run ended: nothing left pending
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "served"}, indent=2))
 
 

@@ -55,7 +55,8 @@ def _load_row(run: dict) -> str:
 
 
 def quantized_rows(result: dict) -> list[tuple[str, str, str]]:
-    """One row per quantized mode the run served (benchmarks/quant_gpu.py), beside its 16-bit figures."""
+    """One row per quantized mode the run served (benchmarks/quant_gpu.py), beside its 16-bit figures, and one per
+    mode it asked for that failed or that it never reached (cut short: `quantized_pending`)."""
     rows = []
     for mode in (m for m in QUANT_MODES if f"{m}_bs1_tok_s" in result):
         n_bytes = result.get("quant_weight_bytes", {}).get(mode)
@@ -69,6 +70,9 @@ def quantized_rows(result: dict) -> list[tuple[str, str, str]]:
     for mode in (m for m in QUANT_MODES if f"quantized_{m}_error" in result.get("served", {})):
         rows.append((f"{mode}: failed in this run", "failed: its server did not start (the error is in the result "
                      "file)", f"`served.quantized_{mode}_error`"))
+    for mode in result.get("quantized_pending", []):  # asked for; the run was cut short before it
+        rows.append((f"{mode}: not reached in this run", "not measured: the run ended before it",
+                     "`quantized_pending`"))
     return rows
 
 

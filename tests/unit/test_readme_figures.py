@@ -81,3 +81,8 @@ def test_a_run_with_quantized_modes_shows_each_in_the_page_and_the_readme():
     generated = benchmarks_doc.generate(ROOT, results)
     for text in (generated[benchmarks_doc.DOC], generated[benchmarks_doc.README]):
         assert "int4 failed" in text or "int4: failed in this run" in text
+    # A mode the run asked for and never reached (cut short) is shown as such.
+    results["h100"]["quantized_pending"] = ["fp8"]
+    generated = benchmarks_doc.generate(ROOT, results)
+    assert "fp8: not reached in this run" in generated[benchmarks_doc.DOC]
+    assert "fp8 not measured: the run ended before it" in generated[benchmarks_doc.README]
